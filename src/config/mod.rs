@@ -1,0 +1,661 @@
+//! Configuration: the original's `conf.toml`/`conf.json`, loaded, checked and resolved into typed
+//! settings.
+//!
+//! Belongs here: reading the file (format by final extension, any path), reporting errors with
+//! file, line and key, warning about unknown keys, applying the original's defaults (except its
+//! 30 ms `ms_per_file` fallback: ours is 30000), and masking credentials for display. Does not
+//! belong here: acting on the settings (`app`).
+
+mod raw;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use raw::RawConfig;
+use raw::{RawStreamArchive, RawStream};
+
+/// Fallback chunk length when neither the stream nor `[archive]` sets `ms_per_file`.
+pub const DEFAULT_MS_PER_FILE: i64 = 30_000;
+
+/// A configuration error: where it is and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `rtsp_streams[0].output_types`; empty if unknown.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// One listener (`[api]` or `[video]`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub mode: String,
+    pub verbose: String,
+}
+
+impl ServerConfig {
+    /// `host:port` to bind; an empty host means all interfaces.
+    pub fn bind_addr(&self) -> String {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            self.host.as_str()
+        };
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HlsConfig {
+    pub ms_per_segment: i64,
+    pub directory: String,
+    pub window_size: u32,
+    pub window_capacity: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MinioConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    #[serde(serialize_with = "ser_masked")]
+    pub password: String,
+    pub default_bucket: String,
+    pub default_path: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ArchiveConfig {
+    pub recording: bool,
+    pub serving: bool,
+    pub directory: String,
+    pub ms_per_file: i64,
+    pub minio_settings: MinioConfig,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CorsConfig {
+    pub enabled: bool,
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub allow_credentials: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OnDemandConfig {
+    pub enabled: bool,
+    pub idle_ms: i64,
+    pub health_check: bool,
+    pub health_interval_ms: i64,
+    pub health_timeout_ms: i64,
+}
+
+/// RTSP lower transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// Where a stream's frames come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceSpec {
+    Rtsp {
+        #[serde(serialize_with = "ser_masked_url")]
+        url: String,
+        transport: Transport,
+    },
+    LocalFile {
+        file: PathBuf,
+        #[serde(rename = "loop")]
+        looped: bool,
+    },
+}
+
+impl SourceSpec {
+    /// What `/status` shows as `url`: the RTSP URL with credentials masked, or the file path.
+    pub fn display_url(&self) -> String {
+        match self {
+            SourceSpec::Rtsp { url, .. } => mask_url(url),
+            SourceSpec::LocalFile { file, .. } => file.display().to_string(),
+        }
+    }
+}
+
+/// Output types of a stream, as the original numbers them in `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outputs {
+    pub mse: bool,
+    pub hls: bool,
+    /// The numeric codes in config order (2 = hls, 3 = mse).
+    pub codes: Vec<u8>,
+}
+
+impl Outputs {
+    /// Parses the original's `output_types` list; the error text is the original's.
+    pub fn parse(list: &[String]) -> Result<Outputs, String> {
+        let mut out = Outputs::default();
+        for t in list {
+            match t.to_ascii_lowercase().as_str() {
+                "mse" => {
+                    out.mse = true;
+                    out.codes.push(3);
+                }
+                "hls" => {
+                    out.hls = true;
+                    out.codes.push(2);
+                }
+                "rtsp" => return Err(format!("stream type is not supported. Type: '{t}'")),
+                _ => return Err(format!("stream type does not exists. Type: '{t}'")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Filesystem,
+    Minio,
+}
+
+/// A stream's resolved archive settings (only present when archive storage is needed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamArchiveConfig {
+    pub recording: bool,
+    pub kind: StorageKind,
+    pub directory: String,
+    pub ms_per_file: i64,
+    pub minio_bucket: String,
+    pub minio_path: String,
+}
+
+/// One stream, resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamConfig {
+    pub id: Uuid,
+    pub source: SourceSpec,
+    pub outputs: Outputs,
+    pub verbose: String,
+    pub on_demand: bool,
+    pub archive: Option<StreamArchiveConfig>,
+}
+
+/// The whole resolved configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub path: PathBuf,
+    pub api: ServerConfig,
+    pub video: ServerConfig,
+    pub hls: HlsConfig,
+    pub archive: ArchiveConfig,
+    pub cors: CorsConfig,
+    pub on_demand: OnDemandConfig,
+    pub streams: Vec<StreamConfig>,
+    /// Things worth telling the user that do not stop the start (unknown keys, aliases, …).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and resolves a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read file: {e}"),
+        })?;
+        Self::from_str_at(&text, path)
+    }
+
+    /// Parses and resolves configuration text; `path` decides the format and names errors.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut unknown = Vec::new();
+        let raw = parse_raw(text, path, &mut unknown)?;
+        let mut cfg = resolve(raw, text, path)?;
+        for key in unknown {
+            cfg.warnings.push(format!(
+                "{}: unknown key `{key}` ignored",
+                path.display()
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Idle time of on-demand streams.
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.on_demand.idle_ms as u64)
+    }
+}
+
+fn parse_raw(text: &str, path: &Path, unknown: &mut Vec<String>) -> Result<RawConfig, ConfigError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let err = |line: Option<usize>, key: String, message: String| ConfigError {
+        file: path.to_owned(),
+        line,
+        key,
+        message,
+    };
+    let mut on_unknown = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+    match ext.as_str() {
+        "json" => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let ignored = serde_ignored::Deserializer::new(&mut de, &mut on_unknown);
+            serde_path_to_error::deserialize(ignored).map_err(|e| {
+                let key = e.path().to_string();
+                let inner = e.into_inner();
+                let line = (inner.line() > 0).then_some(inner.line());
+                err(line, clean_key(&key), strip_position(&inner.to_string()))
+            })
+        }
+        "toml" => {
+            let de = toml::Deserializer::parse(text).map_err(|e| {
+                let line = e.span().map(|s| line_of(text, s.start));
+                err(line, String::new(), e.message().trim().to_owned())
+            })?;
+            let ignored = serde_ignored::Deserializer::new(de, &mut on_unknown);
+            serde_path_to_error::deserialize(ignored).map_err(|e| {
+                let key = e.path().to_string();
+                let inner = e.into_inner();
+                let line = inner.span().map(|s| line_of(text, s.start));
+                err(line, clean_key(&key), inner.message().trim().to_owned())
+            })
+        }
+        _ => Err(err(
+            None,
+            String::new(),
+            format!("unknown configuration format `.{ext}`: expected .toml or .json"),
+        )),
+    }
+}
+
+/// serde_path_to_error writes `.` for the root; we want nothing.
+fn clean_key(key: &str) -> String {
+    if key == "." {
+        String::new()
+    } else {
+        key.to_owned()
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The line of the first occurrence of `needle` as a quoted string, for semantic errors found
+/// after parsing.
+fn line_of_value(text: &str, needle: &str) -> Option<usize> {
+    for quoted in [format!("\"{needle}\""), format!("'{needle}'")] {
+        if let Some(i) = text.find(&quoted) {
+            return Some(line_of(text, i));
+        }
+    }
+    None
+}
+
+fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let err = |needle: &str, key: String, message: String| ConfigError {
+        file: path.to_owned(),
+        line: line_of_value(text, needle),
+        key,
+        message,
+    };
+
+    let mut hls = raw.hls;
+    if hls.ms_per_segment <= 0 {
+        hls.ms_per_segment = 10_000;
+    }
+    if hls.directory.is_empty() {
+        hls.directory = "./hls".into();
+    }
+    if hls.window_capacity == 0 {
+        hls.window_capacity = 10;
+    }
+    if hls.window_size == 0 {
+        hls.window_size = 5;
+    }
+    hls.window_size = hls.window_size.min(hls.window_capacity);
+
+    let a = raw.archive;
+    if a.enabled.is_some() {
+        warnings.push(
+            "`archive.enabled` is the v0.6 name of `archive.recording`; it is honoured as such"
+                .to_owned(),
+        );
+    }
+    let archive = ArchiveConfig {
+        recording: a.recording.or(a.enabled).unwrap_or(false),
+        serving: a.serving,
+        directory: a.directory,
+        ms_per_file: a.ms_per_file,
+        minio_settings: MinioConfig {
+            host: a.minio_settings.host,
+            port: a.minio_settings.port,
+            user: a.minio_settings.user,
+            password: a.minio_settings.password,
+            default_bucket: a.minio_settings.default_bucket,
+            default_path: a.minio_settings.default_path,
+        },
+    };
+
+    let od = raw.on_demand;
+    let pos = |v: i64, d: i64| if v > 0 { v } else { d };
+    let on_demand = OnDemandConfig {
+        enabled: od.enabled,
+        idle_ms: pos(od.idle_ms, 30_000),
+        health_check: od.health_check,
+        health_interval_ms: pos(od.health_interval_ms, 30_000),
+        health_timeout_ms: pos(od.health_timeout_ms, 3_000),
+    };
+
+    let c = raw.cors;
+    if c.enabled {
+        if c.allow_origins.is_empty() {
+            return Err(err(
+                "",
+                "cors.allow_origins".into(),
+                "must list at least one origin when CORS is enabled".into(),
+            ));
+        }
+        for o in &c.allow_origins {
+            let ok = o == "*" || o.starts_with("http://") || o.starts_with("https://");
+            if !ok {
+                return Err(err(
+                    o,
+                    "cors.allow_origins".into(),
+                    format!("origin `{o}` must be `*` or start with http:// or https://"),
+                ));
+            }
+        }
+    }
+    let mut cors = CorsConfig {
+        enabled: c.enabled,
+        allow_origins: c.allow_origins,
+        allow_methods: c.allow_methods,
+        allow_headers: c.allow_headers,
+        expose_headers: c.expose_headers,
+        allow_credentials: c.allow_credentials,
+    };
+    if cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*") {
+        warnings.push(
+            "[CORS] Insecure setup: allow_credentials with a `*` origin; credentials disabled"
+                .into(),
+        );
+        cors.allow_credentials = false;
+    }
+
+    let mut streams: Vec<StreamConfig> = Vec::new();
+    let mut push_stream = |s: StreamConfig, warnings: &mut Vec<String>| {
+        if let Some(old) = streams.iter_mut().find(|o| o.id == s.id) {
+            warnings.push(format!(
+                "stream {} is defined twice; the later entry wins",
+                s.id
+            ));
+            *old = s;
+        } else {
+            streams.push(s);
+        }
+    };
+
+    for (i, s) in raw.rtsp_streams.into_iter().enumerate() {
+        let key = |k: &str| format!("rtsp_streams[{i}].{k}");
+        let RawStream {
+            guid,
+            url,
+            kind: _,
+            output_types,
+            verbose,
+            archive: sa,
+            on_demand: sod,
+            transport,
+        } = s;
+        let Ok(id) = Uuid::parse_str(guid.trim()) else {
+            warnings.push(format!(
+                "{}: `{}` = {guid:?} is not a UUID; stream skipped (as the original does)",
+                location(path, line_of_value(text, &guid)),
+                key("guid")
+            ));
+            continue;
+        };
+        let outputs =
+            Outputs::parse(&output_types).map_err(|m| err(&first_bad(&output_types), key("output_types"), m))?;
+        let transport = match transport.to_ascii_lowercase().as_str() {
+            "" | "tcp" => Transport::Tcp,
+            "udp" => Transport::Udp,
+            _ => {
+                return Err(err(
+                    &transport,
+                    key("transport"),
+                    format!("expected `tcp` or `udp`, found `{transport}`"),
+                ))
+            }
+        };
+        if !url.is_empty() {
+            if let Err(e) = url::Url::parse(&url) {
+                return Err(ConfigError {
+                    file: path.to_owned(),
+                    line: line_of_value(text, &url),
+                    key: key("url"),
+                    message: format!("not a valid URL ({e}): {}", mask_url(&url)),
+                });
+            }
+        }
+        let archive = resolve_stream_archive(&sa, &archive, true)
+            .map_err(|m| err(&sa.kind, key("archive.type"), m))?;
+        push_stream(
+            StreamConfig {
+                id,
+                source: SourceSpec::Rtsp { url, transport },
+                outputs,
+                verbose,
+                on_demand: sod.unwrap_or(on_demand.enabled)
+                    && !archive.as_ref().is_some_and(|a| a.recording),
+                archive,
+            },
+            &mut warnings,
+        );
+    }
+    for (i, f) in raw.local_files.into_iter().enumerate() {
+        let key = |k: &str| format!("local_files[{i}].{k}");
+        let Ok(id) = Uuid::parse_str(f.guid.trim()) else {
+            warnings.push(format!(
+                "{}: `{}` = {:?} is not a UUID; stream skipped (as the original does)",
+                location(path, line_of_value(text, &f.guid)),
+                key("guid"),
+                f.guid
+            ));
+            continue;
+        };
+        let outputs = Outputs::parse(&f.output_types)
+            .map_err(|m| err(&first_bad(&f.output_types), key("output_types"), m))?;
+        if f.file.is_empty() {
+            return Err(err("", key("file"), "a local file source needs `file`".into()));
+        }
+        let archive = resolve_stream_archive(&f.archive, &archive, false)
+            .map_err(|m| err(&f.archive.kind, key("archive.type"), m))?;
+        push_stream(
+            StreamConfig {
+                id,
+                source: SourceSpec::LocalFile {
+                    file: PathBuf::from(&f.file),
+                    looped: f.looped,
+                },
+                outputs,
+                verbose: f.verbose,
+                on_demand: f.on_demand.unwrap_or(on_demand.enabled)
+                    && !archive.as_ref().is_some_and(|a| a.recording),
+                archive,
+            },
+            &mut warnings,
+        );
+    }
+
+    Ok(Config {
+        path: path.to_owned(),
+        api: server(raw.api),
+        video: ServerConfig {
+            enabled: true,
+            ..server(raw.video)
+        },
+        hls: HlsConfig {
+            ms_per_segment: hls.ms_per_segment,
+            directory: hls.directory,
+            window_size: hls.window_size,
+            window_capacity: hls.window_capacity,
+        },
+        archive,
+        cors,
+        on_demand,
+        streams,
+        warnings,
+    })
+}
+
+fn location(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+fn first_bad(list: &[String]) -> String {
+    list.iter()
+        .find(|t| !matches!(t.to_ascii_lowercase().as_str(), "mse" | "hls"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn server(r: raw::RawServer) -> ServerConfig {
+    ServerConfig {
+        enabled: r.enabled,
+        host: r.host,
+        port: r.port,
+        mode: r.mode,
+        verbose: r.verbose,
+    }
+}
+
+/// The original's per-stream archive rules: storage is needed when the stream records (its flag
+/// and the global one), or when the global `serving` is on and the stream names a directory.
+/// `fill_defaults` is false for `[[local_files]]`, which the original does not post-process.
+fn resolve_stream_archive(
+    sa: &RawStreamArchive,
+    global: &ArchiveConfig,
+    fill_defaults: bool,
+) -> Result<Option<StreamArchiveConfig>, String> {
+    let recording = sa.recording.or(sa.enabled).unwrap_or(false) && global.recording;
+    let needed = recording || (global.serving && !sa.directory.is_empty());
+    if !needed {
+        return Ok(None);
+    }
+    let kind = match sa.kind.to_ascii_lowercase().as_str() {
+        "filesystem" => StorageKind::Filesystem,
+        "minio" => StorageKind::Minio,
+        other => {
+            return Err(format!(
+                "unsupported archive type `{other}`: expected `filesystem` or `minio`"
+            ))
+        }
+    };
+    let pick = |own: &str, global: &str, fallback: &str| -> String {
+        if !own.is_empty() {
+            own.to_owned()
+        } else if fill_defaults && !global.is_empty() {
+            global.to_owned()
+        } else if fill_defaults {
+            fallback.to_owned()
+        } else {
+            own.to_owned()
+        }
+    };
+    let ms_per_file = if sa.ms_per_file > 0 {
+        sa.ms_per_file
+    } else if global.ms_per_file > 0 {
+        global.ms_per_file
+    } else {
+        DEFAULT_MS_PER_FILE
+    };
+    Ok(Some(StreamArchiveConfig {
+        recording,
+        kind,
+        directory: pick(&sa.directory, &global.directory, "./mp4"),
+        ms_per_file,
+        minio_bucket: pick(&sa.minio_bucket, &global.minio_settings.default_bucket, ""),
+        minio_path: pick(&sa.minio_path, &global.minio_settings.default_path, ""),
+    }))
+}
+
+/// An URL with any user name and password replaced by `***`. Anything unparsable is masked whole
+/// after its scheme, so that no credential can leak through a malformed value.
+pub fn mask_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => match raw.find("://") {
+            Some(i) if raw.contains('@') => format!("{}://***", &raw[..i]),
+            _ => raw.to_owned(),
+        },
+    }
+}
+
+fn ser_masked<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if v.is_empty() { "" } else { "***" })
+}
+
+fn ser_masked_url<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_url(v))
+}
+
+#[cfg(test)]
+mod tests;
