@@ -1,2 +1,3 @@
 pub mod config;
 pub mod media;
+pub mod fmp4;
