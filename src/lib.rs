@@ -1,3 +1,4 @@
 pub mod config;
 pub mod media;
 pub mod fmp4;
+pub mod hub;

@@ -1,0 +1,300 @@
+//! Fan-out: one bounded ring per stream, read by any number of consumers through cursors.
+//!
+//! Belongs here: the registry of live streams ([`Hub`]), publishing frames ([`StreamHub::publish`]),
+//! subscriptions that wait for frames and report lag, the stream's health (online, last error,
+//! current codec parameters) and its counters. Does not belong here: where frames come from
+//! (`source`), what consumers do with them (`mse`, later `hls` and `archive`).
+//!
+//! Publishing takes a short lock, appends one frame (a few reference-count increments, no copy)
+//! and bumps a `watch` version; waiting consumers wake and copy out batches of frames. Memory is
+//! bounded by the ring's [`Limits`] whatever the consumers do: a consumer that falls behind
+//! is moved to the newest keyframe and told how many frames it missed.
+
+mod ring;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::media::{Frame, StreamParams};
+pub use ring::{Cursor, Limits, ReadOutcome, Ring};
+
+/// What a stream looks like from outside at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    /// Frames are flowing from the source.
+    pub online: bool,
+    /// The last error that ended a session, credentials removed.
+    pub last_error: Option<String>,
+    /// Unix ms of the last change of `online`.
+    pub since_ms: i64,
+    /// Codec parameters of the current (or last) session.
+    pub params: Option<Arc<StreamParams>>,
+}
+
+/// Counters of one stream; relaxed atomics, read by `/status` and later `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub sessions: AtomicU64,
+    pub discontinuities: AtomicU64,
+    pub mse_viewers: AtomicU64,
+    pub frames_dropped_for_slow_viewers: AtomicU64,
+}
+
+/// One stream's fan-out point.
+#[derive(Debug)]
+pub struct StreamHub {
+    pub id: Uuid,
+    ring: Mutex<Ring>,
+    /// Version bumped on every publish and on close; consumers wait on it.
+    notify: watch::Sender<u64>,
+    health: watch::Sender<Health>,
+    closed: AtomicBool,
+    pub stats: Stats,
+}
+
+/// Why a subscription stopped.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    #[error("the consumer fell behind and skipped {skipped} frames to the newest keyframe")]
+    Lagged { skipped: u64 },
+    #[error("the stream was removed")]
+    Closed,
+}
+
+impl StreamHub {
+    pub fn new(id: Uuid, limits: Limits) -> Arc<Self> {
+        Arc::new(StreamHub {
+            id,
+            ring: Mutex::new(Ring::new(limits)),
+            notify: watch::Sender::new(0),
+            health: watch::Sender::new(Health::default()),
+            closed: AtomicBool::new(false),
+            stats: Stats::default(),
+        })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        // A panic while holding this lock can only come from a bug in `Ring`; the data is still
+        // consistent enough to keep serving, so recover from poisoning.
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a frame and wakes consumers.
+    pub fn publish(&self, frame: Frame) {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_in
+            .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        let seq = self.ring().push(frame);
+        self.notify.send_replace(seq + 1);
+    }
+
+    /// Starts reading at the newest keyframe (or at the end, for streams without video).
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let mut rx = self.notify.subscribe();
+        rx.borrow_and_update();
+        let has_video = self
+            .health
+            .borrow()
+            .params
+            .as_ref()
+            .is_none_or(|p| p.video.is_some());
+        let ring = self.ring();
+        let cursor = if has_video {
+            ring.new_cursor()
+        } else {
+            ring.live_cursor()
+        };
+        drop(ring);
+        Subscription {
+            hub: Arc::clone(self),
+            cursor,
+            rx,
+        }
+    }
+
+    /// Frames and payload bytes held in the ring now.
+    pub fn buffered(&self) -> (usize, usize) {
+        let r = self.ring();
+        (r.len(), r.bytes())
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
+    /// Marks the stream online with the given parameters.
+    pub fn set_online(&self, params: Arc<StreamParams>) {
+        self.health.send_modify(|h| {
+            if !h.online {
+                h.since_ms = crate::media::unix_ms_now();
+            }
+            h.online = true;
+            h.last_error = None;
+            h.params = Some(params);
+        });
+    }
+
+    /// Marks the stream offline, remembering why.
+    pub fn set_offline(&self, error: Option<String>) {
+        self.health.send_modify(|h| {
+            if h.online {
+                h.since_ms = crate::media::unix_ms_now();
+            }
+            h.online = false;
+            if error.is_some() {
+                h.last_error = error;
+            }
+        });
+    }
+
+    /// Ends every subscription (the stream was removed).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.send_modify(|v| *v += 1);
+        self.health.send_modify(|h| h.online = false);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// A consumer's cursor into a stream's ring.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<StreamHub>,
+    cursor: Cursor,
+    rx: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    pub fn hub(&self) -> &Arc<StreamHub> {
+        &self.hub
+    }
+
+    /// Waits until at least one frame is available, then appends up to `max` frames to `out`.
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn recv(&mut self, out: &mut Vec<Frame>, max: usize) -> Result<usize, RecvError> {
+        loop {
+            self.rx.borrow_and_update();
+            if self.hub.is_closed() {
+                return Err(RecvError::Closed);
+            }
+            let outcome = self.hub.ring().read(&mut self.cursor, out, max);
+            match outcome {
+                ReadOutcome::Frames(n) => return Ok(n),
+                ReadOutcome::Lagged { skipped } => {
+                    self.hub
+                        .stats
+                        .frames_dropped_for_slow_viewers
+                        .fetch_add(skipped, Ordering::Relaxed);
+                    return Err(RecvError::Lagged { skipped });
+                }
+                ReadOutcome::Empty => {
+                    if self.rx.changed().await.is_err() {
+                        return Err(RecvError::Closed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The registry of streams that exist now.
+#[derive(Debug, Default)]
+pub struct Hub {
+    streams: RwLock<HashMap<Uuid, Arc<StreamHub>>>,
+    limits: Limits,
+}
+
+impl Hub {
+    pub fn new(limits: Limits) -> Self {
+        Hub {
+            streams: RwLock::default(),
+            limits,
+        }
+    }
+
+    /// The stream's hub, created if absent.
+    pub fn get_or_create(&self, id: Uuid) -> Arc<StreamHub> {
+        let mut map = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            map.entry(id)
+                .or_insert_with(|| StreamHub::new(id, self.limits)),
+        )
+    }
+
+    pub fn get(&self, id: &Uuid) -> Option<Arc<StreamHub>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Removes a stream and ends its subscriptions.
+    pub fn remove(&self, id: &Uuid) {
+        let removed = self
+            .streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(s) = removed {
+            s.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::TrackKind;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn frame(i: i64, key: bool) -> Frame {
+        Frame {
+            track: TrackKind::Video,
+            dts_90k: i * 3600,
+            cto_90k: 0,
+            dur_90k: 3600,
+            is_key: key,
+            epoch: 0,
+            wall_ms: 0,
+            data: Bytes::from_static(b"x"),
+            params: Arc::new(StreamParams::default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscription_wakes_on_publish_and_ends_on_close() {
+        let hub = Hub::default();
+        let s = hub.get_or_create(Uuid::nil());
+        s.publish(frame(0, true));
+        let mut sub = s.subscribe();
+        let mut out = Vec::new();
+        assert_eq!(sub.recv(&mut out, 10).await, Ok(1));
+        let s2 = Arc::clone(&s);
+        let t = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s2.publish(frame(1, false));
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv(&mut out, 10)).await;
+        assert_eq!(got.expect("woken"), Ok(1));
+        t.await.expect("join");
+        hub.remove(&Uuid::nil());
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv(&mut out, 10)).await;
+        assert_eq!(got.expect("woken"), Err(RecvError::Closed));
+    }
+}

@@ -1,0 +1,281 @@
+//! The GOP-aware bounded ring of one stream: pure data structure, no locking, no waking.
+//!
+//! Frames are numbered by a sequence that never repeats. The ring keeps the latest two GOPs
+//! (so a new reader can start at the newest keyframe and a slightly slow one still finds its
+//! frames), within hard byte and frame caps whatever the GOP length. Readers are [`Cursor`]s:
+//! a position, not a queue, so a reader costs nothing while it is not reading.
+
+use std::collections::VecDeque;
+
+use crate::media::Frame;
+
+/// Memory bounds of a ring.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Never hold more than this many payload bytes.
+    pub max_bytes: usize,
+    /// Never hold more than this many frames.
+    pub max_frames: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Two 2 s GOPs of a 4 Mbit/s camera fit in 2 MB; the caps only bite on very long GOPs.
+        Limits {
+            max_bytes: 4 << 20,
+            max_frames: 1500,
+        }
+    }
+}
+
+/// A reader's position in a ring.
+#[derive(Clone, Copy, Debug)]
+pub struct Cursor {
+    /// Sequence number of the next frame to read.
+    pub next: u64,
+    /// Skip frames until a video keyframe (a reader that must start decodable).
+    pub want_key: bool,
+}
+
+/// What a read produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// `n` frames were appended to the output.
+    Frames(usize),
+    /// Nothing new yet.
+    Empty,
+    /// The reader fell behind the ring: it was moved to the newest keyframe, skipping `skipped`
+    /// frames. The next read continues from there.
+    Lagged { skipped: u64 },
+}
+
+#[derive(Debug)]
+pub struct Ring {
+    frames: VecDeque<Frame>,
+    /// Sequence number of `frames[0]`.
+    first_seq: u64,
+    /// Sequence numbers of the video keyframes still in the ring, oldest first.
+    keys: VecDeque<u64>,
+    bytes: usize,
+    limits: Limits,
+}
+
+impl Ring {
+    pub fn new(limits: Limits) -> Self {
+        Ring {
+            frames: VecDeque::new(),
+            first_seq: 0,
+            keys: VecDeque::new(),
+            bytes: 0,
+            limits,
+        }
+    }
+
+    /// Sequence number the next pushed frame will get.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.frames.len() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Payload bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends a frame and trims the ring; returns the frame's sequence number.
+    pub fn push(&mut self, frame: Frame) -> u64 {
+        let seq = self.end_seq();
+        if frame.is_video_key() {
+            self.keys.push_back(seq);
+            // Keep the previous GOP and the one this keyframe starts.
+            while self.keys.len() > 2 {
+                self.keys.pop_front();
+                if let Some(&oldest_key) = self.keys.front() {
+                    while self.first_seq < oldest_key {
+                        self.pop_front();
+                    }
+                }
+            }
+        }
+        self.bytes += frame.data.len();
+        self.frames.push_back(frame);
+        while self.frames.len() > 1
+            && (self.bytes > self.limits.max_bytes || self.frames.len() > self.limits.max_frames)
+        {
+            self.pop_front();
+        }
+        debug_assert!(self.keys.front().is_none_or(|&k| k >= self.first_seq));
+        seq
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(f) = self.frames.pop_front() {
+            self.bytes -= f.data.len();
+            if self.keys.front() == Some(&self.first_seq) {
+                self.keys.pop_front();
+            }
+            self.first_seq += 1;
+        }
+    }
+
+    /// Where a new reader starts: the newest keyframe if the ring holds one, else the end
+    /// (waiting for the next keyframe).
+    pub fn new_cursor(&self) -> Cursor {
+        match self.keys.back() {
+            Some(&k) => Cursor {
+                next: k,
+                want_key: false,
+            },
+            None => Cursor {
+                next: self.end_seq(),
+                want_key: true,
+            },
+        }
+    }
+
+    /// Like [`Ring::new_cursor`] but for streams without video: start at the end, no keyframe
+    /// needed.
+    pub fn live_cursor(&self) -> Cursor {
+        Cursor {
+            next: self.end_seq(),
+            want_key: false,
+        }
+    }
+
+    /// Appends up to `max` frames at the cursor to `out` and advances the cursor.
+    pub fn read(&self, cursor: &mut Cursor, out: &mut Vec<Frame>, max: usize) -> ReadOutcome {
+        if cursor.next < self.first_seq {
+            let fresh = self.new_cursor();
+            let skipped = fresh.next.max(self.first_seq) - cursor.next;
+            *cursor = fresh;
+            return ReadOutcome::Lagged { skipped };
+        }
+        let mut n = 0;
+        while n < max && cursor.next < self.end_seq() {
+            let f = &self.frames[(cursor.next - self.first_seq) as usize];
+            cursor.next += 1;
+            if cursor.want_key {
+                if !f.is_video_key() {
+                    continue;
+                }
+                cursor.want_key = false;
+            }
+            out.push(f.clone());
+            n += 1;
+        }
+        if n == 0 {
+            ReadOutcome::Empty
+        } else {
+            ReadOutcome::Frames(n)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{StreamParams, TrackKind};
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn frame(i: i64, key: bool, len: usize) -> Frame {
+        Frame {
+            track: TrackKind::Video,
+            dts_90k: i * 3600,
+            cto_90k: 0,
+            dur_90k: 3600,
+            is_key: key,
+            epoch: 0,
+            wall_ms: 0,
+            data: Bytes::from(vec![0u8; len]),
+            params: Arc::new(StreamParams::default()),
+        }
+    }
+
+    /// Pushes `n` frames with a keyframe every `gop`.
+    fn fill(ring: &mut Ring, n: i64, gop: i64) {
+        for i in 0..n {
+            ring.push(frame(i, i % gop == 0, 100));
+        }
+    }
+
+    #[test]
+    fn keeps_two_gops_and_starts_new_readers_at_the_newest_key() {
+        let mut r = Ring::new(Limits::default());
+        fill(&mut r, 130, 50); // keys at 0, 50, 100
+        assert_eq!(r.len(), 80, "frames 50..130: the previous GOP and the current one");
+        let mut c = r.new_cursor();
+        assert_eq!(c.next, 100);
+        let mut out = Vec::new();
+        assert_eq!(r.read(&mut c, &mut out, 1000), ReadOutcome::Frames(30));
+        assert!(out[0].is_video_key());
+        assert_eq!(r.read(&mut c, &mut out, 1000), ReadOutcome::Empty);
+    }
+
+    #[test]
+    fn reader_without_a_key_in_the_ring_waits_for_one() {
+        let mut r = Ring::new(Limits::default());
+        r.push(frame(0, false, 10));
+        let mut c = r.new_cursor();
+        assert!(c.want_key);
+        r.push(frame(1, false, 10));
+        r.push(frame(2, true, 10));
+        r.push(frame(3, false, 10));
+        let mut out = Vec::new();
+        assert_eq!(r.read(&mut c, &mut out, 10), ReadOutcome::Frames(2));
+        assert_eq!(out[0].dts_90k, 2 * 3600);
+    }
+
+    #[test]
+    fn slow_reader_lags_to_the_newest_key_and_is_told_how_much() {
+        let mut r = Ring::new(Limits::default());
+        fill(&mut r, 10, 50);
+        let mut c = r.new_cursor();
+        assert_eq!(c.next, 0);
+        let mut out = Vec::new();
+        r.read(&mut c, &mut out, 5);
+        fill(&mut r, 200, 50); // sequence 10..210, keys at seq 10, 60, 110, 160
+        let outcome = r.read(&mut c, &mut out, 5);
+        assert_eq!(outcome, ReadOutcome::Lagged { skipped: 155 });
+        out.clear();
+        assert_eq!(r.read(&mut c, &mut out, 1), ReadOutcome::Frames(1));
+        assert!(out[0].is_video_key());
+    }
+
+    #[test]
+    fn byte_and_frame_caps_bound_memory_even_without_keys() {
+        let mut r = Ring::new(Limits {
+            max_bytes: 10_000,
+            max_frames: 50,
+        });
+        for i in 0..1000 {
+            r.push(frame(i, i == 0, 300));
+        }
+        assert!(r.bytes() <= 10_000);
+        assert!(r.len() <= 50);
+        // The key was trimmed away: new readers wait for the next one.
+        assert!(r.new_cursor().want_key);
+        // A single frame larger than the cap is still kept (the newest frame is never dropped).
+        r.push(frame(1000, true, 20_000));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.new_cursor().next, r.end_seq() - 1);
+    }
+
+    #[test]
+    fn sequence_numbers_never_repeat() {
+        let mut r = Ring::new(Limits {
+            max_bytes: 1000,
+            max_frames: 3,
+        });
+        let seqs: Vec<u64> = (0..10).map(|i| r.push(frame(i, true, 1))).collect();
+        assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+        assert_eq!(r.end_seq(), 10);
+    }
+}
