@@ -1,0 +1,231 @@
+//! RTSP ingest through retina: the only file that imports `retina`.
+//!
+//! One call of [`run_session`] is one RTSP session: DESCRIBE, SETUP of the first H.264/H.265
+//! video stream and the first AAC audio stream, PLAY, then frames until an error, a stall or
+//! cancellation. retina refuses URLs with credentials and has no connect timeout: credentials
+//! are moved out of the URL into retina's `Credentials`, and every step is wrapped in a timeout.
+//! Dropping the session (cancellation) closes the TCP connection after a TEARDOWN attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use retina::client::{
+    Credentials, PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions,
+    TcpTransportOptions, Transport as RetinaTransport, UdpTransportOptions,
+};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec};
+
+use super::{Emitter, SourceError};
+use crate::config::{mask_url, Transport};
+use crate::media::{AudioParams, StreamParams, TrackKind, VideoCodec, VideoParams};
+
+/// Timeouts of one session.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// For each of DESCRIBE, SETUP and PLAY (including the TCP connect).
+    pub request: Duration,
+    /// No frame for this long ends the session.
+    pub no_frame: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request: Duration::from_secs(10),
+            no_frame: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Splits `user:pass@` out of an RTSP URL.
+pub fn split_credentials(raw: &str) -> Result<(url::Url, Option<Credentials>), SourceError> {
+    let mut url = url::Url::parse(raw)
+        .map_err(|e| SourceError::BadUrl(format!("{}: {e}", mask_url(raw))))?;
+    let creds = if url.username().is_empty() && url.password().is_none() {
+        None
+    } else {
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let c = Credentials {
+            username: decode(url.username()),
+            password: decode(url.password().unwrap_or("")),
+        };
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Some(c)
+    };
+    Ok((url, creds))
+}
+
+fn video_params(p: &retina::codec::VideoParameters) -> Result<VideoParams, SourceError> {
+    let codec = match p.codec_params() {
+        VideoParametersCodec::H264 { .. } => VideoCodec::H264,
+        VideoParametersCodec::H265 { .. } => VideoCodec::H265,
+        other => return Err(SourceError::Unsupported(format!("video codec {other:?}"))),
+    };
+    let (width, height) = p.pixel_dimensions();
+    let entry = p
+        .mp4_sample_entry()
+        .build()
+        .map_err(|e| SourceError::Unsupported(format!("video sample entry: {e}")))?;
+    Ok(VideoParams {
+        codec,
+        rfc6381: p.rfc6381_codec().to_owned(),
+        width,
+        height,
+        frame_rate: p.frame_rate(),
+        sample_entry: Bytes::from(entry),
+    })
+}
+
+fn audio_params(p: &retina::codec::AudioParameters) -> Option<AudioParams> {
+    let rfc6381 = p.rfc6381_codec()?.to_owned();
+    let entry = p.mp4_sample_entry().build().ok()?;
+    Some(AudioParams {
+        rfc6381,
+        sample_rate: p.clock_rate(),
+        channels: p.channels().get(),
+        sample_entry: Bytes::from(entry),
+    })
+}
+
+/// Runs one RTSP session, publishing frames through `emit` until it fails.
+pub async fn run_session(
+    raw_url: &str,
+    transport: Transport,
+    timeouts: Timeouts,
+    group: Arc<SessionGroup>,
+    emit: &mut Emitter<'_>,
+) -> Result<(), SourceError> {
+    let (url, creds) = split_credentials(raw_url)?;
+    let opts = SessionOptions::default()
+        .creds(creds)
+        .user_agent(format!("video-server/{}", env!("CARGO_PKG_VERSION")))
+        .session_group(group);
+    let step = |what: &'static str| move |_| SourceError::Timeout(what);
+    let mut session = tokio::time::timeout(timeouts.request, Session::describe(url, opts))
+        .await
+        .map_err(step("DESCRIBE"))?
+        .map_err(|e| SourceError::Rtsp(e.to_string()))?;
+
+    let mut video_i = None;
+    let mut audio_i = None;
+    for (i, s) in session.streams().iter().enumerate() {
+        let enc = s.encoding_name().to_ascii_lowercase();
+        match (s.media(), enc.as_str()) {
+            ("video", "h264" | "h265") if video_i.is_none() => video_i = Some(i),
+            ("audio", "mpeg4-generic") if audio_i.is_none() => audio_i = Some(i),
+            (media, _) => emit.note_unsupported(format!("{media} {enc}")),
+        }
+    }
+    if video_i.is_none() && audio_i.is_none() {
+        return Err(SourceError::Unsupported(
+            "the camera offers no H.264, H.265 or AAC stream".into(),
+        ));
+    }
+    for i in [video_i, audio_i].into_iter().flatten() {
+        let t = match transport {
+            Transport::Tcp => RetinaTransport::Tcp(TcpTransportOptions::default()),
+            Transport::Udp => RetinaTransport::Udp(UdpTransportOptions::default()),
+        };
+        let setup = SetupOptions::default()
+            .transport(t)
+            .frame_format(FrameFormat::MP4);
+        tokio::time::timeout(timeouts.request, session.setup(i, setup))
+            .await
+            .map_err(step("SETUP"))?
+            .map_err(|e| SourceError::Rtsp(e.to_string()))?;
+    }
+    let playing = tokio::time::timeout(timeouts.request, session.play(PlayOptions::default()))
+        .await
+        .map_err(step("PLAY"))?
+        .map_err(|e| SourceError::Rtsp(e.to_string()))?;
+    let mut demuxed = playing
+        .demuxed()
+        .map_err(|e| SourceError::Rtsp(e.to_string()))?;
+
+    let read_params = |d: &retina::client::Demuxed| -> Result<StreamParams, SourceError> {
+        let video = match video_i.and_then(|i| d.streams()[i].parameters()) {
+            Some(ParametersRef::Video(v)) => Some(video_params(v)?),
+            _ => None,
+        };
+        let audio = match audio_i.and_then(|i| d.streams()[i].parameters()) {
+            Some(ParametersRef::Audio(a)) => audio_params(a),
+            _ => None,
+        };
+        Ok(StreamParams { video, audio })
+    };
+    let mut params = Arc::new(read_params(&demuxed)?);
+    emit.set_params(Arc::clone(&params));
+
+    loop {
+        let item = match tokio::time::timeout(timeouts.no_frame, demuxed.next()).await {
+            Err(_) => return Err(SourceError::Stalled(timeouts.no_frame)),
+            Ok(None) => return Err(SourceError::Ended),
+            Ok(Some(Err(e))) => return Err(SourceError::Rtsp(e.to_string())),
+            Ok(Some(Ok(item))) => item,
+        };
+        match item {
+            CodecItem::VideoFrame(f) => {
+                if f.has_new_parameters() || params.video.is_none() {
+                    let fresh = read_params(&demuxed)?;
+                    if fresh != *params {
+                        params = Arc::new(fresh);
+                        emit.set_params(Arc::clone(&params));
+                    }
+                }
+                if params.video.is_none() {
+                    continue;
+                }
+                let ts = f.timestamp();
+                let in_90k = crate::media::to_90k(ts.timestamp(), ts.clock_rate().get());
+                let is_key = f.is_random_access_point();
+                emit.frame(TrackKind::Video, in_90k, 0, is_key, Bytes::from(f.into_data()));
+            }
+            CodecItem::AudioFrame(f) => {
+                let Some(a) = params.audio.as_ref() else {
+                    continue;
+                };
+                let ts = f.timestamp();
+                let in_90k = crate::media::to_90k(ts.timestamp(), ts.clock_rate().get());
+                let dur = crate::media::to_90k(i64::from(f.frame_length().get()), a.sample_rate);
+                emit.audio_frame_len(dur as u32);
+                emit.frame(
+                    TrackKind::Audio,
+                    in_90k,
+                    0,
+                    true,
+                    Bytes::copy_from_slice(f.data()),
+                );
+            }
+            CodecItem::Rtcp(_) | CodecItem::MessageFrame(_) => {}
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url() {
+        let (u, c) = split_credentials("rtsp://admin:p%40ss@10.1.2.3:554/Streaming/101")
+            .expect("parses");
+        assert_eq!(u.as_str(), "rtsp://10.1.2.3:554/Streaming/101");
+        let c = c.expect("creds");
+        assert_eq!(c.username, "admin");
+        assert_eq!(c.password, "p@ss");
+        let (u, c) = split_credentials("rtsp://10.1.2.3/x").expect("parses");
+        assert!(c.is_none());
+        assert_eq!(u.as_str(), "rtsp://10.1.2.3/x");
+        let err = split_credentials("rtsp://user:secret@[bad").expect_err("bad url");
+        assert!(!err.to_string().contains("secret"));
+    }
+}
