@@ -1,5 +1,22 @@
+//! video-server: a re-streaming gateway for IP cameras, drop-in compatible with
+//! LdDl/video-server.
+//!
+//! ```text
+//! source::rtsp (retina) ─┐
+//! source::file ──────────┴─► hub (bounded GOP ring per stream) ──► mse (fMP4 over websocket)
+//!                                                               ├─► hls      (later)
+//!                                                               └─► archive  (later)
+//! api (status, list, enable/disable, CORS) · config · app (wiring, shutdown)
+//! ```
+//!
+//! Stages depend on `media` and `hub`, never on each other.
+
+pub mod api;
+pub mod app;
 pub mod config;
-pub mod media;
 pub mod fmp4;
 pub mod hub;
+pub mod media;
+pub mod mse;
 pub mod source;
+pub mod telemetry;

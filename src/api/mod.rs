@@ -1,0 +1,75 @@
+//! HTTP surface: the routers of the API server and the video server, the built-in web assets,
+//! CORS, and the one error type mapped to HTTP.
+//!
+//! Belongs here: routes, request parsing, response shapes. Does not belong here: stream
+//! lifecycle (`app`), websocket media sessions (`mse`).
+
+pub mod cors;
+pub mod error;
+pub mod streams;
+
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::app::App;
+
+/// Adds CORS (if configured) and the original's plain-text 404 for unknown routes and methods.
+fn finish(router: Router<Arc<App>>, app: Arc<App>) -> Router {
+    let mut router = router
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::not_found)
+        .with_state(Arc::clone(&app));
+    if let Some(c) = cors::Cors::new(&app.config.cors) {
+        router = router.layer(axum::middleware::from_fn_with_state(c, cors::layer));
+    }
+    router
+}
+
+/// The API server (`[api]`): the original's routes.
+pub fn api_router(app: Arc<App>) -> Router {
+    let r = Router::new()
+        .route("/list", get(streams::list))
+        .route("/status", get(streams::status))
+        .route("/enable_camera", post(streams::enable_camera))
+        .route("/disable_camera", post(streams::disable_camera));
+    finish(r, app)
+}
+
+/// The video server (`[video]`): MSE websocket, the built-in page and players.
+pub fn video_router(app: Arc<App>) -> Router {
+    let r = Router::new()
+        .route("/ws/{segment}", get(crate::mse::live_handler))
+        .route("/streams", get(streams::video_streams))
+        .route("/", get(|| asset("index.html")))
+        .route("/players/mse/", get(|| asset("players/mse/index.html")))
+        .route("/players/mse/player.js", get(|| asset("players/mse/player.js")));
+    finish(r, app)
+}
+
+/// Web assets compiled into the binary, so the page works with nothing else installed.
+async fn asset(name: &str) -> Response {
+    let (body, kind): (&'static str, &'static str) = match name {
+        "index.html" => (include_str!("../../web/index.html"), "text/html; charset=utf-8"),
+        "players/mse/index.html" => (
+            include_str!("../../players/mse/index.html"),
+            "text/html; charset=utf-8",
+        ),
+        "players/mse/player.js" => (
+            include_str!("../../players/mse/player.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,224 @@
+//! The original's stream routes: `/list`, `/status`, `/enable_camera`, `/disable_camera`, plus
+//! our `/streams` (video port) used by the built-in page.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::app::{App, StreamView};
+use crate::config::{Outputs, SourceSpec, StreamConfig, Transport};
+use crate::media::StreamParams;
+
+/// Go's zero time, which the original prints for "never".
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// `GET /list`.
+pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
+    let data: Vec<Value> = app
+        .list()
+        .iter()
+        .map(|s| json!({ "stream_id": s.config.id }))
+        .collect();
+    Json(json!({ "data": data }))
+}
+
+/// Codec parameters as a readable list, video first.
+pub fn codecs_json(p: &StreamParams) -> Value {
+    let mut out = Vec::new();
+    if let Some(v) = &p.video {
+        let fps = v
+            .frame_rate
+            .filter(|&(_, d)| d > 0)
+            .map(|(n, d)| f64::from(n) / f64::from(d));
+        out.push(json!({
+            "type": "video",
+            "codec": v.codec,
+            "rfc6381": v.rfc6381,
+            "width": v.width,
+            "height": v.height,
+            "fps": fps,
+        }));
+    }
+    if let Some(a) = &p.audio {
+        out.push(json!({
+            "type": "audio",
+            "codec": "aac",
+            "rfc6381": a.rfc6381,
+            "sample_rate": a.sample_rate,
+            "channels": a.channels,
+        }));
+    }
+    Value::Array(out)
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ZERO_TIME.to_owned())
+}
+
+fn stream_json(s: &StreamView) -> Value {
+    let h = s.hub.health();
+    let stats = &s.hub.stats;
+    let (buffered_frames, buffered_bytes) = s.hub.buffered();
+    let mut types = s.config.outputs.codes.clone();
+    if matches!(s.config.source, SourceSpec::LocalFile { .. }) {
+        types.push(4);
+    }
+    json!({
+        "url": s.config.source.display_url(),
+        "status": h.online,
+        "on_demand": s.config.on_demand,
+        "online": h.online,
+        "streaming": !s.hub.is_closed(),
+        "viewers": stats.mse_viewers.load(Ordering::Relaxed),
+        "last_health_check": if h.since_ms > 0 { rfc3339(h.since_ms) } else { ZERO_TIME.to_owned() },
+        "last_health_error": h.last_error.clone().unwrap_or_default(),
+        "supported_output_types": types,
+        "codecs": h.params.as_deref().map(codecs_json),
+        // Ours, beyond the original's shape.
+        "online_since": (h.since_ms > 0).then(|| rfc3339(h.since_ms)),
+        "added_at": rfc3339(s.started_ms),
+        "frames_in": stats.frames_in.load(Ordering::Relaxed),
+        "bytes_in": stats.bytes_in.load(Ordering::Relaxed),
+        "sessions": stats.sessions.load(Ordering::Relaxed),
+        "discontinuities": stats.discontinuities.load(Ordering::Relaxed),
+        "frames_dropped_for_slow_viewers": stats.frames_dropped_for_slow_viewers.load(Ordering::Relaxed),
+        "buffered_frames": buffered_frames,
+        "buffered_bytes": buffered_bytes,
+    })
+}
+
+/// The `/status` document (the original's newer shape).
+pub fn status_doc(app: &App) -> Value {
+    let c = &app.config;
+    let mut streams = serde_json::Map::new();
+    for s in app.list() {
+        streams.insert(s.config.id.to_string(), stream_json(&s));
+    }
+    json!({
+        "api": { "host": c.api.host, "port": c.api.port },
+        "video": { "host": c.video.host, "port": c.video.port },
+        "streams": streams,
+        "hls": {
+            "hls_ms_per_segment": c.hls.ms_per_segment,
+            "hls_window_size": c.hls.window_size,
+            "hls_window_capacity": c.hls.window_capacity,
+        },
+        "on_demand": c.on_demand,
+    })
+}
+
+/// `GET /status`.
+pub async fn status(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(status_doc(&app))
+}
+
+/// The body of `/enable_camera` and `/disable_camera`.
+#[derive(Debug, Deserialize)]
+struct CameraBody {
+    #[serde(default)]
+    guid: Option<String>,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    output_types: Vec<String>,
+    #[serde(default)]
+    on_demand: Option<bool>,
+}
+
+/// Decodes the body whatever the Content-Type, as gin's binding does.
+fn parse_body(body: &[u8]) -> Result<(Uuid, CameraBody), ApiError> {
+    let b: CameraBody = serde_json::from_slice(body).map_err(|_| ApiError::BadJson)?;
+    let id = match b.guid.as_deref() {
+        None => Uuid::nil(),
+        Some(g) => Uuid::parse_str(g.trim()).map_err(|_| ApiError::BadJson)?,
+    };
+    Ok((id, b))
+}
+
+/// `POST /enable_camera`.
+pub async fn enable_camera(
+    State(app): State<Arc<App>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (id, b) = parse_body(&body)?;
+    let outputs = Outputs::parse(&b.output_types).map_err(ApiError::BadRequest)?;
+    if !b.url.is_empty() && url::Url::parse(&b.url).is_err() {
+        return Err(ApiError::BadRequest(format!(
+            "url is not a valid URL: '{}'",
+            crate::config::mask_url(&b.url)
+        )));
+    }
+    app.start_stream(StreamConfig {
+        id,
+        source: SourceSpec::Rtsp {
+            url: b.url,
+            transport: Transport::Tcp,
+        },
+        outputs,
+        verbose: String::new(),
+        on_demand: b.on_demand.unwrap_or(app.config.on_demand.enabled),
+        archive: None,
+    });
+    Ok(Json(status_doc(&app)))
+}
+
+/// `POST /disable_camera`.
+pub async fn disable_camera(
+    State(app): State<Arc<App>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (id, _) = parse_body(&body)?;
+    app.stop_stream(&id).await;
+    Ok(Json(status_doc(&app)))
+}
+
+/// `GET /streams` on the video port: what the built-in page needs.
+pub async fn video_streams(State(app): State<Arc<App>>) -> Json<Value> {
+    let list: Vec<Value> = app
+        .list()
+        .iter()
+        .map(|s| {
+            let h = s.hub.health();
+            json!({
+                "stream_id": s.config.id,
+                "online": h.online,
+                "mse": s.config.outputs.mse,
+                "hls": s.config.outputs.hls,
+                "codecs": h.params.as_deref().map(codecs_json),
+                "codec_list": h.params.as_deref().map(StreamParams::codec_list),
+                "viewers": s.hub.stats.mse_viewers.load(Ordering::Relaxed),
+                "last_error": h.last_error,
+            })
+        })
+        .collect();
+    Json(json!({ "streams": list }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_parse_like_the_original() {
+        assert!(matches!(parse_body(b""), Err(ApiError::BadJson)));
+        assert!(matches!(parse_body(b"{not json"), Err(ApiError::BadJson)));
+        assert!(matches!(parse_body(br#"{"guid":"nope"}"#), Err(ApiError::BadJson)));
+        let (id, _) = parse_body(br#"{"url":"rtsp://x/y"}"#).expect("missing guid is nil");
+        assert!(id.is_nil());
+        let (id, b) = parse_body(
+            br#"{"guid":"0742091c-19cd-4658-9b4f-5320da160f45","url":"rtsp://x","output_types":["mse"],"on_demand":true}"#,
+        )
+        .expect("parses");
+        assert_eq!(id.to_string(), "0742091c-19cd-4658-9b4f-5320da160f45");
+        assert_eq!(b.on_demand, Some(true));
+    }
+}
