@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Pre-encodes the test camera's clips once (cached in $1, default target/test-media):
+# 720p25 like a real camera (no B-frames, 2 s GOP, ~2 Mbit/s), a burnt-in frame counter.
+set -euo pipefail
+out=${1:-target/test-media}
+mkdir -p "$out"
+font=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
+text="drawtext=fontfile=${font}:text='camera %{frame_num}':x=40:y=40:fontsize=48:fontcolor=white:box=1:boxcolor=black@0.6"
+if [ ! -s "$out/h264aac.mp4" ]; then
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=s=1280x720:r=25:d=10" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000:d=10" -vf "$text" \
+    -c:v libx264 -preset veryfast -bf 0 -g 50 -keyint_min 50 -sc_threshold 0 -b:v 2M -maxrate 2M -bufsize 4M -pix_fmt yuv420p \
+    -c:a aac -b:a 64k "$out/h264aac.mp4.tmp.mp4"
+  mv "$out/h264aac.mp4.tmp.mp4" "$out/h264aac.mp4"
+fi
+if [ ! -s "$out/h265.mp4" ]; then
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=s=1280x720:r=25:d=10" -vf "$text" \
+    -c:v libx265 -preset veryfast -x265-params "bframes=0:keyint=50:min-keyint=50:scenecut=0:log-level=error" -b:v 1500k -pix_fmt yuv420p \
+    -tag:v hvc1 "$out/h265.mp4.tmp.mp4"
+  mv "$out/h265.mp4.tmp.mp4" "$out/h265.mp4"
+fi

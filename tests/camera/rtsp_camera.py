@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+"""A real RTSP camera for tests: GStreamer's RTSP server replaying pre-encoded clips live.
+
+Usage: rtsp_camera.py --port 8554 --media DIR [--user U --password P [--digest]]
+
+Mounts (each a shared media, TCP and UDP):
+  /h264     H.264 720p25, 2 s GOP
+  /h264aac  H.264 + AAC 48 kHz
+  /h265     H.265 720p25
+The clips are demuxed once into memory and pushed in real time through appsrc (no encoding
+while serving); a feeder thread per media paces the buffers and appsrc stamps them.
+Prints "READY <port>" on stdout when listening. Must run under Debian's /usr/bin/python3.
+"""
+import argparse
+import os
+import sys
+import threading
+import time
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+gi.require_version("GstApp", "1.0")
+gi.require_version("GstRtsp", "1.0")
+from gi.repository import GLib, Gst, GstApp, GstRtsp, GstRtspServer  # noqa: E402,F401
+
+Gst.init(None)
+
+
+def load_samples(path, parse):
+    """Demuxes one track of an MP4 into a list of (duration_ns, flags, bytes) and its caps."""
+    pipe = Gst.parse_launch(
+        f'filesrc location="{path}" ! qtdemux ! {parse} ! appsink name=out sync=false'
+    )
+    sink = pipe.get_by_name("out")
+    pipe.set_state(Gst.State.PLAYING)
+    samples, caps, last_pts = [], None, None
+    while True:
+        s = sink.emit("pull-sample")
+        if s is None:
+            break
+        buf = s.get_buffer()
+        caps = s.get_caps()
+        ok, info = buf.map(Gst.MapFlags.READ)
+        data = bytes(info.data)
+        buf.unmap(info)
+        samples.append([buf.pts, buf.get_flags(), data])
+        last_pts = buf.pts
+    pipe.set_state(Gst.State.NULL)
+    if not samples:
+        raise SystemExit(f"no samples in {path}")
+    # Durations from consecutive timestamps; the last one repeats the previous.
+    out = []
+    for i, (pts, flags, data) in enumerate(samples):
+        nxt = samples[i + 1][0] if i + 1 < len(samples) else None
+        dur = (nxt - pts) if nxt is not None else (out[-1][0] if out else 40_000_000)
+        out.append((dur, flags, data))
+    return out, caps
+
+
+class Feeder(threading.Thread):
+    """Pushes one track's samples into an appsrc in real time, looping, until it is refused."""
+
+    def __init__(self, appsrc, samples, start):
+        super().__init__(daemon=True)
+        self.appsrc, self.samples, self.start_t = appsrc, samples, start
+
+    def run(self):
+        due = self.start_t
+        while True:
+            for dur, flags, data in self.samples:
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                buf = Gst.Buffer.new_wrapped(data)
+                buf.set_flags(flags)
+                buf.duration = dur
+                if self.appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
+                    return
+                due += dur / 1e9
+
+
+class Factory(GstRtspServer.RTSPMediaFactory):
+    def __init__(self, tracks):
+        super().__init__()
+        self.tracks = tracks  # list of (name, samples, caps, pay)
+        self.set_shared(True)
+
+    def do_create_element(self, url):
+        parts = []
+        for i, (name, _samples, caps, pay) in enumerate(self.tracks):
+            parts.append(
+                f'appsrc name={name} is-live=true do-timestamp=true format=time caps="{caps.to_string()}" '
+                f"! queue ! {pay} name=pay{i} pt={96 + i}"
+            )
+        return Gst.parse_launch("( " + " ".join(parts) + " )")
+
+    def do_configure(self, media):
+        element = media.get_element()
+        start = time.monotonic() + 0.05
+        for name, samples, _caps, _pay in self.tracks:
+            Feeder(element.get_by_name_recurse_up(name) or element.get_child_by_name(name), samples, start).start()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--media", required=True)
+    ap.add_argument("--user")
+    ap.add_argument("--password")
+    ap.add_argument("--digest", action="store_true")
+    a = ap.parse_args()
+
+    h264, h264_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au")
+    aac, aac_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "aacparse")
+    h265, h265_caps = load_samples(os.path.join(a.media, "h265.mp4"), "h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au")
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(a.port))
+    mounts = server.get_mount_points()
+    vpay = "rtph264pay config-interval=-1"
+    mounts.add_factory("/h264", Factory([("v", h264, h264_caps, vpay)]))
+    mounts.add_factory("/h264aac", Factory([("v", h264, h264_caps, vpay), ("a", aac, aac_caps, "rtpmp4gpay")]))
+    mounts.add_factory("/h265", Factory([("v", h265, h265_caps, "rtph265pay config-interval=-1")]))
+
+    if a.user:
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", "user")
+        if a.digest:
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+            auth.add_digest(a.user, a.password, token)
+        else:
+            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
+        server.set_auth(auth)
+        perms = GstRtspServer.RTSPPermissions()
+        perms.add_permission_for_role("user", "media.factory.access", True)
+        perms.add_permission_for_role("user", "media.factory.construct", True)
+        for path in ("/h264", "/h264aac", "/h265"):
+            mounts.match(path)[0].set_permissions(perms)
+
+    if server.attach(None) == 0:
+        raise SystemExit(f"cannot listen on {a.port}")
+    print(f"READY {a.port}", flush=True)
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    main()

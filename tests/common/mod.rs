@@ -1,0 +1,506 @@
+//! Shared test harness: the real `video-server` binary, a real GStreamer RTSP camera, a
+//! websocket MSE client, minimal HTTP, and ffprobe/ffmpeg as independent checkers.
+//! Every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const STREAM_A: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
+pub const STREAM_B: &str = "566bfe72-1f85-4e7d-9c0a-424e6c3b29f3";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Where the camera clips live; made once (under a lock, tests run in parallel).
+pub fn media_dir() -> PathBuf {
+    let dir = repo().join("target/test-media");
+    let status = Command::new("flock")
+        .arg(repo().join("target/test-media.lock"))
+        .arg(repo().join("tests/camera/make-clips.sh"))
+        .arg(&dir)
+        .status()
+        .expect("run make-clips.sh (needs flock and ffmpeg: scripts/test installs them)");
+    assert!(status.success(), "make-clips.sh failed");
+    dir
+}
+
+/// Camera authentication.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth {
+    None,
+    Basic(&'static str, &'static str),
+    Digest(&'static str, &'static str),
+}
+
+/// GStreamer's RTSP server with /h264, /h264aac and /h265, on 127.0.0.1.
+pub struct Camera {
+    child: Option<Child>,
+    pub port: u16,
+    auth: Auth,
+}
+
+impl Camera {
+    pub fn start(auth: Auth) -> Camera {
+        Self::start_on(free_port(), auth)
+    }
+
+    pub fn start_on(port: u16, auth: Auth) -> Camera {
+        let media = media_dir();
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(repo().join("tests/camera/rtsp_camera.py"))
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--media")
+            .arg(&media)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        match auth {
+            Auth::None => {}
+            Auth::Basic(u, p) => {
+                cmd.args(["--user", u, "--password", p]);
+            }
+            Auth::Digest(u, p) => {
+                cmd.args(["--user", u, "--password", p, "--digest"]);
+            }
+        }
+        let mut child = cmd.spawn().expect("start the GStreamer camera (python3-gst-1.0)");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("READY") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("camera did not become ready within 60 s");
+        Camera {
+            child: Some(child),
+            port,
+            auth,
+        }
+    }
+
+    pub fn url(&self, mount: &str) -> String {
+        match self.auth {
+            Auth::None => format!("rtsp://127.0.0.1:{}/{mount}", self.port),
+            Auth::Basic(u, p) | Auth::Digest(u, p) => {
+                format!("rtsp://{u}:{p}@127.0.0.1:{}/{mount}", self.port)
+            }
+        }
+    }
+
+    /// Power loss: SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Reboot: start again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let fresh = Camera::start_on(self.port, self.auth);
+        *self = fresh;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The gateway binary with a generated config.
+pub struct Gateway {
+    child: Child,
+    pub video: SocketAddr,
+    pub api: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+}
+
+impl Gateway {
+    /// Starts with `[api]`/`[video]` on free ports and `extra` appended (streams, cors, …).
+    pub async fn start(extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let video_port = free_port();
+        let api_port = free_port();
+        let conf = dir.path().join("conf.toml");
+        let text = format!(
+            "[api]\nenabled = true\nhost = \"127.0.0.1\"\nport = {api_port}\n\n[video]\nhost = \"127.0.0.1\"\nport = {video_port}\n\n{extra}\n"
+        );
+        std::fs::write(&conf, text).expect("write conf");
+        let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_video-server"))
+            .arg("--conf")
+            .arg(&conf)
+            .current_dir(repo())
+            .env("RUST_LOG", "info,video_server=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start video-server");
+        let gw = Gateway {
+            child,
+            video: SocketAddr::from(([127, 0, 0, 1], video_port)),
+            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
+            dir,
+            conf,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http(gw.video, "GET", "/streams", &[], b"").await {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "gateway did not start:\n{}", gw.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        gw
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the gateway, kB.
+    pub fn rss_kb(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn ws_url(&self, stream: &str, extra: &str) -> String {
+        format!("ws://{}/ws/live?stream_id={stream}{extra}", self.video)
+    }
+
+    /// Waits until `/status` says the stream is online.
+    pub async fn wait_online(&self, stream: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.status().await;
+            if st["streams"][stream]["online"] == true {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stream {stream} not online within {within:?}; status {st}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let r = http(self.api, "GET", "/status", &[], b"").await.expect("status");
+        serde_json::from_slice(&r.body).expect("status is JSON")
+    }
+
+    /// SIGKILL-free stop: SIGTERM, then wait (bounded).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close` (bounded to 10 s).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await?;
+        s.write_all(body).await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| std::io::Error::other("no header end"))?;
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other("bad status line"))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        if headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+        {
+            body = dechunk(&body);
+        }
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    })
+    .await
+    .map_err(|_| std::io::Error::other("HTTP request timed out"))?
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if n == 0 || b.len() < i + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+    out
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+pub async fn ws_connect(url: &str) -> Ws {
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("websocket connect timed out")
+    .expect("websocket connect");
+    ws
+}
+
+/// What an MSE client received.
+#[derive(Debug, Default)]
+pub struct Capture {
+    /// Each `0x09` message's codec list, in order.
+    pub codecs: Vec<String>,
+    /// Binary messages after the `0x09` ones: init segments and fragments, in order.
+    pub media: Vec<Vec<u8>>,
+    /// Text messages (events, pong).
+    pub texts: Vec<String>,
+    /// Close frame (code, reason), if any.
+    pub close: Option<(u16, String)>,
+    /// Time from the start of collection to the first fragment (after the init segment).
+    pub first_fragment_after: Option<Duration>,
+}
+
+impl Capture {
+    /// Number of `moof` messages.
+    pub fn fragments(&self) -> usize {
+        self.media.iter().filter(|m| is_box(m, b"moof")).count()
+    }
+
+    /// Writes everything (init segments and fragments) to a file for ffprobe.
+    pub fn write(&self, path: &Path) {
+        let all: Vec<u8> = self.media.iter().flatten().copied().collect();
+        std::fs::write(path, all).expect("write capture");
+    }
+}
+
+pub fn is_box(b: &[u8], kind: &[u8; 4]) -> bool {
+    b.len() >= 8 && &b[4..8] == kind
+}
+
+/// Reads from `ws` until `want` fragments arrived, the socket closed, or `within` passed.
+pub async fn collect(ws: &mut Ws, cap: &mut Capture, want: usize, within: Duration) {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + within;
+    while cap.fragments() < want {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return,
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Binary(b) => {
+                if b.first() == Some(&9) {
+                    cap.codecs.push(String::from_utf8_lossy(&b[1..]).into_owned());
+                } else {
+                    if is_box(&b, b"moof") && cap.first_fragment_after.is_none() {
+                        cap.first_fragment_after = Some(start.elapsed());
+                    }
+                    cap.media.push(b.to_vec());
+                }
+            }
+            Message::Text(t) => cap.texts.push(t.to_string()),
+            Message::Close(c) => {
+                cap.close = c.map(|c| (u16::from(c.code), c.reason.to_string()));
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Sends a text message.
+pub async fn ws_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send text");
+}
+
+/// `tfdt` and sample-flags of a fragment: (track id, base decode time, first sample is sync).
+pub fn fragment_info(b: &[u8]) -> Option<(u32, u64, bool)> {
+    use mp4_atom::Decode;
+    let moof = mp4_atom::Moof::decode(&mut std::io::Cursor::new(b)).ok()?;
+    let traf = moof.traf.first()?;
+    let first = traf.trun.first()?.samples.iter().next()?;
+    Some((
+        traf.tfhd.track_id,
+        traf.tfdt.as_ref()?.base_media_decode_time,
+        first.flags? & 0x0001_0000 == 0,
+    ))
+}
+
+/// What ffprobe counts in a file, and whether ffmpeg decodes it without a single error.
+#[derive(Debug)]
+pub struct Probe {
+    pub video_codec: Option<String>,
+    pub video_frames: u64,
+    pub audio_codec: Option<String>,
+    pub audio_frames: u64,
+    pub decode_errors: String,
+}
+
+pub fn probe(path: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries", "stream=codec_type,codec_name,nb_read_frames", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut p = Probe {
+        video_codec: None,
+        video_frames: 0,
+        audio_codec: None,
+        audio_frames: 0,
+        decode_errors: String::new(),
+    };
+    for s in v["streams"].as_array().cloned().unwrap_or_default() {
+        let n = s["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let name = s["codec_name"].as_str().map(str::to_owned);
+        match s["codec_type"].as_str() {
+            Some("video") => {
+                p.video_codec = name;
+                p.video_frames = n;
+            }
+            Some("audio") => {
+                p.audio_codec = name;
+                p.audio_frames = n;
+            }
+            _ => {}
+        }
+    }
+    let dec = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    p.decode_errors = String::from_utf8_lossy(&dec.stderr).into_owned();
+    p
+}
+
+/// ESTABLISHED TCP connections to 127.0.0.1:`port`, from /proc/net/tcp (no tools needed).
+pub fn connections_to(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let want = format!("0100007F:{port:04X}");
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == want && f[3] == "01"
+        })
+        .count()
+}
+
+/// A stream entry for the generated config.
+pub fn rtsp_stream(id: &str, url: &str, outputs: &str, extra: &str) -> String {
+    format!("[[rtsp_streams]]\nguid = \"{id}\"\nurl = \"{url}\"\noutput_types = [{outputs}]\n{extra}\n")
+}
