@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,9 @@ use uuid::Uuid;
 
 use crate::config::{Config, Outputs, StreamConfig};
 use crate::hub::{Hub, Limits, StreamHub};
+
+/// Kernel send buffer of each video-server connection, bytes.
+const VIEWER_SEND_BUFFER: usize = 256 * 1024;
 
 /// A stream that is running.
 struct Running {
@@ -185,6 +189,12 @@ pub async fn serve(
     let video_router = crate::api::video_router(Arc::clone(&app));
     let mut servers = Vec::new();
     let token = app.shutdown.clone();
+    // Media connections: no Nagle delay, and a send buffer of about a second of video so that a
+    // slow viewer shows up as back-pressure (and is resynced) instead of as growing latency.
+    let video = video.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(VIEWER_SEND_BUFFER);
+    });
     servers.push(tokio::spawn(
         axum::serve(video, video_router)
             .with_graceful_shutdown(token.clone().cancelled_owned())

@@ -183,6 +183,23 @@ impl Subscription {
         &self.hub
     }
 
+    /// Moves to the newest keyframe if it is ahead of the cursor; returns the frames skipped.
+    pub fn skip_to_newest_key(&mut self) -> u64 {
+        let ring = self.hub.ring();
+        let fresh = ring.new_cursor();
+        if fresh.want_key || fresh.next <= self.cursor.next {
+            return 0;
+        }
+        let skipped = fresh.next - self.cursor.next;
+        self.cursor = fresh;
+        drop(ring);
+        self.hub
+            .stats
+            .frames_dropped_for_slow_viewers
+            .fetch_add(skipped, Ordering::Relaxed);
+        skipped
+    }
+
     /// Waits until at least one frame is available, then appends up to `max` frames to `out`.
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn recv(&mut self, out: &mut Vec<Frame>, max: usize) -> Result<usize, RecvError> {

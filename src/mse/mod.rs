@@ -38,6 +38,8 @@ pub const CLOSE_ERROR: u16 = 1011;
 const BATCH: usize = 64;
 /// A socket with nothing to send for this long gets a websocket ping.
 const IDLE_PING: Duration = Duration::from_secs(10);
+/// A viewer about to be sent frames older than this is moved to the newest keyframe.
+const MAX_BEHIND_MS: i64 = 3000;
 /// A single send blocked this long means the client is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -160,6 +162,19 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
                         continue;
                     }
                     Err(RecvError::Closed) => break Some("Stream has been removed"),
+                }
+                let behind_ms = frames.first().map_or(0, |f| crate::media::unix_ms_now() - f.wall_ms);
+                if behind_ms > MAX_BEHIND_MS {
+                    let skipped = sub.skip_to_newest_key();
+                    if skipped > 0 {
+                        debug!(skipped, behind_ms, "viewer too far behind; resyncing at the newest keyframe");
+                        frames.clear();
+                        mux.resync();
+                        if events && tx.feed(event(serde_json::json!({"type": "dropped", "frames": skipped}))).await.is_err() {
+                            break None;
+                        }
+                        continue;
+                    }
                 }
                 for f in frames.drain(..) {
                     mux.push(&f, &mut outs);
