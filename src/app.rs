@@ -165,12 +165,22 @@ pub struct Bound {
 pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, Option<TcpListener>)> {
     let video = TcpListener::bind(config.video.bind_addr())
         .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("video server on {}: {e}", config.video.bind_addr())))?;
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("video server on {}: {e}", config.video.bind_addr()),
+            )
+        })?;
     let api = if config.api.enabled {
         Some(
             TcpListener::bind(config.api.bind_addr())
                 .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("API server on {}: {e}", config.api.bind_addr())))?,
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("API server on {}: {e}", config.api.bind_addr()),
+                    )
+                })?,
         )
     } else {
         None

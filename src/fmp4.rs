@@ -118,11 +118,22 @@ fn write_mvhd(buf: &mut BytesMut, next_track_id: u32) {
 fn write_trak(buf: &mut BytesMut, params: &StreamParams, kind: TrackKind, id: u32) {
     let (width, height, entry, timescale) = match kind {
         TrackKind::Video => {
-            let v = params.video.as_ref().expect("track_id() said video is present");
-            (v.width, v.height, &v.sample_entry, crate::media::TIMESCALE_90K)
+            let v = params
+                .video
+                .as_ref()
+                .expect("track_id() said video is present");
+            (
+                v.width,
+                v.height,
+                &v.sample_entry,
+                crate::media::TIMESCALE_90K,
+            )
         }
         TrackKind::Audio => {
-            let a = params.audio.as_ref().expect("track_id() said audio is present");
+            let a = params
+                .audio
+                .as_ref()
+                .expect("track_id() said audio is present");
             (0, 0, &a.sample_entry, a.sample_rate)
         }
     };
@@ -271,7 +282,11 @@ pub fn write_fragment(buf: &mut BytesMut, sequence: u32, runs: &[TrackRun<'_>]) 
         for s in run.samples {
             buf.put_u32(s.duration);
             buf.put_u32(s.data.len() as u32);
-            buf.put_u32(if s.is_sync { FLAGS_SYNC } else { FLAGS_NON_SYNC });
+            buf.put_u32(if s.is_sync {
+                FLAGS_SYNC
+            } else {
+                FLAGS_NON_SYNC
+            });
             buf.put_i32(s.cto);
             data_offset += s.data.len();
         }
@@ -279,7 +294,11 @@ pub fn write_fragment(buf: &mut BytesMut, sequence: u32, runs: &[TrackRun<'_>]) 
         end(buf, traf);
     }
     end(buf, moof);
-    debug_assert_eq!(buf.len() - start, moof_len, "moof size formula is out of date");
+    debug_assert_eq!(
+        buf.len() - start,
+        moof_len,
+        "moof size formula is out of date"
+    );
 
     buf.put_u32((8 + data_len) as u32);
     buf.put_slice(b"mdat");
@@ -382,17 +401,40 @@ mod tests {
         let p1 = [0u8, 0, 0, 1, 0x41];
         let aac = [0x21u8, 0x10, 0x04];
         let video = [
-            Sample { duration: 3600, cto: 0, is_sync: true, data: &key },
-            Sample { duration: 3600, cto: -1800, is_sync: false, data: &p1 },
+            Sample {
+                duration: 3600,
+                cto: 0,
+                is_sync: true,
+                data: &key,
+            },
+            Sample {
+                duration: 3600,
+                cto: -1800,
+                is_sync: false,
+                data: &p1,
+            },
         ];
-        let audio = [Sample { duration: 1024, cto: 0, is_sync: true, data: &aac }];
+        let audio = [Sample {
+            duration: 1024,
+            cto: 0,
+            is_sync: true,
+            data: &aac,
+        }];
         let mut buf = BytesMut::new();
         write_fragment(
             &mut buf,
             7,
             &[
-                TrackRun { track_id: 1, base_decode_time: 90_000, samples: &video },
-                TrackRun { track_id: 2, base_decode_time: 48_000, samples: &audio },
+                TrackRun {
+                    track_id: 1,
+                    base_decode_time: 90_000,
+                    samples: &video,
+                },
+                TrackRun {
+                    track_id: 2,
+                    base_decode_time: 48_000,
+                    samples: &audio,
+                },
             ],
         );
         let mut cur = std::io::Cursor::new(buf.as_ref());
@@ -401,7 +443,10 @@ mod tests {
         assert_eq!(moof.mfhd.sequence_number, 7);
         assert_eq!(moof.traf.len(), 2);
         let v = &moof.traf[0];
-        assert_eq!(v.tfdt.as_ref().expect("tfdt").base_media_decode_time, 90_000);
+        assert_eq!(
+            v.tfdt.as_ref().expect("tfdt").base_media_decode_time,
+            90_000
+        );
         let trun = &v.trun[0];
         let entries: Vec<_> = trun.samples.iter().collect();
         assert_eq!(trun.data_offset, Some((moof_len + 8) as i32));
@@ -424,8 +469,21 @@ mod tests {
     #[test]
     fn fragment_appends_without_disturbing_earlier_bytes() {
         let mut buf = BytesMut::from(&b"prefix"[..]);
-        let s = [Sample { duration: 1, cto: 0, is_sync: true, data: b"abc" }];
-        write_fragment(&mut buf, 1, &[TrackRun { track_id: 1, base_decode_time: 0, samples: &s }]);
+        let s = [Sample {
+            duration: 1,
+            cto: 0,
+            is_sync: true,
+            data: b"abc",
+        }];
+        write_fragment(
+            &mut buf,
+            1,
+            &[TrackRun {
+                track_id: 1,
+                base_decode_time: 0,
+                samples: &s,
+            }],
+        );
         assert_eq!(&buf[..6], b"prefix");
         assert_eq!(&buf[buf.len() - 3..], b"abc");
     }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use video_server::{app, config::Config, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "video-server", version, about = "Re-streaming gateway for IP cameras")]
+#[command(
+    name = "video-server",
+    version,
+    about = "Re-streaming gateway for IP cameras"
+)]
 struct Cli {
     /// Configuration file, TOML or JSON by extension.
     #[arg(long, global = true, default_value = "conf.toml")]
@@ -41,7 +45,11 @@ fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         .map(|a| {
             let bare = a.strip_prefix('-').filter(|r| !r.starts_with('-'));
             match bare {
-                Some(rest) if LONG.iter().any(|l| rest == *l || rest.starts_with(&format!("{l}="))) => {
+                Some(rest)
+                    if LONG
+                        .iter()
+                        .any(|l| rest == *l || rest.starts_with(&format!("{l}="))) =>
+                {
                     format!("-{a}")
                 }
                 _ => a,
@@ -64,7 +72,13 @@ fn main() -> ExitCode {
         .iter()
         .map(|s| s.verbose.as_str())
         .chain([config.api.verbose.as_str(), config.video.verbose.as_str()])
-        .map(|v| if v.chars().all(|c| c.eq_ignore_ascii_case(&'v')) { v.len() } else { 0 })
+        .map(|v| {
+            if v.chars().all(|c| c.eq_ignore_ascii_case(&'v')) {
+                v.len()
+            } else {
+                0
+            }
+        })
         .max()
         .unwrap_or(0);
     telemetry::init(cli.log_format, telemetry::default_filter(verbose));
@@ -82,7 +96,10 @@ fn main() -> ExitCode {
         println!("configuration OK: {} stream(s)", config.streams.len());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -142,10 +159,17 @@ mod tests {
 
     #[test]
     fn go_style_flags_are_accepted() {
-        let a = normalize_args(["vs", "-conf", "x.toml", "-cpuprofile=p", "--conf=y", "-h"].map(String::from));
-        assert_eq!(a, vec!["vs", "--conf", "x.toml", "--cpuprofile=p", "--conf=y", "-h"]);
-        let cli = Cli::try_parse_from(normalize_args(["vs", "-conf=/etc/v.s/conf.toml", "-memprofile", "m"].map(String::from)))
-            .expect("parses");
+        let a = normalize_args(
+            ["vs", "-conf", "x.toml", "-cpuprofile=p", "--conf=y", "-h"].map(String::from),
+        );
+        assert_eq!(
+            a,
+            vec!["vs", "--conf", "x.toml", "--cpuprofile=p", "--conf=y", "-h"]
+        );
+        let cli = Cli::try_parse_from(normalize_args(
+            ["vs", "-conf=/etc/v.s/conf.toml", "-memprofile", "m"].map(String::from),
+        ))
+        .expect("parses");
         assert_eq!(cli.conf, PathBuf::from("/etc/v.s/conf.toml"));
         let cli = Cli::try_parse_from(["vs", "check", "--conf", "c.json"]).expect("parses");
         assert!(matches!(cli.command, Some(Command::Check)));

@@ -51,7 +51,9 @@ async fn list_status_enable_disable_match_the_original() {
             "stream type is not supported. Type: 'rtsp'",
         ),
     ] {
-        let r = http(gw.api, "POST", "/enable_camera", &[], body.as_bytes()).await.expect("post");
+        let r = http(gw.api, "POST", "/enable_camera", &[], body.as_bytes())
+            .await
+            .expect("post");
         assert_eq!(r.status, 400, "{body}");
         assert_eq!(r.json(), serde_json::json!({ "Error": want }), "{body}");
     }
@@ -61,28 +63,56 @@ async fn list_status_enable_disable_match_the_original() {
         r#"{{"guid":"{STREAM_B}","url":"rtsp://admin:topsecret@127.0.0.1:{}/x","output_types":["mse"]}}"#,
         free_port()
     );
-    let r = http(gw.api, "POST", "/enable_camera", &[("Content-Type", "text/plain")], body.as_bytes())
-        .await
-        .expect("enable");
+    let r = http(
+        gw.api,
+        "POST",
+        "/enable_camera",
+        &[("Content-Type", "text/plain")],
+        body.as_bytes(),
+    )
+    .await
+    .expect("enable");
     assert_eq!(r.status, 200);
     let st = r.json();
-    assert_eq!(st["streams"][STREAM_B]["url"].as_str().map(|u| u.contains("***@")), Some(true));
+    assert_eq!(
+        st["streams"][STREAM_B]["url"]
+            .as_str()
+            .map(|u| u.contains("***@")),
+        Some(true)
+    );
     assert!(!r.text().contains("topsecret"));
     // Enabling again is a no-op, still 200.
-    let r = http(gw.api, "POST", "/enable_camera", &[], body.as_bytes()).await.expect("again");
+    let r = http(gw.api, "POST", "/enable_camera", &[], body.as_bytes())
+        .await
+        .expect("again");
     assert_eq!(r.status, 200);
-    let list = http(gw.api, "GET", "/list", &[], b"").await.expect("list").json();
+    let list = http(gw.api, "GET", "/list", &[], b"")
+        .await
+        .expect("list")
+        .json();
     assert_eq!(list["data"].as_array().map(Vec::len), Some(2));
 
-    let r = http(gw.api, "POST", "/disable_camera", &[], format!(r#"{{"guid":"{STREAM_B}"}}"#).as_bytes())
-        .await
-        .expect("disable");
+    let r = http(
+        gw.api,
+        "POST",
+        "/disable_camera",
+        &[],
+        format!(r#"{{"guid":"{STREAM_B}"}}"#).as_bytes(),
+    )
+    .await
+    .expect("disable");
     assert_eq!(r.status, 200);
     assert!(r.json()["streams"].get(STREAM_B).is_none());
     // Unknown guid: no-op, 200.
-    let r = http(gw.api, "POST", "/disable_camera", &[], br#"{"guid":"00000000-0000-0000-0000-000000000001"}"#)
-        .await
-        .expect("disable unknown");
+    let r = http(
+        gw.api,
+        "POST",
+        "/disable_camera",
+        &[],
+        br#"{"guid":"00000000-0000-0000-0000-000000000001"}"#,
+    )
+    .await
+    .expect("disable unknown");
     assert_eq!(r.status, 200);
     assert!(!gw.log().contains("topsecret"), "password in the log");
 }
@@ -96,25 +126,68 @@ async fn unknown_routes_and_cors_behave_like_gin() {
     let gw = Gateway::start(&extra).await;
     let r = http(gw.api, "GET", "/nope", &[], b"").await.expect("404");
     assert_eq!((r.status, r.text().as_str()), (404, "404 page not found"));
-    let r = http(gw.api, "DELETE", "/list", &[], b"").await.expect("wrong method");
+    let r = http(gw.api, "DELETE", "/list", &[], b"")
+        .await
+        .expect("wrong method");
     assert_eq!(r.status, 404);
 
-    let r = http(gw.api, "OPTIONS", "/status", &[("Origin", "http://allowed.example"), ("Access-Control-Request-Method", "GET")], b"")
-        .await
-        .expect("preflight");
+    let r = http(
+        gw.api,
+        "OPTIONS",
+        "/status",
+        &[
+            ("Origin", "http://allowed.example"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+        b"",
+    )
+    .await
+    .expect("preflight");
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("access-control-allow-origin"), Some("http://allowed.example"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://allowed.example")
+    );
     assert_eq!(r.header("access-control-allow-methods"), Some("GET,POST"));
 
-    let r = http(gw.api, "GET", "/status", &[("Origin", "http://allowed.example")], b"").await.expect("get");
+    let r = http(
+        gw.api,
+        "GET",
+        "/status",
+        &[("Origin", "http://allowed.example")],
+        b"",
+    )
+    .await
+    .expect("get");
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("access-control-expose-headers"), Some("Content-Length"));
-    let r = http(gw.api, "GET", "/status", &[("Origin", "http://evil.example")], b"").await.expect("evil");
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("Content-Length")
+    );
+    let r = http(
+        gw.api,
+        "GET",
+        "/status",
+        &[("Origin", "http://evil.example")],
+        b"",
+    )
+    .await
+    .expect("evil");
     assert_eq!(r.status, 403);
     // Same on the video server.
-    let r = http(gw.video, "GET", "/streams", &[("Origin", "http://evil.example")], b"").await.expect("evil");
+    let r = http(
+        gw.video,
+        "GET",
+        "/streams",
+        &[("Origin", "http://evil.example")],
+        b"",
+    )
+    .await
+    .expect("evil");
     assert_eq!(r.status, 403);
-    let r = http(gw.video, "GET", "/streams", &[], b"").await.expect("no origin");
+    let r = http(gw.video, "GET", "/streams", &[], b"")
+        .await
+        .expect("no origin");
     assert_eq!(r.status, 200);
 }
 
@@ -128,9 +201,18 @@ async fn websocket_errors_close_with_a_reason_and_garbage_is_harmless() {
     gw.wait_online(DEMO, Duration::from_secs(10)).await;
 
     let cases = [
-        (format!("ws://{}/ws/live?stream_id=abc", gw.video), "Not valid UUID: 'abc'"),
-        (gw.ws_url("00000000-0000-0000-0000-0000000000ff", ""), "Stream not found"),
-        (gw.ws_url(STREAM_B, ""), "Stream does not have this output type"),
+        (
+            format!("ws://{}/ws/live?stream_id=abc", gw.video),
+            "Not valid UUID: 'abc'",
+        ),
+        (
+            gw.ws_url("00000000-0000-0000-0000-0000000000ff", ""),
+            "Stream not found",
+        ),
+        (
+            gw.ws_url(STREAM_B, ""),
+            "Stream does not have this output type",
+        ),
     ];
     for (url, reason) in cases {
         let mut ws = ws_connect(&url).await;
@@ -148,12 +230,20 @@ async fn websocket_errors_close_with_a_reason_and_garbage_is_harmless() {
     // Garbage from the client is ignored; ping gets pong; the stream keeps flowing.
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    ws.send(Message::binary(vec![0xff; 1000])).await.expect("send garbage");
-    ws.send(Message::text("{\"type\":\"seek\",\"t\":\"never\"}")).await.expect("send json");
+    ws.send(Message::binary(vec![0xff; 1000]))
+        .await
+        .expect("send garbage");
+    ws.send(Message::text("{\"type\":\"seek\",\"t\":\"never\"}"))
+        .await
+        .expect("send json");
     ws_text(&mut ws, "ping").await;
     let before = cap.fragments();
     collect(&mut ws, &mut cap, before + 30, Duration::from_secs(10)).await;
-    assert!(cap.texts.contains(&"pong".to_owned()), "texts {:?}", cap.texts);
+    assert!(
+        cap.texts.contains(&"pong".to_owned()),
+        "texts {:?}",
+        cap.texts
+    );
     assert!(cap.fragments() >= before + 30);
 
     // The demo decodes, audio and video, from a viewer's capture.
@@ -165,7 +255,9 @@ async fn websocket_errors_close_with_a_reason_and_garbage_is_harmless() {
     assert_eq!(p.audio_codec.as_deref(), Some("aac"));
 
     // Still alive after all that.
-    let r = http(gw.api, "GET", "/status", &[], b"").await.expect("alive");
+    let r = http(gw.api, "GET", "/status", &[], b"")
+        .await
+        .expect("alive");
     assert_eq!(r.status, 200);
 }
 
@@ -184,7 +276,11 @@ fn check(conf_text: &str, name: &str) -> std::process::Output {
 fn check_subcommand_validates_and_masks() {
     let orig = std::fs::read_to_string(repo().join("tests/data/original-v0.6.toml")).expect("read");
     let out = check(&orig, "conf.v0.6.toml");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("configuration OK: 2 stream(s)"));
     assert!(!stdout.contains("minio_secret_password"), "{stdout}");
@@ -193,7 +289,10 @@ fn check_subcommand_validates_and_masks() {
     let out = check(bad, "bad.toml");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:5: key `hls.ms_per_segment`"), "{err}");
+    assert!(
+        err.contains("bad.toml:5: key `hls.ms_per_segment`"),
+        "{err}"
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_video-server"))
         .args(["--conf", "/nonexistent/conf.toml"])
@@ -210,5 +309,9 @@ fn the_shipped_conf_is_valid() {
         .arg(repo().join("conf.toml"))
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

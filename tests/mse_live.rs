@@ -19,7 +19,10 @@ async fn watch(gw: &Gateway, stream: &str, extra: &str, n: usize) -> Capture {
         cap.close,
         gw.log()
     );
-    assert!(is_box(&cap.media[0], b"ftyp"), "init segment right after the codec message");
+    assert!(
+        is_box(&cap.media[0], b"ftyp"),
+        "init segment right after the codec message"
+    );
     let (_, tfdt, sync) = fragment_info(&cap.media[1]).expect("first fragment parses");
     assert_eq!(tfdt, 0, "each viewer's timeline starts at 0");
     assert!(sync, "the first fragment is a keyframe");
@@ -31,7 +34,11 @@ fn decode(cap: &Capture, name: &str) -> Probe {
     let path = dir.path().join(name);
     cap.write(&path);
     let p = probe(&path);
-    assert!(p.decode_errors.is_empty(), "ffmpeg decode errors: {}", p.decode_errors);
+    assert!(
+        p.decode_errors.is_empty(),
+        "ffmpeg decode errors: {}",
+        p.decode_errors
+    );
     p
 }
 
@@ -42,7 +49,11 @@ async fn h264_camera_over_mse_decodes_in_ffmpeg() {
     gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
     let cap = watch(&gw, STREAM_A, "", 75).await;
     assert_eq!(cap.codecs.len(), 1);
-    assert!(cap.codecs[0].starts_with("avc1.64"), "codecs {:?}", cap.codecs);
+    assert!(
+        cap.codecs[0].starts_with("avc1.64"),
+        "codecs {:?}",
+        cap.codecs
+    );
     let p = decode(&cap, "h264.mp4");
     assert_eq!(p.video_codec.as_deref(), Some("h264"));
     assert!(p.video_frames >= 75, "{p:?}");
@@ -58,7 +69,11 @@ async fn h264_with_aac_forwards_audio() {
     let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264aac"), "\"mse\"", "")).await;
     gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
     let cap = watch(&gw, STREAM_A, "", 150).await;
-    assert!(cap.codecs[0].contains(",mp4a.40.2"), "codecs {:?}", cap.codecs);
+    assert!(
+        cap.codecs[0].contains(",mp4a.40.2"),
+        "codecs {:?}",
+        cap.codecs
+    );
     let p = decode(&cap, "h264aac.mp4");
     assert_eq!(p.audio_codec.as_deref(), Some("aac"));
     assert!(p.audio_frames > 20 && p.video_frames > 20, "{p:?}");
@@ -77,7 +92,11 @@ async fn h265_camera_gets_hvc1() {
     let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h265"), "\"mse\"", "")).await;
     gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
     let cap = watch(&gw, STREAM_A, "", 50).await;
-    assert!(cap.codecs[0].starts_with("hvc1."), "codecs {:?}", cap.codecs);
+    assert!(
+        cap.codecs[0].starts_with("hvc1."),
+        "codecs {:?}",
+        cap.codecs
+    );
     let p = decode(&cap, "h265.mp4");
     assert_eq!(p.video_codec.as_deref(), Some("hevc"));
     assert!(p.video_frames >= 50, "{p:?}");
@@ -117,13 +136,22 @@ async fn a_new_viewer_starts_from_the_gop_cache_and_catches_up() {
     // Cached frames arrive at once with 1-tick spacing: the viewer does not wait for a new
     // keyframe and its playhead lands at the live edge.
     assert!(infos.len() >= 3);
-    assert_eq!(infos[1].1, 1, "cached frames are compressed to 1 tick each: {infos:?}");
+    assert_eq!(
+        infos[1].1, 1,
+        "cached frames are compressed to 1 tick each: {infos:?}"
+    );
     assert!(!infos[1].2);
     // Without catch-up the cache plays in real time.
     let cap = watch(&gw, STREAM_A, "&catchup=0", 3).await;
     let infos: Vec<(u32, u64, bool)> = cap.media.iter().filter_map(|m| fragment_info(m)).collect();
-    assert!(infos[1].1 > 1000, "real spacing (about 3600 ticks), not 1 tick: {infos:?}");
-    eprintln!("first fragment {:?} after the upgrade", cap.first_fragment_after);
+    assert!(
+        infos[1].1 > 1000,
+        "real spacing (about 3600 ticks), not 1 tick: {infos:?}"
+    );
+    eprintln!(
+        "first fragment {:?} after the upgrade",
+        cap.first_fragment_after
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,18 +165,40 @@ async fn timestamps_stay_monotonic_when_a_second_client_joins_the_camera() {
     let mut cap = Capture::default();
     collect(&mut ws, &mut cap, 25, Duration::from_secs(20)).await;
     let other = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-rtsp_transport", "tcp", "-i", &cam.url("h264"), "-t", "2", "-c", "copy", "-f", "null", "-"])
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            &cam.url("h264"),
+            "-t",
+            "2",
+            "-c",
+            "copy",
+            "-f",
+            "null",
+            "-",
+        ])
         .spawn()
         .expect("ffmpeg as a second client");
     collect(&mut ws, &mut cap, 125, Duration::from_secs(30)).await;
     let mut other = other;
     let _ = other.wait();
-    let times: Vec<u64> = cap.media.iter().filter_map(|m| fragment_info(m)).map(|f| f.1).collect();
+    let times: Vec<u64> = cap
+        .media
+        .iter()
+        .filter_map(|m| fragment_info(m))
+        .map(|f| f.1)
+        .collect();
     assert!(times.len() >= 120, "{} fragments", times.len());
     for w in times.windows(2) {
         assert!(w[1] > w[0], "decode time went from {} to {}", w[0], w[1]);
     }
     decode(&cap, "second-client.mp4");
     let st = gw.status().await;
-    eprintln!("discontinuities seen: {}", st["streams"][STREAM_A]["discontinuities"]);
+    eprintln!(
+        "discontinuities seen: {}",
+        st["streams"][STREAM_A]["discontinuities"]
+    );
 }

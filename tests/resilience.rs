@@ -14,9 +14,10 @@ async fn ws_connect_small_buffer(url: &str, addr: std::net::SocketAddr) -> Ws {
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     sock.set_recv_buffer_size(32 * 1024).expect("SO_RCVBUF");
     let tcp = sock.connect(addr).await.expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
-        .await
-        .expect("websocket handshake");
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("websocket handshake");
     ws
 }
 
@@ -42,7 +43,11 @@ async fn viewers_get_video_again_after_the_camera_reboots() {
     // The watchdog (10 s without frames) or the TCP close ends the session: offline.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !events(&cap).contains(&"offline".to_owned()) {
-        assert!(Instant::now() < deadline, "no offline event: {:?}", cap.texts);
+        assert!(
+            Instant::now() < deadline,
+            "no offline event: {:?}",
+            cap.texts
+        );
         collect(&mut ws, &mut cap, usize::MAX, Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -50,19 +55,34 @@ async fn viewers_get_video_again_after_the_camera_reboots() {
     let back = Instant::now();
     let deadline = back + Duration::from_secs(20);
     while cap.fragments() < before + 50 {
-        assert!(Instant::now() < deadline, "no video after the camera returned; log:\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "no video after the camera returned; log:\n{}",
+            gw.log()
+        );
         collect(&mut ws, &mut cap, before + 50, Duration::from_millis(500)).await;
     }
-    eprintln!("video again {:?} after the camera restarted", back.elapsed());
+    eprintln!(
+        "video again {:?} after the camera restarted",
+        back.elapsed()
+    );
     let ev = events(&cap);
     let off = ev.iter().position(|e| e == "offline").expect("offline");
     assert!(ev[off..].contains(&"online".to_owned()), "events {ev:?}");
     // The same socket carried both sessions; the whole capture still decodes and time never
     // goes back.
-    let times: Vec<(u32, u64)> = cap.media.iter().filter_map(|m| fragment_info(m)).map(|f| (f.0, f.1)).collect();
+    let times: Vec<(u32, u64)> = cap
+        .media
+        .iter()
+        .filter_map(|m| fragment_info(m))
+        .map(|f| (f.0, f.1))
+        .collect();
     for track in [1, 2] {
         let t: Vec<u64> = times.iter().filter(|x| x.0 == track).map(|x| x.1).collect();
-        assert!(t.windows(2).all(|w| w[1] >= w[0]), "track {track} went back in time");
+        assert!(
+            t.windows(2).all(|w| w[1] >= w[0]),
+            "track {track} went back in time"
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
     cap.write(&dir.path().join("reboot.mp4"));
@@ -81,16 +101,26 @@ async fn gateway_started_before_its_camera_gets_video_when_the_camera_appears() 
     let mut cap = Capture::default();
     collect(&mut ws, &mut cap, 1, Duration::from_secs(6)).await;
     assert_eq!(cap.fragments(), 0);
-    assert!(cap.close.is_none(), "viewer must not be dropped while the camera is down");
+    assert!(
+        cap.close.is_none(),
+        "viewer must not be dropped while the camera is down"
+    );
     assert_eq!(events(&cap).first().map(String::as_str), Some("offline"));
     let st = gw.status().await;
     assert_eq!(st["streams"][STREAM_A]["online"], false);
-    assert!(st["streams"][STREAM_A]["sessions"].as_u64() >= Some(2), "retrying: {st}");
+    assert!(
+        st["streams"][STREAM_A]["sessions"].as_u64() >= Some(2),
+        "retrying: {st}"
+    );
 
     let _cam = Camera::start_on(port, Auth::None);
     let t = Instant::now();
     collect(&mut ws, &mut cap, 25, Duration::from_secs(20)).await;
-    assert!(cap.fragments() >= 25, "no video after the camera appeared; log:\n{}", gw.log());
+    assert!(
+        cap.fragments() >= 25,
+        "no video after the camera appeared; log:\n{}",
+        gw.log()
+    );
     eprintln!("video {:?} after the camera appeared", t.elapsed());
     assert!(events(&cap).contains(&"online".to_owned()));
 }
@@ -114,7 +144,11 @@ async fn a_stalled_viewer_does_not_delay_others_and_resumes_at_a_keyframe() {
     collect(&mut good, &mut gcap, 250, Duration::from_secs(15)).await;
     let took = t.elapsed();
     // 250 fragments of a 25 fps camera is 10 s of video; a delayed viewer would fall short.
-    assert!(gcap.fragments() >= 250, "healthy viewer got {} in {took:?}", gcap.fragments());
+    assert!(
+        gcap.fragments() >= 250,
+        "healthy viewer got {} in {took:?}",
+        gcap.fragments()
+    );
     let rss_during = gw.rss_kb();
     eprintln!("healthy viewer: 250 fragments in {took:?}; RSS {rss_before} kB -> {rss_during} kB");
     assert!(
@@ -140,7 +174,9 @@ async fn a_stalled_viewer_does_not_delay_others_and_resumes_at_a_keyframe() {
                     dropped = v["frames"].as_u64();
                 }
             }
-            Message::Binary(b) if dropped.is_some() && is_box(&b, b"moof") => after_drop.push(b.to_vec()),
+            Message::Binary(b) if dropped.is_some() && is_box(&b, b"moof") => {
+                after_drop.push(b.to_vec())
+            }
             _ => {}
         }
     }
@@ -156,18 +192,27 @@ async fn disable_camera_ends_the_rtsp_session_and_its_viewers() {
     let cam = Camera::start(Auth::None);
     let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "")).await;
     gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
-    assert_eq!(connections_to(cam.port), 1, "one RTSP connection from the gateway");
+    assert_eq!(
+        connections_to(cam.port),
+        1,
+        "one RTSP connection from the gateway"
+    );
     let mut ws = ws_connect(&gw.ws_url(STREAM_A, "")).await;
     let mut cap = Capture::default();
     collect(&mut ws, &mut cap, 5, Duration::from_secs(10)).await;
 
     let body = format!("{{\"guid\":\"{STREAM_A}\"}}");
-    let r = http(gw.api, "POST", "/disable_camera", &[], body.as_bytes()).await.expect("disable");
+    let r = http(gw.api, "POST", "/disable_camera", &[], body.as_bytes())
+        .await
+        .expect("disable");
     assert_eq!(r.status, 200);
     assert!(r.json()["streams"].get(STREAM_A).is_none());
     let deadline = Instant::now() + Duration::from_secs(10);
     while connections_to(cam.port) > 0 {
-        assert!(Instant::now() < deadline, "the camera still has a connection from the gateway");
+        assert!(
+            Instant::now() < deadline,
+            "the camera still has a connection from the gateway"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     collect(&mut ws, &mut cap, usize::MAX, Duration::from_secs(5)).await;
@@ -181,7 +226,9 @@ async fn disable_camera_ends_the_rtsp_session_and_its_viewers() {
         "{{\"guid\":\"{STREAM_A}\",\"url\":\"{}\",\"output_types\":[\"mse\"]}}",
         cam.url("h264")
     );
-    let r = http(gw.api, "POST", "/enable_camera", &[], body.as_bytes()).await.expect("enable");
+    let r = http(gw.api, "POST", "/enable_camera", &[], body.as_bytes())
+        .await
+        .expect("enable");
     assert_eq!(r.status, 200);
     gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
 }
@@ -201,8 +248,17 @@ async fn sigterm_shuts_down_gracefully_and_closes_viewers() {
     .await
     .expect("join");
     let (exit, gw) = status;
-    assert!(exit.is_some_and(|s| s.success()), "exit {exit:?}; log:\n{}", gw.log());
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "exit {exit:?}; log:\n{}",
+        gw.log()
+    );
     collect(&mut ws, &mut cap, usize::MAX, Duration::from_secs(5)).await;
-    assert_eq!(cap.close.as_ref().map(|c| c.0), Some(1001), "{:?}", cap.close);
+    assert_eq!(
+        cap.close.as_ref().map(|c| c.0),
+        Some(1001),
+        "{:?}",
+        cap.close
+    );
     assert_eq!(connections_to(cam.port), 0);
 }

@@ -100,7 +100,10 @@ pub async fn layer(State(cors): State<Arc<Cors>>, req: Request, next: Next) -> R
         let h = r.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, cors.methods.clone());
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, cors.headers.clone());
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE_S));
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static(MAX_AGE_S),
+        );
         r
     } else {
         let mut r = next.run(req).await;

@@ -26,7 +26,11 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         };
         // The original's handlers spell the key `Error`.
-        (status, Json(serde_json::json!({ "Error": self.to_string() }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "Error": self.to_string() })),
+        )
+            .into_response()
     }
 }
 

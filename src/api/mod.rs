@@ -46,14 +46,20 @@ pub fn video_router(app: Arc<App>) -> Router {
         .route("/streams", get(streams::video_streams))
         .route("/", get(|| asset("index.html")))
         .route("/players/mse/", get(|| asset("players/mse/index.html")))
-        .route("/players/mse/player.js", get(|| asset("players/mse/player.js")));
+        .route(
+            "/players/mse/player.js",
+            get(|| asset("players/mse/player.js")),
+        );
     finish(r, app)
 }
 
 /// Web assets compiled into the binary, so the page works with nothing else installed.
 async fn asset(name: &str) -> Response {
     let (body, kind): (&'static str, &'static str) = match name {
-        "index.html" => (include_str!("../../web/index.html"), "text/html; charset=utf-8"),
+        "index.html" => (
+            include_str!("../../web/index.html"),
+            "text/html; charset=utf-8",
+        ),
         "players/mse/index.html" => (
             include_str!("../../players/mse/index.html"),
             "text/html; charset=utf-8",

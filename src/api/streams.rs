@@ -211,7 +211,10 @@ mod tests {
     fn bodies_parse_like_the_original() {
         assert!(matches!(parse_body(b""), Err(ApiError::BadJson)));
         assert!(matches!(parse_body(b"{not json"), Err(ApiError::BadJson)));
-        assert!(matches!(parse_body(br#"{"guid":"nope"}"#), Err(ApiError::BadJson)));
+        assert!(matches!(
+            parse_body(br#"{"guid":"nope"}"#),
+            Err(ApiError::BadJson)
+        ));
         let (id, _) = parse_body(br#"{"url":"rtsp://x/y"}"#).expect("missing guid is nil");
         assert!(id.is_nil());
         let (id, b) = parse_body(

@@ -16,7 +16,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use raw::RawConfig;
-use raw::{RawStreamArchive, RawStream};
+use raw::{RawStream, RawStreamArchive};
 
 /// Fallback chunk length when neither the stream nor `[archive]` sets `ms_per_file`.
 pub const DEFAULT_MS_PER_FILE: i64 = 30_000;
@@ -246,10 +246,8 @@ impl Config {
         let raw = parse_raw(text, path, &mut unknown)?;
         let mut cfg = resolve(raw, text, path)?;
         for key in unknown {
-            cfg.warnings.push(format!(
-                "{}: unknown key `{key}` ignored",
-                path.display()
-            ));
+            cfg.warnings
+                .push(format!("{}: unknown key `{key}` ignored", path.display()));
         }
         Ok(cfg)
     }
@@ -324,7 +322,11 @@ fn strip_position(msg: &str) -> String {
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The line of the first occurrence of `needle` as a quoted string, for semantic errors found
@@ -463,8 +465,8 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
             ));
             continue;
         };
-        let outputs =
-            Outputs::parse(&output_types).map_err(|m| err(&first_bad(&output_types), key("output_types"), m))?;
+        let outputs = Outputs::parse(&output_types)
+            .map_err(|m| err(&first_bad(&output_types), key("output_types"), m))?;
         let transport = match transport.to_ascii_lowercase().as_str() {
             "" | "tcp" => Transport::Tcp,
             "udp" => Transport::Udp,
@@ -515,7 +517,11 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         let outputs = Outputs::parse(&f.output_types)
             .map_err(|m| err(&first_bad(&f.output_types), key("output_types"), m))?;
         if f.file.is_empty() {
-            return Err(err("", key("file"), "a local file source needs `file`".into()));
+            return Err(err(
+                "",
+                key("file"),
+                "a local file source needs `file`".into(),
+            ));
         }
         let archive = resolve_stream_archive(&f.archive, &archive, false)
             .map_err(|m| err(&f.archive.kind, key("archive.type"), m))?;

@@ -14,7 +14,10 @@ fn original_v06_example_loads_with_its_defaults() {
     assert_eq!(c.api.port, 8091);
     assert_eq!(c.video.port, 8090);
     assert_eq!(c.hls.window_size, 5);
-    assert!(c.archive.recording, "v0.6 `enabled` is an alias of `recording`");
+    assert!(
+        c.archive.recording,
+        "v0.6 `enabled` is an alias of `recording`"
+    );
     assert!(c.warnings.iter().any(|w| w.contains("archive.enabled")));
     assert_eq!(c.streams.len(), 2);
     let a = c.streams[0].archive.as_ref().expect("archive");
@@ -67,7 +70,9 @@ fn bad_output_type_is_an_error_with_the_original_text() {
     let e = load(text, "c.toml").expect_err("must fail");
     assert_eq!(e.key, "rtsp_streams[0].output_types");
     assert_eq!(e.line, Some(4));
-    assert!(e.message.contains("stream type does not exists. Type: 'mes'"));
+    assert!(e
+        .message
+        .contains("stream type does not exists. Type: 'mes'"));
     let text = text.replace("\"mes\"", "\"rtsp\"");
     let e = load(&text, "c.toml").expect_err("must fail");
     assert!(e.message.contains("stream type is not supported"));
@@ -84,7 +89,11 @@ fn json_type_error_has_line_and_key() {
 #[test]
 fn unknown_keys_warn() {
     let c = load("[api]\nenabeld = true\n[video]\nport = 1\n", "c.toml").expect("loads");
-    assert!(c.warnings.iter().any(|w| w.contains("api.enabeld")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("api.enabeld")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
@@ -116,7 +125,8 @@ fn unsupported_archive_type_fails_only_when_storage_is_needed() {
 
 #[test]
 fn invalid_guid_skips_stream_with_a_warning() {
-    let text = "[[rtsp_streams]]\nguid = \"not-a-uuid\"\nurl = \"rtsp://x/y\"\noutput_types = [\"mse\"]\n";
+    let text =
+        "[[rtsp_streams]]\nguid = \"not-a-uuid\"\nurl = \"rtsp://x/y\"\noutput_types = [\"mse\"]\n";
     let c = load(text, "c.toml").expect("loads");
     assert!(c.streams.is_empty());
     assert!(c.warnings.iter().any(|w| w.contains("c.toml:2")));
@@ -125,8 +135,11 @@ fn invalid_guid_skips_stream_with_a_warning() {
 #[test]
 fn cors_without_origins_or_schemes_is_an_error_not_a_panic() {
     assert!(load("[cors]\nenabled = true\n", "c.toml").is_err());
-    let e = load("[cors]\nenabled = true\nallow_origins = [\"example.com\"]\n", "c.toml")
-        .expect_err("scheme-less origin");
+    let e = load(
+        "[cors]\nenabled = true\nallow_origins = [\"example.com\"]\n",
+        "c.toml",
+    )
+    .expect_err("scheme-less origin");
     assert_eq!(e.line, Some(3));
     let c = load(
         "[cors]\nenabled = true\nallow_origins = [\"*\"]\nallow_credentials = true\n",
@@ -138,7 +151,10 @@ fn cors_without_origins_or_schemes_is_an_error_not_a_panic() {
 
 #[test]
 fn masking_hides_credentials() {
-    assert_eq!(mask_url("rtsp://admin:secret@10.0.0.1:554/s"), "rtsp://***@10.0.0.1:554/s");
+    assert_eq!(
+        mask_url("rtsp://admin:secret@10.0.0.1:554/s"),
+        "rtsp://***@10.0.0.1:554/s"
+    );
     assert_eq!(mask_url("rtsp://10.0.0.1/s"), "rtsp://10.0.0.1/s");
     assert!(!mask_url("rtsp://a:b@c d@e").contains('b'));
     let text = "[archive.minio_settings]\npassword = \"hunter22\"\n[[rtsp_streams]]\nguid = \"0742091c-19cd-4658-9b4f-5320da160f45\"\nurl = \"rtsp://u:hunter22@cam/x\"\noutput_types = [\"mse\"]\n";

@@ -210,7 +210,11 @@ mod tests {
     fn keeps_two_gops_and_starts_new_readers_at_the_newest_key() {
         let mut r = Ring::new(Limits::default());
         fill(&mut r, 130, 50); // keys at 0, 50, 100
-        assert_eq!(r.len(), 80, "frames 50..130: the previous GOP and the current one");
+        assert_eq!(
+            r.len(),
+            80,
+            "frames 50..130: the previous GOP and the current one"
+        );
         let mut c = r.new_cursor();
         assert_eq!(c.next, 100);
         let mut out = Vec::new();

@@ -123,8 +123,8 @@ impl ViewerMux {
             return;
         };
 
-        let catching_up = f.track == TrackKind::Video
-            && self.catchup_before_ms.is_some_and(|t| f.wall_ms < t);
+        let catching_up =
+            f.track == TrackKind::Video && self.catchup_before_ms.is_some_and(|t| f.wall_ms < t);
         let (out_90k, dur_90k) = if catching_up {
             let t = self.catchup_n;
             self.catchup_n += 1;
@@ -154,7 +154,8 @@ impl ViewerMux {
         let duration = if catching_up {
             1
         } else {
-            rescale(i64::from(dur_90k), TIMESCALE_90K, timescale).clamp(1, i64::from(u32::MAX)) as u32
+            rescale(i64::from(dur_90k), TIMESCALE_90K, timescale).clamp(1, i64::from(u32::MAX))
+                as u32
         };
         let cto = rescale(i64::from(f.cto_90k), TIMESCALE_90K, timescale) as i32;
         self.sequence = self.sequence.wrapping_add(1);
@@ -261,12 +262,19 @@ mod tests {
         m.push(&video(&p, 1, true, 0), &mut out);
         m.push(&video(&p, 2, false, 0), &mut out);
         m.push(&audio(&p, 1_000_000 + 3600 + 900, 0), &mut out);
-        assert_eq!(out[0], Out::Codecs(Bytes::from_static(b"\x09avc1.42C01E,mp4a.40.2")));
+        assert_eq!(
+            out[0],
+            Out::Codecs(Bytes::from_static(b"\x09avc1.42C01E,mp4a.40.2"))
+        );
         assert!(matches!(out[1], Out::Init(_)));
         let f = fragments(&out);
         assert_eq!(f[0], (1, 0, 3600, fmp4::FLAGS_SYNC));
         assert_eq!(f[1], (1, 3600, 3600, fmp4::FLAGS_NON_SYNC));
-        assert_eq!(f[2], (2, 480, 1024, fmp4::FLAGS_SYNC), "audio at 900/90k = 480/48k");
+        assert_eq!(
+            f[2],
+            (2, 480, 1024, fmp4::FLAGS_SYNC),
+            "audio at 900/90k = 480/48k"
+        );
     }
 
     #[test]
@@ -282,7 +290,10 @@ mod tests {
         m.push(&audio(&p, 1_000_000 + 5 * 3600 + 90, 1002), &mut out);
         let f = fragments(&out);
         let times: Vec<u64> = f.iter().map(|x| x.1).collect();
-        assert_eq!(times, vec![0, 1, 2, 3, 4, 4 + 3600, (4 + 3600 + 90) * 48_000 / 90_000]);
+        assert_eq!(
+            times,
+            vec![0, 1, 2, 3, 4, 4 + 3600, (4 + 3600 + 90) * 48_000 / 90_000]
+        );
         assert_eq!(f[3].2, 1, "catch-up samples last one tick");
         assert_eq!(f[5].2, 3600);
     }
@@ -298,7 +309,10 @@ mod tests {
         m.push(&video(&p, 70, false, 0), &mut out); // not a key: skipped
         m.push(&video(&p, 100, true, 0), &mut out);
         let f = fragments(&out);
-        assert_eq!(f.iter().map(|x| x.1).collect::<Vec<_>>(), vec![0, 3600, 7200]);
+        assert_eq!(
+            f.iter().map(|x| x.1).collect::<Vec<_>>(),
+            vec![0, 3600, 7200]
+        );
     }
 
     #[test]
@@ -323,7 +337,10 @@ mod tests {
                 Out::CodecChanged(_) => "changed",
             })
             .collect();
-        assert_eq!(kinds, vec!["codecs", "init", "frag", "changed", "codecs", "init", "frag"]);
+        assert_eq!(
+            kinds,
+            vec!["codecs", "init", "frag", "changed", "codecs", "init", "frag"]
+        );
         assert_eq!(fragments(&out)[1].1, 3600);
     }
 

@@ -76,7 +76,10 @@ impl Movie {
         if meta.len() > MAX_FILE_BYTES {
             return Err(err(
                 path,
-                format!("{} bytes is more than the {MAX_FILE_BYTES} a local source may have", meta.len()),
+                format!(
+                    "{} bytes is more than the {MAX_FILE_BYTES} a local source may have",
+                    meta.len()
+                ),
             ));
         }
         let data = tokio::fs::read(path).await.map_err(|e| err(path, e))?;
@@ -107,7 +110,9 @@ impl Movie {
                         codec: VideoCodec::H264,
                         rfc6381: format!(
                             "avc1.{:02X}{:02X}{:02X}",
-                            c.avc_profile_indication, c.profile_compatibility, c.avc_level_indication
+                            c.avc_profile_indication,
+                            c.profile_compatibility,
+                            c.avc_level_indication
                         ),
                         width: u32::from(avc.visual.width),
                         height: u32::from(avc.visual.height),
@@ -141,7 +146,11 @@ impl Movie {
             if let Some(last) = track_samples.last() {
                 let first = track_samples[0].dts_90k;
                 let n = track_samples.len() as i64;
-                let avg = if n > 1 { (last.dts_90k - first) / (n - 1) } else { 3600 };
+                let avg = if n > 1 {
+                    (last.dts_90k - first) / (n - 1)
+                } else {
+                    3600
+                };
                 duration_90k = duration_90k.max(last.dts_90k + avg);
                 if kind == TrackKind::Audio {
                     audio_frame_90k = avg.clamp(1, 90_000) as u32;
@@ -158,7 +167,10 @@ impl Movie {
             return Err("no H.264 (avc1) or AAC (mp4a) track".into());
         }
         for s in &samples {
-            if s.offset.checked_add(s.size).is_none_or(|end| end > data.len()) {
+            if s.offset
+                .checked_add(s.size)
+                .is_none_or(|end| end > data.len())
+            {
                 return Err("a sample lies outside the file (truncated?)".into());
             }
         }
@@ -291,7 +303,10 @@ mod tests {
         data.extend_from_slice(&[1, 2, 3, 4]);
         assert_eq!(find_box(&data, b"moov"), Some(8..20));
         assert_eq!(find_box(&data, b"mdat"), None);
-        assert_eq!(find_box(&[0, 0, 0, 200, b'm', b'o', b'o', b'v'], b"moov"), None);
+        assert_eq!(
+            find_box(&[0, 0, 0, 200, b'm', b'o', b'o', b'v'], b"moov"),
+            None
+        );
         assert!(Movie::parse(Bytes::from_static(b"not an mp4 at all")).is_err());
     }
 }

@@ -134,7 +134,14 @@ impl<'a> Emitter<'a> {
     }
 
     /// Publishes one frame whose source time is `in_90k`.
-    pub fn frame(&mut self, track: TrackKind, in_90k: i64, cto_90k: i32, is_key: bool, data: Bytes) {
+    pub fn frame(
+        &mut self,
+        track: TrackKind,
+        in_90k: i64,
+        cto_90k: i32,
+        is_key: bool,
+        data: Bytes,
+    ) {
         let Some(params) = self.params.clone() else {
             return;
         };

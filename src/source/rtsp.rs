@@ -41,8 +41,8 @@ impl Default for Timeouts {
 
 /// Splits `user:pass@` out of an RTSP URL.
 pub fn split_credentials(raw: &str) -> Result<(url::Url, Option<Credentials>), SourceError> {
-    let mut url = url::Url::parse(raw)
-        .map_err(|e| SourceError::BadUrl(format!("{}: {e}", mask_url(raw))))?;
+    let mut url =
+        url::Url::parse(raw).map_err(|e| SourceError::BadUrl(format!("{}: {e}", mask_url(raw))))?;
     let creds = if url.username().is_empty() && url.password().is_none() {
         None
     } else {
@@ -186,7 +186,13 @@ pub async fn run_session(
                 let ts = f.timestamp();
                 let in_90k = crate::media::to_90k(ts.timestamp(), ts.clock_rate().get());
                 let is_key = f.is_random_access_point();
-                emit.frame(TrackKind::Video, in_90k, 0, is_key, Bytes::from(f.into_data()));
+                emit.frame(
+                    TrackKind::Video,
+                    in_90k,
+                    0,
+                    is_key,
+                    Bytes::from(f.into_data()),
+                );
             }
             CodecItem::AudioFrame(f) => {
                 let Some(a) = params.audio.as_ref() else {
@@ -216,8 +222,8 @@ mod tests {
 
     #[test]
     fn credentials_leave_the_url() {
-        let (u, c) = split_credentials("rtsp://admin:p%40ss@10.1.2.3:554/Streaming/101")
-            .expect("parses");
+        let (u, c) =
+            split_credentials("rtsp://admin:p%40ss@10.1.2.3:554/Streaming/101").expect("parses");
         assert_eq!(u.as_str(), "rtsp://10.1.2.3:554/Streaming/101");
         let c = c.expect("creds");
         assert_eq!(c.username, "admin");

@@ -168,9 +168,23 @@ mod tests {
     fn first_session_starts_at_zero_and_follows_source_deltas() {
         let mut tl = Timeline::default();
         let a = tl.map(Video, 1_000_000, 0, 3600);
-        assert_eq!(a, Mapped { dts_90k: 0, dur_90k: 3600, epoch: 0 });
+        assert_eq!(
+            a,
+            Mapped {
+                dts_90k: 0,
+                dur_90k: 3600,
+                epoch: 0
+            }
+        );
         let b = tl.map(Video, 1_003_000, 33, 3600);
-        assert_eq!(b, Mapped { dts_90k: 3000, dur_90k: 3000, epoch: 0 });
+        assert_eq!(
+            b,
+            Mapped {
+                dts_90k: 3000,
+                dur_90k: 3000,
+                epoch: 0
+            }
+        );
     }
 
     #[test]
@@ -182,7 +196,11 @@ mod tests {
         // GStreamer's shared media restarted its timestamps.
         let m = tl.map(Video, 0, 4000, 3600);
         assert_eq!(m.epoch, 1);
-        assert_eq!(m.dts_90k, 100 * 3600, "continues right after the last frame");
+        assert_eq!(
+            m.dts_90k,
+            100 * 3600,
+            "continues right after the last frame"
+        );
         let m2 = tl.map(Video, 3600, 4040, 3600);
         assert_eq!(m2.dts_90k, 101 * 3600);
         assert_eq!(m2.epoch, 1);
@@ -230,7 +248,9 @@ mod tests {
     #[test]
     fn output_never_goes_backwards_per_track() {
         let mut tl = Timeline::new(90_000);
-        let inputs = [0i64, 3600, 7200, -50_000, 10, 900_000, 900_100, 3, 4, 2_000_000];
+        let inputs = [
+            0i64, 3600, 7200, -50_000, 10, 900_000, 900_100, 3, 4, 2_000_000,
+        ];
         let mut last = i64::MIN;
         for (n, &x) in inputs.iter().enumerate() {
             let m = tl.map(Video, x, n as i64 * 40, 3600);

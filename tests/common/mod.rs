@@ -81,7 +81,9 @@ impl Camera {
                 cmd.args(["--user", u, "--password", p, "--digest"]);
             }
         }
-        let mut child = cmd.spawn().expect("start the GStreamer camera (python3-gst-1.0)");
+        let mut child = cmd
+            .spawn()
+            .expect("start the GStreamer camera (python3-gst-1.0)");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -179,7 +181,11 @@ impl Gateway {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "gateway did not start:\n{}", gw.log());
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start:\n{}",
+                gw.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         gw
@@ -224,7 +230,9 @@ impl Gateway {
     }
 
     pub async fn status(&self) -> serde_json::Value {
-        let r = http(self.api, "GET", "/status", &[], b"").await.expect("status");
+        let r = http(self.api, "GET", "/status", &[], b"")
+            .await
+            .expect("status");
         serde_json::from_slice(&r.body).expect("status is JSON")
     }
 
@@ -266,9 +274,8 @@ impl Resp {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -343,9 +350,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn ws_connect(url: &str) -> Ws {
     let (ws, _) = tokio::time::timeout(
@@ -402,7 +408,8 @@ pub async fn collect(ws: &mut Ws, cap: &mut Capture, want: usize, within: Durati
         match msg {
             Message::Binary(b) => {
                 if b.first() == Some(&9) {
-                    cap.codecs.push(String::from_utf8_lossy(&b[1..]).into_owned());
+                    cap.codecs
+                        .push(String::from_utf8_lossy(&b[1..]).into_owned());
                 } else {
                     if is_box(&b, b"moof") && cap.first_fragment_after.is_none() {
                         cap.first_fragment_after = Some(start.elapsed());
@@ -450,7 +457,15 @@ pub struct Probe {
 
 pub fn probe(path: &Path) -> Probe {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-show_entries", "stream=codec_type,codec_name,nb_read_frames", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,codec_name,nb_read_frames",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe");
@@ -463,7 +478,10 @@ pub fn probe(path: &Path) -> Probe {
         decode_errors: String::new(),
     };
     for s in v["streams"].as_array().cloned().unwrap_or_default() {
-        let n = s["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let n = s["nb_read_frames"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         let name = s["codec_name"].as_str().map(str::to_owned);
         match s["codec_type"].as_str() {
             Some("video") => {
@@ -502,5 +520,7 @@ pub fn connections_to(port: u16) -> usize {
 
 /// A stream entry for the generated config.
 pub fn rtsp_stream(id: &str, url: &str, outputs: &str, extra: &str) -> String {
-    format!("[[rtsp_streams]]\nguid = \"{id}\"\nurl = \"{url}\"\noutput_types = [{outputs}]\n{extra}\n")
+    format!(
+        "[[rtsp_streams]]\nguid = \"{id}\"\nurl = \"{url}\"\noutput_types = [{outputs}]\n{extra}\n"
+    )
 }
