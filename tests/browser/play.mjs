@@ -1,0 +1,50 @@
+// Opens a page of the gateway in Debian's Chromium and reports whether its first <video> plays:
+//   node play.mjs <url> <screenshot.png> <seconds>
+// Prints one JSON line: first-frame time, currentTime before/after, size, error, player stats.
+import { chromium } from "playwright-core";
+
+const [url, shot, secs = "4"] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const logs = [];
+  page.on("console", (m) => logs.push(m.type() + ": " + m.text()));
+  page.on("pageerror", (e) => logs.push("pageerror: " + e.message));
+  const t0 = Date.now();
+  await page.goto(url);
+  await page.waitForFunction(() => {
+    const v = document.querySelector("video");
+    return v && v.readyState >= 2 && v.videoWidth > 0;
+  }, null, { timeout: 20000 });
+  const firstFrameMs = Date.now() - t0;
+  const before = await page.evaluate(() => document.querySelector("video").currentTime);
+  await page.waitForTimeout(Number(secs) * 1000);
+  const after = await page.evaluate(() => {
+    const v = document.querySelector("video");
+    const p = window.players ? Object.values(window.players)[0] : window.player;
+    return {
+      currentTime: v.currentTime,
+      videoWidth: v.videoWidth,
+      videoHeight: v.videoHeight,
+      paused: v.paused,
+      error: v.error ? v.error.message : null,
+      bufferedEnd: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : null,
+      droppedFrames: v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().droppedVideoFrames : null,
+      totalFrames: v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : null,
+      stats: p ? p.stats : null,
+      state: p ? p.lastState : null,
+    };
+  });
+  await page.screenshot({ path: shot });
+  console.log(JSON.stringify({ ok: true, firstFrameMs, before, ...after, logs }));
+} catch (e) {
+  console.log(JSON.stringify({ ok: false, error: String(e) }));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
