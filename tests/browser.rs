@@ -25,7 +25,10 @@ fn play(url: &str, shot: &str, secs: u32) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|_| {
-        panic!("no report from play.mjs: {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "no report from play.mjs: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     })
 }
 
@@ -34,7 +37,10 @@ fn assert_plays(r: &serde_json::Value, secs: f64, width: u64) {
     assert!(r["error"].is_null(), "{r}");
     assert_eq!(r["videoWidth"].as_u64(), Some(width), "{r}");
     let advanced = r["currentTime"].as_f64().unwrap_or(0.0) - r["before"].as_f64().unwrap_or(0.0);
-    assert!(advanced > secs * 0.6, "video advanced only {advanced:.2} s in {secs} s: {r}");
+    assert!(
+        advanced > secs * 0.6,
+        "video advanced only {advanced:.2} s in {secs} s: {r}"
+    );
     eprintln!(
         "first frame {} ms after navigation; live latency {:.2} s; report {r}",
         r["firstFrameMs"],
