@@ -56,6 +56,13 @@ async fn h264_camera_over_mse_decodes_in_ffmpeg() {
     );
     let p = decode(&cap, "h264.mp4");
     assert_eq!(p.video_codec.as_deref(), Some("h264"));
+    let st = gw.status().await;
+    let v = &st["streams"][STREAM_A]["codecs"][0];
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    assert_eq!(v["fps"].as_f64(), Some(25.0), "{v}");
     assert!(p.video_frames >= 75, "{p:?}");
     eprintln!(
         "first fragment {:?} after the upgrade (GOP cache)",
@@ -201,4 +208,17 @@ async fn timestamps_stay_monotonic_when_a_second_client_joins_the_camera() {
         "discontinuities seen: {}",
         st["streams"][STREAM_A]["discontinuities"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_audio_is_dropped_once_and_video_flows() {
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264pcma"), "\"mse\"", "")).await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let cap = watch(&gw, STREAM_A, "", 30).await;
+    assert!(!cap.codecs[0].contains(','), "video only: {:?}", cap.codecs);
+    decode(&cap, "pcma.mp4");
+    let log = gw.log();
+    assert_eq!(log.matches("unsupported track ignored").count(), 1, "{log}");
+    assert!(log.contains("audio pcma"), "{log}");
 }

@@ -85,6 +85,7 @@ pub struct Emitter<'a> {
     unsupported: &'a mut HashSet<String>,
     audio_dur_90k: u32,
     frames: u64,
+    epoch: u32,
 }
 
 impl<'a> Emitter<'a> {
@@ -103,6 +104,7 @@ impl<'a> Emitter<'a> {
             unsupported,
             audio_dur_90k: 1920,
             frames: 0,
+            epoch: 0,
         }
     }
 
@@ -151,12 +153,19 @@ impl<'a> Emitter<'a> {
                 .as_ref()
                 .and_then(|v| v.frame_rate)
                 .filter(|&(n, d)| n > 0 && d > 0)
-                .map(|(n, d)| (90_000u64 * u64::from(n) / u64::from(d)).clamp(1, 90_000) as u32)
+                .map(|(n, d)| (90_000u64 * u64::from(d) / u64::from(n)).clamp(1, 90_000) as u32)
                 .unwrap_or(3600),
             TrackKind::Audio => self.audio_dur_90k,
         };
         let arrival_ms = self.clock.elapsed().as_millis() as i64;
         let m = self.timeline.map(track, in_90k, arrival_ms, default_dur);
+        if m.epoch != self.epoch {
+            self.epoch = m.epoch;
+            self.hub.stats.discontinuities.store(
+                self.timeline.discontinuities(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         if !self.online {
             self.online = true;
             info!(codecs = %params.codec_list(), "stream online");
@@ -199,10 +208,6 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
                 r = run_once(&spec, &group, &mut emit) => r,
             };
             let had_frames = emit.frames > 0;
-            let discontinuities = timeline.discontinuities();
-            hub.stats
-                .discontinuities
-                .store(discontinuities, std::sync::atomic::Ordering::Relaxed);
             if started.elapsed() > Duration::from_secs(30) && had_frames {
                 backoff.reset();
             }

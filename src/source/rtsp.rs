@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use retina::client::{
-    Credentials, PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions,
-    TcpTransportOptions, Transport as RetinaTransport, UdpTransportOptions,
+    Credentials, InitialTimestampPolicy, PlayOptions, Session, SessionGroup, SessionOptions,
+    SetupOptions, TcpTransportOptions, Transport as RetinaTransport, UdpTransportOptions,
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec};
 
@@ -79,7 +79,8 @@ fn video_params(p: &retina::codec::VideoParameters) -> Result<VideoParams, Sourc
         rfc6381: p.rfc6381_codec().to_owned(),
         width,
         height,
-        frame_rate: p.frame_rate(),
+        // retina gives the frame *duration* as (numerator, denominator) seconds.
+        frame_rate: p.frame_rate().map(|(n, d)| (d, n)),
         sample_entry: Bytes::from(entry),
     })
 }
@@ -142,7 +143,10 @@ pub async fn run_session(
             .map_err(step("SETUP"))?
             .map_err(|e| SourceError::Rtsp(e.to_string()))?;
     }
-    let playing = tokio::time::timeout(timeouts.request, session.play(PlayOptions::default()))
+    // Permissive: use RTP-Info's rtptime when every stream has it. retina's default requires it
+    // for multi-stream sessions, and many cameras omit it.
+    let play = PlayOptions::default().initial_timestamp(InitialTimestampPolicy::Permissive);
+    let playing = tokio::time::timeout(timeouts.request, session.play(play))
         .await
         .map_err(step("PLAY"))?
         .map_err(|e| SourceError::Rtsp(e.to_string()))?;

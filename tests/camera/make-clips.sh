@@ -19,3 +19,16 @@ if [ ! -s "$out/h265.mp4" ]; then
     -tag:v hvc1 "$out/h265.mp4.tmp.mp4"
   mv "$out/h265.mp4.tmp.mp4" "$out/h265.mp4"
 fi
+if [ ! -s "$out/small.mp4" ]; then
+  # A second H.264 clip with other parameters (size, profile), for parameter-change faults.
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc=s=320x240:r=25:d=4" \
+    -c:v libx264 -profile:v baseline -preset veryfast -bf 0 -g 25 -keyint_min 25 -sc_threshold 0 -b:v 300k -pix_fmt yuv420p \
+    "$out/small.mp4.tmp.mp4"
+  mv "$out/small.mp4.tmp.mp4" "$out/small.mp4"
+fi
+if [ ! -s "$out/pcma.wav" ]; then
+  # G.711 A-law audio: a codec we do not forward yet (it must be dropped, video kept).
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "sine=frequency=300:sample_rate=8000:d=10" \
+    -c:a pcm_alaw -ac 1 "$out/pcma.wav.tmp.wav"
+  mv "$out/pcma.wav.tmp.wav" "$out/pcma.wav"
+fi

@@ -7,6 +7,7 @@ Mounts (each a shared media, TCP and UDP):
   /h264     H.264 720p25, 2 s GOP
   /h264aac  H.264 + AAC 48 kHz
   /h265     H.265 720p25
+  /h264pcma H.264 + G.711 A-law (audio we do not forward yet)
 The clips are demuxed once into memory and pushed in real time through appsrc (no encoding
 while serving); a feeder thread per media paces the buffers and appsrc stamps them.
 Prints "READY <port>" on stdout when listening. Must run under Debian's /usr/bin/python3.
@@ -28,17 +29,20 @@ from gi.repository import GLib, Gst, GstApp, GstRtsp, GstRtspServer  # noqa: E40
 Gst.init(None)
 
 
-def load_samples(path, parse):
-    """Demuxes one track of an MP4 into a list of (duration_ns, flags, bytes) and its caps."""
-    pipe = Gst.parse_launch(
-        f'filesrc location="{path}" ! qtdemux ! {parse} ! appsink name=out sync=false'
-    )
+def load_samples(path, chain):
+    """Reads one track of a file through `chain` (demuxer and parser) into a list of
+    (duration_ns, flags, bytes) and its caps. A pipeline error ends the program with its text."""
+    pipe = Gst.parse_launch(f'filesrc location="{path}" ! {chain} ! appsink name=out sync=false')
     sink = pipe.get_by_name("out")
     pipe.set_state(Gst.State.PLAYING)
+    bus = pipe.get_bus()
     samples, caps, last_pts = [], None, None
     while True:
-        s = sink.emit("pull-sample")
+        s = sink.emit("try-pull-sample", 5 * Gst.SECOND)
         if s is None:
+            msg = bus.pop_filtered(Gst.MessageType.ERROR)
+            if msg is not None:
+                raise SystemExit(f"{path}: {msg.parse_error()[0].message}")
             break
         buf = s.get_buffer()
         caps = s.get_caps()
@@ -112,9 +116,10 @@ def main():
     ap.add_argument("--digest", action="store_true")
     a = ap.parse_args()
 
-    h264, h264_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au")
-    aac, aac_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "aacparse")
-    h265, h265_caps = load_samples(os.path.join(a.media, "h265.mp4"), "h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au")
+    h264, h264_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "qtdemux ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au")
+    aac, aac_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "qtdemux ! aacparse")
+    pcma, pcma_caps = load_samples(os.path.join(a.media, "pcma.wav"), "wavparse ! audio/x-alaw")
+    h265, h265_caps = load_samples(os.path.join(a.media, "h265.mp4"), "qtdemux ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au")
 
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
@@ -124,6 +129,7 @@ def main():
     mounts.add_factory("/h264", Factory([("v", h264, h264_caps, vpay)]))
     mounts.add_factory("/h264aac", Factory([("v", h264, h264_caps, vpay), ("a", aac, aac_caps, "rtpmp4gpay")]))
     mounts.add_factory("/h265", Factory([("v", h265, h265_caps, "rtph265pay config-interval=-1")]))
+    mounts.add_factory("/h264pcma", Factory([("v", h264, h264_caps, vpay), ("a", pcma, pcma_caps, "rtppcmapay")]))
 
     if a.user:
         auth = GstRtspServer.RTSPAuth()
@@ -138,7 +144,7 @@ def main():
         perms = GstRtspServer.RTSPPermissions()
         perms.add_permission_for_role("user", "media.factory.access", True)
         perms.add_permission_for_role("user", "media.factory.construct", True)
-        for path in ("/h264", "/h264aac", "/h265"):
+        for path in ("/h264", "/h264aac", "/h265", "/h264pcma"):
             mounts.match(path)[0].set_permissions(perms)
 
     if server.attach(None) == 0:

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod fake_camera;
+
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -93,8 +95,11 @@ impl Camera {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("camera did not become ready within 60 s");
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("camera did not become ready within 60 s (its stderr is above)");
+        }
         Camera {
             child: Some(child),
             port,

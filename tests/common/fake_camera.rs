@@ -1,0 +1,403 @@
+//! An in-process RTSP camera for fault injection, in addition to the real GStreamer one.
+//!
+//! It serves one H.264 track over RTSP/TCP interleaved (OPTIONS, DESCRIBE, SETUP, PLAY,
+//! GET_PARAMETER, TEARDOWN), packetized by hand (single NAL units and FU-A, RFC 6184), from
+//! MP4 clips demuxed by the crate's own file reader. Faults are commanded at any time:
+//! timestamp jumps, SSRC changes, a switch to a clip with other parameters (new SPS/PPS sent
+//! in-band), stalls with the socket open, and dropped connections.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use video_server::media::TrackKind;
+use video_server::source::file::Movie;
+
+/// One clip as NAL units per access unit.
+struct Clip {
+    sps: Vec<u8>,
+    pps: Vec<u8>,
+    profile_level: [u8; 3],
+    /// (is_key, NAL units) in decode order.
+    frames: Vec<(bool, Vec<Bytes>)>,
+}
+
+fn load_clip(path: &Path) -> Clip {
+    let data = std::fs::read(path).expect("read clip");
+    let movie = Movie::parse(Bytes::from(data)).expect("parse clip");
+    let v = movie.params.video.as_ref().expect("clip has video");
+    let entry = &v.sample_entry;
+    let at = entry
+        .windows(4)
+        .position(|w| w == b"avcC")
+        .expect("avcC in sample entry")
+        + 4;
+    let c = &entry[at..];
+    let sps_len = usize::from(u16::from_be_bytes([c[6], c[7]]));
+    let sps = c[8..8 + sps_len].to_vec();
+    let p = 8 + sps_len + 1;
+    let pps_len = usize::from(u16::from_be_bytes([c[p], c[p + 1]]));
+    let pps = c[p + 2..p + 2 + pps_len].to_vec();
+    let frames = movie
+        .samples
+        .iter()
+        .filter(|s| s.track == TrackKind::Video)
+        .map(|s| {
+            let avcc = movie.payload(s);
+            let mut nals = Vec::new();
+            let mut i = 0;
+            while i + 4 <= avcc.len() {
+                let n =
+                    u32::from_be_bytes([avcc[i], avcc[i + 1], avcc[i + 2], avcc[i + 3]]) as usize;
+                nals.push(avcc.slice(i + 4..(i + 4 + n).min(avcc.len())));
+                i += 4 + n;
+            }
+            (s.is_key, nals)
+        })
+        .collect();
+    Clip {
+        profile_level: [c[1], c[2], c[3]],
+        sps,
+        pps,
+        frames,
+    }
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for ch in data.chunks(3) {
+        let b = [ch[0], *ch.get(1).unwrap_or(&0), *ch.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= ch.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Commands shared with the connections.
+#[derive(Default)]
+struct Control {
+    ts_offset: u32,
+    ssrc: u32,
+    clip: usize,
+    stall_until: Option<Instant>,
+    generation: u64,
+}
+
+pub struct FakeCamera {
+    pub port: u16,
+    ctl: Arc<Mutex<Control>>,
+    stop: Arc<AtomicBool>,
+    /// Connections currently open.
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl FakeCamera {
+    /// Serves `clips` (MP4 files); clip 0 plays first.
+    pub fn start(clips: &[&Path]) -> FakeCamera {
+        let clips: Arc<Vec<Clip>> = Arc::new(clips.iter().map(|p| load_clip(p)).collect());
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let ctl = Arc::new(Mutex::new(Control {
+            ssrc: 0x1234_5678,
+            ..Control::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        {
+            let (ctl, stop, connections) = (ctl.clone(), stop.clone(), connections.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let (ctl, clips, stop, conns) = (
+                                ctl.clone(),
+                                clips.clone(),
+                                stop.clone(),
+                                connections.clone(),
+                            );
+                            thread::spawn(move || {
+                                conns.fetch_add(1, Ordering::SeqCst);
+                                serve(s, port, &ctl, &clips, &stop);
+                                conns.fetch_sub(1, Ordering::SeqCst);
+                            });
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            });
+        }
+        FakeCamera {
+            port,
+            ctl,
+            stop,
+            connections,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/live", self.port)
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Control)) {
+        f(&mut self.ctl.lock().expect("control"));
+    }
+
+    /// Moves RTP timestamps by `delta_90k` (negative: backwards, as a shared GStreamer media does).
+    pub fn jump_timestamps(&self, delta_90k: i64) {
+        self.with(|c| c.ts_offset = c.ts_offset.wrapping_add(delta_90k as u32));
+    }
+
+    pub fn change_ssrc(&self) {
+        self.with(|c| c.ssrc = c.ssrc.wrapping_add(0x1111));
+    }
+
+    /// Switches to another clip at its first keyframe, sending the new SPS/PPS in-band.
+    pub fn switch_clip(&self, i: usize) {
+        self.with(|c| c.clip = i);
+    }
+
+    /// Sends nothing for `d`, sockets open (a frozen camera); time jumps forward afterwards.
+    pub fn stall(&self, d: Duration) {
+        self.with(|c| c.stall_until = Some(Instant::now() + d));
+    }
+
+    /// Closes every open connection (power blip).
+    pub fn drop_connections(&self) {
+        self.with(|c| c.generation += 1);
+    }
+}
+
+impl Drop for FakeCamera {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.drop_connections();
+    }
+}
+
+/// Reads one RTSP request (skipping interleaved RTCP from the client): (method, CSeq).
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String)> {
+    loop {
+        let buf = r.fill_buf().ok()?;
+        if buf.is_empty() {
+            return None;
+        }
+        if buf[0] == b'$' {
+            let mut h = [0u8; 4];
+            r.read_exact(&mut h).ok()?;
+            let mut skip = vec![0u8; usize::from(u16::from_be_bytes([h[2], h[3]]))];
+            r.read_exact(&mut skip).ok()?;
+            continue;
+        }
+        let mut method = String::new();
+        let mut cseq = String::new();
+        let mut content_len = 0usize;
+        let mut first = true;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if first {
+                method = line.split_whitespace().next().unwrap_or("").to_owned();
+                first = false;
+            } else if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("cseq") {
+                    cseq = v.trim().to_owned();
+                } else if k.eq_ignore_ascii_case("content-length") {
+                    content_len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; content_len];
+        r.read_exact(&mut body).ok()?;
+        return Some((method, cseq));
+    }
+}
+
+fn serve(
+    s: TcpStream,
+    port: u16,
+    ctl: &Arc<Mutex<Control>>,
+    clips: &Arc<Vec<Clip>>,
+    stop: &Arc<AtomicBool>,
+) {
+    let _ = s.set_nodelay(true);
+    let generation = ctl.lock().expect("control").generation;
+    let writer = Arc::new(Mutex::new(s.try_clone().expect("clone")));
+    let mut reader = BufReader::new(s.try_clone().expect("clone"));
+    let playing = Arc::new(AtomicBool::new(false));
+    let base = format!("rtsp://127.0.0.1:{port}/live/");
+    let send = |text: String| {
+        let _ = writer.lock().expect("writer").write_all(text.as_bytes());
+    };
+    let mut sender: Option<thread::JoinHandle<()>> = None;
+    while let Some((method, cseq)) = read_request(&mut reader) {
+        let clip = &clips[ctl.lock().expect("control").clip];
+        match method.as_str() {
+            "OPTIONS" => send(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n\r\n")),
+            "DESCRIBE" => {
+                let pl = clip.profile_level;
+                let sdp = format!(
+                    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=fake camera\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id={:02X}{:02X}{:02X};sprop-parameter-sets={},{}\r\na=control:trackID=0\r\n",
+                    pl[0], pl[1], pl[2], base64(&clip.sps), base64(&clip.pps)
+                );
+                send(format!(
+                    "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Base: {base}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                    sdp.len()
+                ));
+            }
+            "SETUP" => send(format!(
+                "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 4242;timeout=60\r\n\r\n"
+            )),
+            "PLAY" => {
+                send(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242\r\nRange: npt=0.000-\r\n\r\n"));
+                if !playing.swap(true, Ordering::SeqCst) {
+                    let (w, ctl, clips, stop, playing) =
+                        (writer.clone(), ctl.clone(), clips.clone(), stop.clone(), playing.clone());
+                    sender = Some(thread::spawn(move || stream(&w, &ctl, &clips, &stop, &playing, generation)));
+                }
+            }
+            "GET_PARAMETER" | "SET_PARAMETER" => send(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242\r\n\r\n")),
+            "TEARDOWN" => {
+                send(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242\r\n\r\n"));
+                break;
+            }
+            _ => send(format!("RTSP/1.0 501 Not Implemented\r\nCSeq: {cseq}\r\n\r\n")),
+        }
+    }
+    playing.store(false, Ordering::SeqCst);
+    let _ = writer
+        .lock()
+        .expect("writer")
+        .shutdown(std::net::Shutdown::Both);
+    if let Some(t) = sender {
+        let _ = t.join();
+    }
+}
+
+/// Appends RTP packets for one access unit (interleaved channel 0).
+fn packetize(out: &mut Vec<u8>, nals: &[Bytes], seq: &mut u16, ts: u32, ssrc: u32) {
+    const MAX: usize = 1400;
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    for nal in nals {
+        if nal.is_empty() {
+            continue;
+        }
+        if nal.len() <= MAX {
+            packets.push(nal.to_vec());
+        } else {
+            let (hdr, body) = (nal[0], &nal[1..]);
+            let chunks: Vec<&[u8]> = body.chunks(MAX).collect();
+            for (i, c) in chunks.iter().enumerate() {
+                let mut p = vec![(hdr & 0xe0) | 28, hdr & 0x1f];
+                if i == 0 {
+                    p[1] |= 0x80;
+                }
+                if i + 1 == chunks.len() {
+                    p[1] |= 0x40;
+                }
+                p.extend_from_slice(c);
+                packets.push(p);
+            }
+        }
+    }
+    let n = packets.len();
+    for (i, p) in packets.into_iter().enumerate() {
+        let len = (12 + p.len()) as u16;
+        out.extend_from_slice(&[b'$', 0]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.push(0x80);
+        out.push(if i + 1 == n { 0x80 | 96 } else { 96 });
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&ts.to_be_bytes());
+        out.extend_from_slice(&ssrc.to_be_bytes());
+        out.extend_from_slice(&p);
+        *seq = seq.wrapping_add(1);
+    }
+}
+
+fn stream(
+    w: &Arc<Mutex<TcpStream>>,
+    ctl: &Arc<Mutex<Control>>,
+    clips: &Arc<Vec<Clip>>,
+    stop: &Arc<AtomicBool>,
+    playing: &Arc<AtomicBool>,
+    generation: u64,
+) {
+    const FRAME_90K: u32 = 3600;
+    let mut clip_i = ctl.lock().expect("control").clip;
+    let mut idx = 0usize;
+    let mut send_params = false;
+    let mut media_90k: u32 = 0;
+    let mut start = Instant::now();
+    let mut seq: u16 = 1000;
+    let mut buf = Vec::with_capacity(256 * 1024);
+    while playing.load(Ordering::SeqCst) && !stop.load(Ordering::Relaxed) {
+        let (ts_offset, ssrc, want_clip, stall_until, gen) = {
+            let c = ctl.lock().expect("control");
+            (c.ts_offset, c.ssrc, c.clip, c.stall_until, c.generation)
+        };
+        if gen != generation {
+            let _ = w.lock().expect("writer").shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if let Some(until) = stall_until {
+            if Instant::now() < until {
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            // Like a camera thawed after SIGSTOP: its clock ran on, so timestamps jump forward.
+            let mut c = ctl.lock().expect("control");
+            let frozen = start.elapsed().as_secs_f64() - f64::from(media_90k) / 90_000.0;
+            c.stall_until = None;
+            drop(c);
+            media_90k = media_90k.wrapping_add((frozen.max(0.0) * 90_000.0) as u32);
+            start = Instant::now() - Duration::from_secs_f64(f64::from(media_90k) / 90_000.0);
+        }
+        if want_clip != clip_i {
+            clip_i = want_clip;
+            idx = 0;
+            send_params = true;
+        }
+        let clip = &clips[clip_i];
+        let (is_key, nals) = &clip.frames[idx];
+        let due = start + Duration::from_secs_f64(f64::from(media_90k) / 90_000.0);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(d);
+        }
+        buf.clear();
+        let ts = 0x4000_0000u32
+            .wrapping_add(ts_offset)
+            .wrapping_add(media_90k);
+        if send_params && *is_key {
+            let mut with = vec![Bytes::from(clip.sps.clone()), Bytes::from(clip.pps.clone())];
+            with.extend(nals.iter().cloned());
+            packetize(&mut buf, &with, &mut seq, ts, ssrc);
+            send_params = false;
+        } else {
+            packetize(&mut buf, nals, &mut seq, ts, ssrc);
+        }
+        if w.lock().expect("writer").write_all(&buf).is_err() {
+            return;
+        }
+        media_90k = media_90k.wrapping_add(FRAME_90K);
+        idx = (idx + 1) % clip.frames.len();
+    }
+}
