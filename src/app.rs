@@ -16,18 +16,129 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::config::{Config, Outputs, StreamConfig};
+use crate::config::{Config, Outputs, SourceSpec, StreamConfig};
 use crate::hub::{Hub, Limits, StreamHub};
 
 /// Kernel send buffer of each video-server connection, bytes.
 const VIEWER_SEND_BUFFER: usize = 256 * 1024;
 
-/// A stream that is running.
+/// A stream's upstream (its source task), started and stopped by demand.
+///
+/// A permanent stream runs from the start. An on-demand stream starts at its first viewer and
+/// stops `idle` after the last one left, like the original's `[on_demand]`.
+pub struct Upstream {
+    source: SourceSpec,
+    hub: Arc<StreamHub>,
+    on_demand: bool,
+    idle: Duration,
+    parent: CancellationToken,
+    state: Mutex<UpState>,
+}
+
+#[derive(Default)]
+struct UpState {
+    running: Option<(CancellationToken, JoinHandle<()>)>,
+    demand: usize,
+    /// Bumped whenever demand changes, so a stale idle timer does nothing.
+    idle_epoch: u64,
+}
+
+impl UpState {
+    /// The source task exists and has not finished (a non-looping file ends by itself).
+    fn alive(&self) -> bool {
+        self.running.as_ref().is_some_and(|(_, t)| !t.is_finished())
+    }
+}
+
+impl Upstream {
+    fn state(&self) -> std::sync::MutexGuard<'_, UpState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ensure_running(&self, st: &mut UpState) {
+        if st.alive() {
+            return;
+        }
+        let cancel = self.parent.child_token();
+        let task = tokio::spawn(crate::source::supervise(
+            self.source.clone(),
+            Arc::clone(&self.hub),
+            cancel.clone(),
+        ));
+        st.running = Some((cancel, task));
+    }
+
+    /// Whether the source task is running now.
+    pub fn is_running(&self) -> bool {
+        self.state().alive()
+    }
+
+    /// Registers a consumer; the upstream runs at least until the guard is dropped.
+    pub fn acquire(self: &Arc<Self>) -> DemandGuard {
+        let mut st = self.state();
+        st.demand += 1;
+        st.idle_epoch += 1;
+        if self.on_demand {
+            if !st.alive() {
+                info!(stream = %self.hub.id, "on-demand upstream starting for a viewer");
+            }
+            self.ensure_running(&mut st);
+        }
+        DemandGuard(Arc::clone(self))
+    }
+
+    fn release(self: &Arc<Self>) {
+        let mut st = self.state();
+        st.demand = st.demand.saturating_sub(1);
+        st.idle_epoch += 1;
+        if !self.on_demand || st.demand > 0 {
+            return;
+        }
+        let epoch = st.idle_epoch;
+        let me = Arc::clone(self);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            tokio::time::sleep(me.idle).await;
+            let mut st = me.state();
+            if st.demand == 0 && st.idle_epoch == epoch {
+                if let Some((cancel, _)) = st.running.take() {
+                    info!(stream = %me.hub.id, idle_ms = me.idle.as_millis() as u64, "on-demand upstream stopped: no viewers");
+                    cancel.cancel();
+                }
+            }
+        });
+    }
+
+    /// Stops the source and waits for it (bounded).
+    async fn stop(&self) {
+        let running = self.state().running.take();
+        if let Some((cancel, task)) = running {
+            cancel.cancel();
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                warn!(stream = %self.hub.id, "source did not stop within 10 s");
+            }
+        }
+    }
+}
+
+/// Keeps an upstream wanted while it lives.
+pub struct DemandGuard(Arc<Upstream>);
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// A stream that exists.
 struct Running {
     config: StreamConfig,
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-    hub: Arc<StreamHub>,
+    upstream: Arc<Upstream>,
     started_ms: i64,
 }
 
@@ -46,6 +157,8 @@ pub struct App {
 pub struct StreamView {
     pub config: StreamConfig,
     pub hub: Arc<StreamHub>,
+    /// The upstream (source task) is running.
+    pub streaming: bool,
     pub started_ms: i64,
 }
 
@@ -77,20 +190,23 @@ impl App {
             return false;
         }
         let hub = self.hub.get_or_create(config.id);
-        let cancel = self.shutdown.child_token();
-        let task = tokio::spawn(crate::source::supervise(
-            config.source.clone(),
-            Arc::clone(&hub),
-            cancel.clone(),
-        ));
-        info!(stream = %config.id, url = %config.source.display_url(), "stream added");
+        let upstream = Arc::new(Upstream {
+            source: config.source.clone(),
+            hub,
+            on_demand: config.on_demand,
+            idle: self.config.idle(),
+            parent: self.shutdown.clone(),
+            state: Mutex::default(),
+        });
+        if !config.on_demand {
+            upstream.ensure_running(&mut upstream.state());
+        }
+        info!(stream = %config.id, url = %config.source.display_url(), on_demand = config.on_demand, "stream added");
         streams.push((
             config.id,
             Running {
                 config,
-                cancel,
-                task,
-                hub,
+                upstream,
                 started_ms: crate::media::unix_ms_now(),
             },
         ));
@@ -106,13 +222,7 @@ impl App {
             };
             streams.remove(i).1
         };
-        running.cancel.cancel();
-        if tokio::time::timeout(Duration::from_secs(10), running.task)
-            .await
-            .is_err()
-        {
-            warn!(stream = %id, "source did not stop within 10 s");
-        }
+        running.upstream.stop().await;
         self.hub.remove(id);
         info!(stream = %id, "stream removed");
         true
@@ -124,19 +234,21 @@ impl App {
             .iter()
             .map(|(_, r)| StreamView {
                 config: r.config.clone(),
-                hub: Arc::clone(&r.hub),
+                hub: Arc::clone(&r.upstream.hub),
+                streaming: r.upstream.is_running(),
                 started_ms: r.started_ms,
             })
             .collect()
     }
 
-    /// The hub of a stream that has the output `wanted` selects, or the reason it cannot be
-    /// served (sent to websocket clients as the close reason).
-    pub fn stream_for_output(
+    /// The hub of a stream that has the output `wanted` selects, with a guard that keeps its
+    /// upstream running (starting an on-demand one), or the reason it cannot be served (sent to
+    /// websocket clients as the close reason).
+    pub fn acquire_output(
         &self,
         id: &Uuid,
         wanted: impl Fn(&Outputs) -> bool,
-    ) -> Result<Arc<StreamHub>, &'static str> {
+    ) -> Result<(Arc<StreamHub>, DemandGuard), &'static str> {
         let streams = self.streams();
         let Some((_, r)) = streams.iter().find(|(s, _)| s == id) else {
             return Err("Stream not found");
@@ -144,7 +256,7 @@ impl App {
         if !wanted(&r.config.outputs) {
             return Err("Stream does not have this output type");
         }
-        Ok(Arc::clone(&r.hub))
+        Ok((Arc::clone(&r.upstream.hub), r.upstream.acquire()))
     }
 
     /// Stops every stream (for shutdown).

@@ -262,3 +262,57 @@ async fn sigterm_shuts_down_gracefully_and_closes_viewers() {
     );
     assert_eq!(connections_to(cam.port), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_streams_connect_for_viewers_and_idle_out() {
+    let cam = Camera::start(Auth::None);
+    let conf = format!(
+        "[on_demand]\nenabled = false\nidle_ms = 1500\n\n{}",
+        rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "on_demand = true")
+    );
+    let gw = Gateway::start(&conf).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        connections_to(cam.port),
+        0,
+        "no camera session without viewers"
+    );
+    assert_eq!(gw.status().await["streams"][STREAM_A]["streaming"], false);
+
+    for round in 0..2 {
+        let mut ws = ws_connect(&gw.ws_url(STREAM_A, "")).await;
+        let mut cap = Capture::default();
+        let t = Instant::now();
+        collect(&mut ws, &mut cap, 10, Duration::from_secs(20)).await;
+        assert!(
+            cap.fragments() >= 10,
+            "round {round}: no video; log:\n{}",
+            gw.log()
+        );
+        eprintln!(
+            "round {round}: first fragment {:?} after connecting (cold start)",
+            cap.first_fragment_after
+        );
+        let first = fragment_info(&cap.media[1]).expect("fragment");
+        assert!(
+            first.2 && first.1 == 0,
+            "starts at a keyframe at time 0: {first:?}"
+        );
+        assert_eq!(connections_to(cam.port), 1);
+        assert_eq!(gw.status().await["streams"][STREAM_A]["streaming"], true);
+        drop(ws);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while connections_to(cam.port) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the camera session outlived idle_ms"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "round {round}: camera released {:?} after the viewer connected",
+            t.elapsed()
+        );
+        assert_eq!(gw.status().await["streams"][STREAM_A]["streaming"], false);
+    }
+}

@@ -77,7 +77,7 @@ fn stream_json(s: &StreamView) -> Value {
         "status": h.online,
         "on_demand": s.config.on_demand,
         "online": h.online,
-        "streaming": !s.hub.is_closed(),
+        "streaming": s.streaming,
         "viewers": stats.mse_viewers.load(Ordering::Relaxed),
         "last_health_check": if h.since_ms > 0 { rfc3339(h.since_ms) } else { ZERO_TIME.to_owned() },
         "last_health_error": h.last_error.clone().unwrap_or_default(),

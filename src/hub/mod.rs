@@ -145,8 +145,10 @@ impl StreamHub {
         });
     }
 
-    /// Marks the stream offline, remembering why.
+    /// Marks the stream offline, remembering why. The ring is emptied: a viewer that joins
+    /// now waits for fresh video instead of being shown an old GOP as if it were live.
     pub fn set_offline(&self, error: Option<String>) {
+        self.ring().clear();
         self.health.send_modify(|h| {
             if h.online {
                 h.since_ms = crate::media::unix_ms_now();

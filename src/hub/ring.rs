@@ -125,6 +125,15 @@ impl Ring {
         }
     }
 
+    /// Drops every frame (the source went away: nothing in here is live any more). Sequence
+    /// numbers continue, so existing cursors simply wait for new frames.
+    pub fn clear(&mut self) {
+        self.first_seq = self.end_seq();
+        self.frames.clear();
+        self.keys.clear();
+        self.bytes = 0;
+    }
+
     /// Where a new reader starts: the newest keyframe if the ring holds one, else the end
     /// (waiting for the next keyframe).
     pub fn new_cursor(&self) -> Cursor {
@@ -270,6 +279,26 @@ mod tests {
         r.push(frame(1000, true, 20_000));
         assert_eq!(r.len(), 1);
         assert_eq!(r.new_cursor().next, r.end_seq() - 1);
+    }
+
+    #[test]
+    fn clear_keeps_cursors_valid_and_new_readers_wait_for_a_key() {
+        let mut r = Ring::new(Limits::default());
+        fill(&mut r, 20, 10);
+        let mut c = r.new_cursor();
+        let mut out = Vec::new();
+        r.read(&mut c, &mut out, 100);
+        r.clear();
+        assert!(r.is_empty() && r.bytes() == 0);
+        assert!(r.new_cursor().want_key);
+        assert_eq!(
+            r.read(&mut c, &mut out, 100),
+            ReadOutcome::Empty,
+            "no lag after clear"
+        );
+        r.push(frame(20, true, 10));
+        out.clear();
+        assert_eq!(r.read(&mut c, &mut out, 100), ReadOutcome::Frames(1));
     }
 
     #[test]

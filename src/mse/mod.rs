@@ -100,8 +100,8 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
         let _ = tx.send(close(&format!("Not valid UUID: '{raw_id}'"))).await;
         return;
     };
-    let hub = match app.stream_for_output(&id, |o| o.mse) {
-        Ok(hub) => hub,
+    let (hub, _demand) = match app.acquire_output(&id, |o| o.mse) {
+        Ok(found) => found,
         Err(reason) => {
             let _ = tx.send(close(reason)).await;
             return;
