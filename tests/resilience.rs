@@ -50,7 +50,8 @@ async fn viewers_get_video_again_after_the_camera_reboots() {
         );
         collect(&mut ws, &mut cap, usize::MAX, Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Down for 10 s, as in the acceptance check; the recovery time is printed, not asserted.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     cam.restart();
     let back = Instant::now();
     let deadline = back + Duration::from_secs(20);
@@ -141,16 +142,17 @@ async fn a_stalled_viewer_does_not_delay_others_and_resumes_at_a_keyframe() {
     let mut good = ws_connect(&gw.ws_url(STREAM_A, "")).await;
     let mut gcap = Capture::default();
     let t = Instant::now();
-    collect(&mut good, &mut gcap, 250, Duration::from_secs(15)).await;
+    // 750 fragments of a 25 fps camera: the 30 s the other viewer stays stalled. A healthy
+    // viewer held back by the stalled one would fall short.
+    collect(&mut good, &mut gcap, 750, Duration::from_secs(40)).await;
     let took = t.elapsed();
-    // 250 fragments of a 25 fps camera is 10 s of video; a delayed viewer would fall short.
     assert!(
-        gcap.fragments() >= 250,
+        gcap.fragments() >= 750,
         "healthy viewer got {} in {took:?}",
         gcap.fragments()
     );
     let rss_during = gw.rss_kb();
-    eprintln!("healthy viewer: 250 fragments in {took:?}; RSS {rss_before} kB -> {rss_during} kB");
+    eprintln!("healthy viewer: 750 fragments in {took:?}; RSS {rss_before} kB -> {rss_during} kB");
     assert!(
         rss_during < rss_before + 64 * 1024,
         "memory grew by {} kB while a viewer was stalled",

@@ -193,7 +193,11 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
     async move {
         let mut timeline = Timeline::default();
         let mut unsupported = HashSet::new();
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        // Capped at 1 s: a camera that comes back is seen within about a second, and a refused
+        // connection costs nothing. A camera that hangs costs its timeouts, not more attempts.
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_millis(1000));
+        let mut last_logged: Option<(String, Instant)> = None;
+        let mut failures_since_log = 0u64;
         let group = Arc::new(retina::client::SessionGroup::default());
         let clock = Instant::now();
         loop {
@@ -221,8 +225,24 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "source session ended");
-                    hub.set_offline(Some(e.to_string()));
+                    let msg = e.to_string();
+                    // A dead camera is retried every second or so: say so when the reason
+                    // changes and then once a minute, not on every attempt.
+                    let repeat = last_logged
+                        .as_ref()
+                        .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(60));
+                    if repeat {
+                        failures_since_log += 1;
+                        tracing::debug!(error = %msg, "source session ended");
+                    } else {
+                        warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, failures_since_last_report = failures_since_log, "source session ended; retrying");
+                        last_logged = Some((msg.clone(), Instant::now()));
+                        failures_since_log = 0;
+                    }
+                    if had_frames {
+                        last_logged = None;
+                    }
+                    hub.set_offline(Some(msg));
                 }
             }
             tokio::select! {
@@ -270,13 +290,14 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
-        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        let mut b = Backoff::new(Duration::from_millis(250), Duration::from_millis(1000));
         let full: Vec<u128> = (0..6).map(|_| b.next_delay(1.0).as_millis()).collect();
-        assert_eq!(full, vec![500, 1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(full, vec![250, 500, 1000, 1000, 1000, 1000]);
         b.reset();
-        assert_eq!(b.next_delay(0.0).as_millis(), 250);
+        assert_eq!(b.next_delay(0.0).as_millis(), 125);
         for _ in 0..100 {
-            assert!(b.next_delay(0.5) <= Duration::from_secs(5));
+            let d = b.next_delay(0.5);
+            assert!(d <= Duration::from_secs(1), "never above the cap: {d:?}");
         }
     }
 }

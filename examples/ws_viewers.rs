@@ -1,0 +1,79 @@
+//! Load generator for benchmarks: opens websocket MSE viewers and reads everything they send.
+//!
+//!   cargo run --release --example ws_viewers -- <seconds> <url> [<url> ...]
+//!
+//! Each URL may be repeated as `N*url` for N viewers. Prints one JSON line: viewers, fragments,
+//! bytes, and the time from connect to the first fragment (min / median / p99 / max, ms).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let mut urls = Vec::new();
+    for a in args {
+        match a.split_once('*') {
+            Some((n, u)) if n.parse::<usize>().is_ok() => {
+                urls.extend(std::iter::repeat_n(u.to_owned(), n.parse().unwrap_or(1)))
+            }
+            _ => urls.push(a),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                let Ok(Ok((mut ws, _))) = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio_tungstenite::connect_async(url),
+                )
+                .await
+                else {
+                    return (0u64, 0u64, None);
+                };
+                let (mut frags, mut bytes, mut first) = (0u64, 0u64, None);
+                while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+                    if let Message::Binary(b) = m {
+                        bytes += b.len() as u64;
+                        if b.len() > 8 && &b[4..8] == b"moof" {
+                            frags += 1;
+                            first.get_or_insert(t0.elapsed());
+                        }
+                    }
+                }
+                (frags, bytes, first)
+            })
+        })
+        .collect();
+    let mut firsts = Vec::new();
+    let (mut frags, mut bytes, mut viewers) = (0, 0, 0);
+    for t in tasks {
+        if let Ok((f, b, first)) = t.await {
+            viewers += 1;
+            frags += f;
+            bytes += b;
+            if let Some(d) = first {
+                firsts.push(d.as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    firsts.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        firsts
+            .get(((firsts.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "viewers": viewers, "with_video": firsts.len(), "fragments": frags, "bytes": bytes,
+            "first_fragment_ms": {"min": pick(0.0), "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
+        })
+    );
+}
