@@ -54,6 +54,24 @@ impl Frame {
     }
 }
 
+#[cfg(test)]
+impl Frame {
+    /// A video frame `n` of a 25 fps stream, for unit tests.
+    pub fn test_video(n: i64, is_key: bool, data: Bytes) -> Frame {
+        Frame {
+            track: TrackKind::Video,
+            dts_90k: n * 3600,
+            cto_90k: 0,
+            dur_90k: 3600,
+            is_key,
+            epoch: 0,
+            wall_ms: 0,
+            data,
+            params: Arc::new(StreamParams::default()),
+        }
+    }
+}
+
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Frame")

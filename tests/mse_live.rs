@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use common::*;
 
+/// A GStreamer camera and a gateway with one stream on `mount`, online.
+async fn camera_and_gateway(auth: Auth, mount: &str, extra: &str) -> (Camera, Gateway) {
+    let cam = Camera::start(auth);
+    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url(mount), "\"mse\"", extra)).await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    (cam, gw)
+}
+
 /// Connects a viewer, collects `n` fragments and checks the protocol's shape.
 async fn watch(gw: &Gateway, stream: &str, extra: &str, n: usize) -> Capture {
     let mut ws = ws_connect(&gw.ws_url(stream, extra)).await;
@@ -44,9 +52,7 @@ fn decode(cap: &Capture, name: &str) -> Probe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_camera_over_mse_decodes_in_ffmpeg() {
-    let cam = Camera::start(Auth::None);
-    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "")).await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let (_cam, gw) = camera_and_gateway(Auth::None, "h264", "").await;
     let cap = watch(&gw, STREAM_A, "", 75).await;
     assert_eq!(cap.codecs.len(), 1);
     assert!(
@@ -72,9 +78,7 @@ async fn h264_camera_over_mse_decodes_in_ffmpeg() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_with_aac_forwards_audio() {
-    let cam = Camera::start(Auth::None);
-    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264aac"), "\"mse\"", "")).await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let (_cam, gw) = camera_and_gateway(Auth::None, "h264aac", "").await;
     let cap = watch(&gw, STREAM_A, "", 150).await;
     assert!(
         cap.codecs[0].contains(",mp4a.40.2"),
@@ -95,9 +99,7 @@ async fn h264_with_aac_forwards_audio() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h265_camera_gets_hvc1() {
-    let cam = Camera::start(Auth::None);
-    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h265"), "\"mse\"", "")).await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let (_cam, gw) = camera_and_gateway(Auth::None, "h265", "").await;
     let cap = watch(&gw, STREAM_A, "", 50).await;
     assert!(
         cap.codecs[0].starts_with("hvc1."),
@@ -111,10 +113,12 @@ async fn h265_camera_gets_hvc1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_transport_and_digest_auth_work_and_passwords_stay_hidden() {
-    let cam = Camera::start(Auth::Digest("viewer", "s3cret-digest"));
-    let streams = rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "transport = \"udp\"");
-    let gw = Gateway::start(&streams).await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let (_cam, gw) = camera_and_gateway(
+        Auth::Digest("viewer", "s3cret-digest"),
+        "h264",
+        "transport = \"udp\"",
+    )
+    .await;
     let cap = watch(&gw, STREAM_A, "", 30).await;
     decode(&cap, "udp.mp4");
     let status = gw.status().await.to_string();
@@ -125,17 +129,13 @@ async fn udp_transport_and_digest_auth_work_and_passwords_stay_hidden() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_camera() {
-    let cam = Camera::start(Auth::Basic("admin", "basic-pass-1"));
-    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "")).await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let (_cam, gw) = camera_and_gateway(Auth::Basic("admin", "basic-pass-1"), "h264", "").await;
     watch(&gw, STREAM_A, "", 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_viewer_starts_from_the_gop_cache_and_catches_up() {
-    let cam = Camera::start(Auth::None);
-    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "")).await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let (_cam, gw) = camera_and_gateway(Auth::None, "h264", "").await;
     // Let the camera get into its GOP, then join.
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let cap = watch(&gw, STREAM_A, "", 20).await;
@@ -165,9 +165,7 @@ async fn a_new_viewer_starts_from_the_gop_cache_and_catches_up() {
 async fn timestamps_stay_monotonic_when_a_second_client_joins_the_camera() {
     // GStreamer's shared media restarts its RTP timestamps for existing clients when a second
     // client joins; the gateway must turn that into a discontinuity, never a step back.
-    let cam = Camera::start(Auth::None);
-    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "")).await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let (cam, gw) = camera_and_gateway(Auth::None, "h264", "").await;
     let mut ws = ws_connect(&gw.ws_url(STREAM_A, "")).await;
     let mut cap = Capture::default();
     collect(&mut ws, &mut cap, 25, Duration::from_secs(20)).await;
@@ -212,9 +210,7 @@ async fn timestamps_stay_monotonic_when_a_second_client_joins_the_camera() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_audio_is_dropped_once_and_video_flows() {
-    let cam = Camera::start(Auth::None);
-    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264pcma"), "\"mse\"", "")).await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let (_cam, gw) = camera_and_gateway(Auth::None, "h264pcma", "").await;
     let cap = watch(&gw, STREAM_A, "", 30).await;
     assert!(!cap.codecs[0].contains(','), "video only: {:?}", cap.codecs);
     decode(&cap, "pcma.mp4");

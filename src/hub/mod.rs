@@ -278,22 +278,11 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::TrackKind;
     use bytes::Bytes;
     use std::time::Duration;
 
     fn frame(i: i64, key: bool) -> Frame {
-        Frame {
-            track: TrackKind::Video,
-            dts_90k: i * 3600,
-            cto_90k: 0,
-            dur_90k: 3600,
-            is_key: key,
-            epoch: 0,
-            wall_ms: 0,
-            data: Bytes::from_static(b"x"),
-            params: Arc::new(StreamParams::default()),
-        }
+        Frame::test_video(i, key, Bytes::from_static(b"x"))
     }
 
     #[tokio::test]

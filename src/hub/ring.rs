@@ -190,22 +190,10 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::{StreamParams, TrackKind};
     use bytes::Bytes;
-    use std::sync::Arc;
 
     fn frame(i: i64, key: bool, len: usize) -> Frame {
-        Frame {
-            track: TrackKind::Video,
-            dts_90k: i * 3600,
-            cto_90k: 0,
-            dur_90k: 3600,
-            is_key: key,
-            epoch: 0,
-            wall_ms: 0,
-            data: Bytes::from(vec![0u8; len]),
-            params: Arc::new(StreamParams::default()),
-        }
+        Frame::test_video(i, key, Bytes::from(vec![0u8; len]))
     }
 
     /// Pushes `n` frames with a keyframe every `gop`.
