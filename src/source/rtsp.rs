@@ -17,6 +17,8 @@ use retina::client::{
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec};
 
+use tokio::time::Instant;
+
 use super::{Emitter, SourceError};
 use crate::config::{mask_url, Transport};
 use crate::media::{AudioParams, StreamParams, TrackKind, VideoCodec, VideoParams};
@@ -168,12 +170,28 @@ pub async fn run_session(
     let mut params = Arc::new(read_params(&demuxed)?);
     emit.set_params(Arc::clone(&params));
 
+    // The watchdog: one timer, re-armed lazily (it fires at most once per `no_frame` while
+    // frames flow, instead of being set up and torn down for every frame).
+    let mut last_item = Instant::now();
+    let watchdog = tokio::time::sleep_until(last_item + timeouts.no_frame);
+    tokio::pin!(watchdog);
     loop {
-        let item = match tokio::time::timeout(timeouts.no_frame, demuxed.next()).await {
-            Err(_) => return Err(SourceError::Stalled(timeouts.no_frame)),
-            Ok(None) => return Err(SourceError::Ended),
-            Ok(Some(Err(e))) => return Err(SourceError::Rtsp(e.to_string())),
-            Ok(Some(Ok(item))) => item,
+        let next = tokio::select! {
+            next = demuxed.next() => next,
+            _ = &mut watchdog => {
+                let due = last_item + timeouts.no_frame;
+                if Instant::now() >= due {
+                    return Err(SourceError::Stalled(timeouts.no_frame));
+                }
+                watchdog.as_mut().reset(due);
+                continue;
+            }
+        };
+        last_item = Instant::now();
+        let item = match next {
+            None => return Err(SourceError::Ended),
+            Some(Err(e)) => return Err(SourceError::Rtsp(e.to_string())),
+            Some(Ok(item)) => item,
         };
         match item {
             CodecItem::VideoFrame(f) => {
