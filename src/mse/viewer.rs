@@ -42,6 +42,9 @@ pub struct ViewerMux {
     mapping: Option<(i64, i64)>,
     /// End of the last video sample sent, viewer time, 90 kHz.
     end_90k: i64,
+    /// End of the last sample sent per track (video, audio), viewer time, 90 kHz: nothing may
+    /// be sent before it, or MSE would overwrite or reject what it has.
+    track_end_90k: [i64; 2],
     /// Frames received before this (Unix ms) are the GOP cache: played as catch-up.
     catchup_before_ms: Option<i64>,
     /// Catch-up video frames written so far.
@@ -60,6 +63,7 @@ impl ViewerMux {
             need_key: true,
             mapping: None,
             end_90k: 0,
+            track_end_90k: [i64::MIN; 2],
             catchup_before_ms,
             catchup_n: 0,
             sequence: 0,
@@ -142,6 +146,13 @@ impl ViewerMux {
             }
             (out_90k, f.dur_90k)
         };
+        let track_i = usize::from(f.track == TrackKind::Audio);
+        if out_90k < self.track_end_90k[track_i] {
+            // After a re-anchor (new epoch, lag) a track's first frames can map before what
+            // was already sent: drop them rather than go back in time.
+            return;
+        }
+        self.track_end_90k[track_i] = out_90k + i64::from(if catching_up { 1 } else { dur_90k });
         if f.track == TrackKind::Video {
             // The next frame's decode time is `out + real duration`; this sample's duration
             // ends there except during catch-up, where it is 1 tick.
@@ -342,6 +353,47 @@ mod tests {
             vec!["codecs", "init", "frag", "changed", "codecs", "init", "frag"]
         );
         assert_eq!(fragments(&out)[1].1, 3600);
+    }
+
+    #[test]
+    fn no_track_goes_back_in_time_across_a_new_epoch() {
+        let p = params("avc1.42C01E");
+        let mut m = ViewerMux::new(None);
+        let mut out = Vec::new();
+        for n in 0..10 {
+            m.push(&video(&p, n, n == 0, 0), &mut out);
+            m.push(&audio(&p, 1_000_000 + n * 3600 + 1000, 0), &mut out);
+        }
+        // The camera rebooted: a new epoch whose audio starts a little before its keyframe.
+        let mut a = audio(&p, 2_000_000 - 1500, 0);
+        a.epoch = 1;
+        m.push(&a, &mut out);
+        let mut k = video(&p, 0, true, 0);
+        k.dts_90k = 2_000_000;
+        k.epoch = 1;
+        m.push(&k, &mut out);
+        for (i, d) in [-900i64, 100, 2000].into_iter().enumerate() {
+            let mut a = audio(&p, 2_000_000 + d, 0);
+            a.epoch = 1;
+            m.push(&a, &mut out);
+            let mut v = video(&p, i as i64 + 1, false, 0);
+            v.dts_90k = 2_000_000 + (i as i64 + 1) * 3600;
+            v.epoch = 1;
+            m.push(&v, &mut out);
+        }
+        for track in [1, 2] {
+            let t: Vec<(u64, u32)> = fragments(&out)
+                .iter()
+                .filter(|f| f.0 == track)
+                .map(|f| (f.1, f.2))
+                .collect();
+            for w in t.windows(2) {
+                assert!(
+                    w[1].0 >= w[0].0 + u64::from(w[0].1) - 1,
+                    "track {track}: {t:?}"
+                );
+            }
+        }
     }
 
     #[test]
