@@ -42,9 +42,11 @@ pub struct ViewerMux {
     mapping: Option<(i64, i64)>,
     /// End of the last video sample sent, viewer time, 90 kHz.
     end_90k: i64,
-    /// End of the last sample sent per track (video, audio), viewer time, 90 kHz: nothing may
-    /// be sent before it, or MSE would overwrite or reject what it has.
-    track_end_90k: [i64; 2],
+    /// Per track (video, audio), the earliest viewer time the next sample may start at, 90 kHz,
+    /// so that MSE never overwrites what it has. Video: just after the last decode time (its
+    /// durations are estimates and camera timestamps jitter). Audio: the end of the last frame
+    /// (its durations are exact sample counts).
+    track_floor_90k: [i64; 2],
     /// Frames received before this (Unix ms) are the GOP cache: played as catch-up.
     catchup_before_ms: Option<i64>,
     /// Catch-up video frames written so far.
@@ -63,11 +65,12 @@ impl ViewerMux {
             need_key: true,
             mapping: None,
             end_90k: 0,
-            track_end_90k: [i64::MIN; 2],
+            track_floor_90k: [i64::MIN; 2],
             catchup_before_ms,
             catchup_n: 0,
             sequence: 0,
-            buf: BytesMut::with_capacity(64 * 1024),
+            // Grows to the largest fragment sent (a keyframe) and is reused from then on.
+            buf: BytesMut::new(),
         }
     }
 
@@ -147,12 +150,15 @@ impl ViewerMux {
             (out_90k, f.dur_90k)
         };
         let track_i = usize::from(f.track == TrackKind::Audio);
-        if out_90k < self.track_end_90k[track_i] {
+        if out_90k < self.track_floor_90k[track_i] {
             // After a re-anchor (new epoch, lag) a track's first frames can map before what
             // was already sent: drop them rather than go back in time.
             return;
         }
-        self.track_end_90k[track_i] = out_90k + i64::from(if catching_up { 1 } else { dur_90k });
+        self.track_floor_90k[track_i] = match f.track {
+            TrackKind::Video => out_90k + 1,
+            TrackKind::Audio => out_90k + i64::from(dur_90k),
+        };
         if f.track == TrackKind::Video {
             // The next frame's decode time is `out + real duration`; this sample's duration
             // ends there except during catch-up, where it is 1 tick.
@@ -394,6 +400,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn jittery_timestamps_lose_no_frame() {
+        let p = params("avc1.42C01E");
+        let mut m = ViewerMux::new(None);
+        let mut out = Vec::new();
+        let mut dts = 1_000_000;
+        let mut prev_delta = 3600;
+        for (n, delta) in [3621i64, 3579, 3650, 3550, 3600, 3400, 3800]
+            .into_iter()
+            .enumerate()
+        {
+            let mut f = video(&p, 0, n == 0, 0);
+            f.dts_90k = dts;
+            f.dur_90k = prev_delta as u32; // the estimate: the previous delta
+            m.push(&f, &mut out);
+            dts += delta;
+            prev_delta = delta;
+        }
+        assert_eq!(fragments(&out).len(), 7, "every frame is sent");
     }
 
     #[test]
