@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
@@ -40,6 +41,15 @@ pub enum SourceError {
     Unsupported(String),
     #[error("file: {0}")]
     File(String),
+    #[error("the session panicked: {0}")]
+    Panicked(String),
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 /// Capped exponential backoff with jitter. Pure: the caller supplies the randomness.
@@ -207,9 +217,12 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let started = Instant::now();
             let mut emit = Emitter::new(&hub, &mut timeline, &mut unsupported, clock);
+            // A panic inside a session (a library choking on a malformed stream) must not end
+            // the stream for good: it is logged and retried like any other session error.
+            let session = std::panic::AssertUnwindSafe(run_once(&spec, &group, &mut emit));
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = run_once(&spec, &group, &mut emit) => r,
+                r = session.catch_unwind() => r.unwrap_or_else(|p| Err(SourceError::Panicked(panic_message(&p)))),
             };
             let had_frames = emit.frames > 0;
             if started.elapsed() > Duration::from_secs(30) && had_frames {
@@ -287,6 +300,19 @@ async fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_session_becomes_an_error_with_its_message() {
+        let r = std::panic::AssertUnwindSafe(async { panic!("bad NAL at {}", 42) })
+            .catch_unwind()
+            .await;
+        let msg = panic_message(&*r.expect_err("panicked"));
+        assert_eq!(msg, "bad NAL at 42");
+        let r = std::panic::AssertUnwindSafe(async { std::panic::panic_any(7u8) })
+            .catch_unwind()
+            .await;
+        assert_eq!(panic_message(&*r.expect_err("panicked")), "unknown panic");
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
