@@ -40,6 +40,10 @@ const BATCH: usize = 64;
 const IDLE_PING: Duration = Duration::from_secs(10);
 /// A viewer about to be sent frames older than this is moved to the newest keyframe.
 const MAX_BEHIND_MS: i64 = 3000;
+/// Read buffer of a viewer connection, bytes.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+/// Largest message a viewer may send, bytes.
+const CLIENT_MAX_MESSAGE: usize = 64 * 1024;
 /// A single send blocked this long means the client is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -68,10 +72,15 @@ pub async fn live_handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     let raw_id = q.stream_id.clone().unwrap_or(segment);
-    ws.on_upgrade(move |socket| {
-        let span = tracing::info_span!("mse", stream = %raw_id);
-        session(app, socket, raw_id, q).instrument(span)
-    })
+    // Viewers send only short texts (`ping`): a small read buffer and a cap on their messages
+    // keep a thousand connections cheap (tungstenite's default read buffer is 128 KiB each).
+    ws.read_buffer_size(CLIENT_READ_BUFFER)
+        .max_message_size(CLIENT_MAX_MESSAGE)
+        .max_frame_size(CLIENT_MAX_MESSAGE)
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("mse", stream = %raw_id);
+            session(app, socket, raw_id, q).instrument(span)
+        })
 }
 
 fn close(reason: &str) -> Message {
