@@ -45,6 +45,7 @@ pub fn video_router(app: Arc<App>) -> Router {
         .route("/ws/{segment}", get(crate::mse::live_handler))
         .route("/streams", get(streams::video_streams))
         .route("/", get(|| asset("index.html")))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/players/mse/", get(|| asset("players/mse/index.html")))
         .route(
             "/players/mse/player.js",
