@@ -243,8 +243,42 @@ impl Config {
     /// Parses and resolves configuration text; `path` decides the format and names errors.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut unknown = Vec::new();
-        let raw = parse_raw(text, path, &mut unknown)?;
+        let mut raw = parse_raw(text, path, &mut unknown)?;
+        let mut case_folded = false;
+        // The original's decoders (Go's encoding/json, BurntSushi/toml) fall back to matching
+        // keys case-insensitively, so `"Guid"` or `[API]` work there: do the same when that is
+        // what makes unknown keys known.
+        if unknown
+            .iter()
+            .any(|k| k.chars().any(|c| c.is_ascii_uppercase()))
+        {
+            if let Some(lowered) = lowercase_keys(text, path) {
+                let mut still_unknown = Vec::new();
+                match parse_raw(&lowered, path, &mut still_unknown) {
+                    Ok(r) => {
+                        // Folding helped if it changed which keys are unknown (not merely
+                        // their case).
+                        let folded: Vec<String> =
+                            unknown.iter().map(|k| k.to_ascii_lowercase()).collect();
+                        if still_unknown != folded {
+                            raw = r;
+                            unknown = still_unknown;
+                            case_folded = true;
+                        }
+                    }
+                    // A key that only matches case-insensitively holds a bad value: say so.
+                    // (Line numbers of the folded text are not the user's: leave them out.)
+                    Err(e) => return Err(ConfigError { line: None, ..e }),
+                }
+            }
+        }
         let mut cfg = resolve(raw, text, path)?;
+        if case_folded {
+            cfg.warnings.push(format!(
+                "{}: keys were matched case-insensitively, as the original does; write them in lower case",
+                path.display()
+            ));
+        }
         for key in unknown {
             cfg.warnings
                 .push(format!("{}: unknown key `{key}` ignored", path.display()));
@@ -300,6 +334,43 @@ fn parse_raw(text: &str, path: &Path, unknown: &mut Vec<String>) -> Result<RawCo
             String::new(),
             format!("unknown configuration format `.{ext}`: expected .toml or .json"),
         )),
+    }
+}
+
+/// The same document with every key in lower case, or `None` if it does not parse.
+fn lowercase_keys(text: &str, path: &Path) -> Option<String> {
+    fn json(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => serde_json::Value::Object(
+                m.into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), json(v)))
+                    .collect(),
+            ),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(json).collect())
+            }
+            other => other,
+        }
+    }
+    fn toml(v: toml::Value) -> toml::Value {
+        match v {
+            toml::Value::Table(t) => toml::Value::Table(
+                t.into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), toml(v)))
+                    .collect(),
+            ),
+            toml::Value::Array(a) => toml::Value::Array(a.into_iter().map(toml).collect()),
+            other => other,
+        }
+    }
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if is_json {
+        serde_json::to_string(&json(serde_json::from_str(text).ok()?)).ok()
+    } else {
+        let table: toml::Table = toml::from_str(text).ok()?;
+        toml::to_string(&toml(toml::Value::Table(table))).ok()
     }
 }
 

@@ -162,3 +162,35 @@ fn masking_hides_credentials() {
     let shown = serde_json::to_string(&c).expect("serializes");
     assert!(!shown.contains("hunter22"), "{shown}");
 }
+
+#[test]
+fn keys_match_case_insensitively_like_the_original() {
+    let json = r#"{"API":{"Enabled":true,"Port":8091},
+        "rtsp_streams":[{"Guid":"0742091c-19cd-4658-9b4f-5320da160f45","URL":"rtsp://cam/x","Output_Types":["MSE","hls"]}]}"#;
+    let c = load(json, "conf.json").expect("loads");
+    assert!(c.api.enabled);
+    assert_eq!(c.api.port, 8091);
+    assert_eq!(c.streams.len(), 1);
+    assert_eq!(c.streams[0].outputs.codes, vec![3, 2]);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("case-insensitively")),
+        "{:?}",
+        c.warnings
+    );
+    let toml = "[Video]\nPort = 8090\n[[rtsp_streams]]\nGUID = \"0742091c-19cd-4658-9b4f-5320da160f45\"\nurl = \"rtsp://cam/x\"\noutput_types = [\"mse\"]\n";
+    let c = load(toml, "conf.toml").expect("loads");
+    assert_eq!(c.video.port, 8090);
+    assert_eq!(c.streams.len(), 1);
+    // Lower-case configs are untouched and get no such warning.
+    let c = load(ORIGINAL_NEW, "conf.toml").expect("loads");
+    assert!(!c.warnings.iter().any(|w| w.contains("case-insensitively")));
+    // A key that is unknown in any case stays a warning.
+    let c = load("[API]\nEnabeld = true\n", "c.toml").expect("loads");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("enabeld") || w.contains("Enabeld")),
+        "{:?}",
+        c.warnings
+    );
+}
