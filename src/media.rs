@@ -41,6 +41,9 @@ pub struct Frame {
     pub epoch: u32,
     /// Wall-clock time the frame was received, Unix milliseconds.
     pub wall_ms: i64,
+    /// When the frame's last packet was read from the source (monotonic): where the
+    /// gateway's added latency starts.
+    pub received: std::time::Instant,
     /// Video: length-prefixed NAL units (4 bytes), no in-band parameter sets. Audio: raw AAC.
     pub data: Bytes,
     /// Codec parameters in force for this frame; a new `Arc` means new parameters.
@@ -66,6 +69,7 @@ impl Frame {
             is_key,
             epoch: 0,
             wall_ms: 0,
+            received: std::time::Instant::now(),
             data,
             params: Arc::new(StreamParams::default()),
         }

@@ -69,6 +69,14 @@ async fn h264_camera_over_mse_decodes_in_ffmpeg() {
         (Some(1280), Some(720))
     );
     assert_eq!(v["fps"].as_f64(), Some(25.0), "{v}");
+    // The gateway measures its own added latency for every batch it sends (the figure itself
+    // is reported by scripts/bench, not asserted here).
+    let d = &st["streams"][STREAM_A]["mse_send_delay"];
+    assert!(d["count"].as_u64() > Some(10), "{d}");
+    assert!(
+        d["p99_ms_at_most"].is_number() || d["p99_ms_at_most"].is_null(),
+        "{d}"
+    );
     assert!(p.video_frames >= 75, "{p:?}");
     eprintln!(
         "first fragment {:?} after the upgrade (GOP cache)",

@@ -91,6 +91,9 @@ fn stream_json(s: &StreamView) -> Value {
         "sessions": stats.sessions.load(Ordering::Relaxed),
         "discontinuities": stats.discontinuities.load(Ordering::Relaxed),
         "frames_dropped_for_slow_viewers": stats.frames_dropped_for_slow_viewers.load(Ordering::Relaxed),
+        // Frame arrival (last packet read from the camera) to its fragment written to a
+        // viewer's socket, per batch sent.
+        "mse_send_delay": stats.mse_send_delay.summary(),
         "buffered_frames": buffered_frames,
         "buffered_bytes": buffered_bytes,
     })

@@ -10,6 +10,7 @@
 //! bounded by the ring's [`Limits`] whatever the consumers do: a consumer that falls behind
 //! is moved to the newest keyframe and told how many frames it missed.
 
+mod delay;
 mod ring;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::media::{Frame, StreamParams};
+pub use delay::{DelayHistogram, DelaySummary};
 pub use ring::{Cursor, Limits, ReadOutcome, Ring};
 
 /// What a stream looks like from outside at one moment.
@@ -44,6 +46,9 @@ pub struct Stats {
     pub discontinuities: AtomicU64,
     pub mse_viewers: AtomicU64,
     pub frames_dropped_for_slow_viewers: AtomicU64,
+    /// Time from a frame's arrival (its last packet read from the camera socket) to its
+    /// fragment being written to a viewer's socket: the latency the gateway adds.
+    pub mse_send_delay: DelayHistogram,
 }
 
 /// One stream's fan-out point.

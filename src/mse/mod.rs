@@ -134,6 +134,9 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
         }
     });
 
+    // Frames that arrived before this instant are the GOP cache, not live: their age says
+    // nothing about the latency the gateway adds.
+    let joined = std::time::Instant::now();
     let mut sub = hub.subscribe();
     let mut health = hub.watch_health();
     let mut was_online = health.borrow_and_update().online;
@@ -185,6 +188,8 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
                         continue;
                     }
                 }
+                // The batch's worst case: its oldest live frame.
+                let oldest_live = frames.iter().map(|f| f.received).filter(|&r| r >= joined).min();
                 for f in frames.drain(..) {
                     mux.push(&f, &mut outs);
                 }
@@ -204,6 +209,9 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
                 }
                 if failed || !matches!(tokio::time::timeout(SEND_TIMEOUT, tx.flush()).await, Ok(Ok(()))) {
                     break None;
+                }
+                if let Some(r) = oldest_live {
+                    hub.stats.mse_send_delay.record(r.elapsed());
                 }
                 last_send = tokio::time::Instant::now();
             }

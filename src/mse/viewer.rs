@@ -228,6 +228,7 @@ mod tests {
             is_key: key,
             epoch: 0,
             wall_ms,
+            received: std::time::Instant::now(),
             data: Bytes::from_static(b"\0\0\0\x01\x65"),
             params: Arc::clone(p),
         }
@@ -242,6 +243,7 @@ mod tests {
             is_key: true,
             epoch: 0,
             wall_ms,
+            received: std::time::Instant::now(),
             data: Bytes::from_static(b"\x21"),
             params: Arc::clone(p),
         }

@@ -280,7 +280,14 @@ pub async fn play(movie: &Movie, looped: bool, emit: &mut Emitter<'_>) -> Result
             let t_90k = pass_offset_90k + s.dts_90k;
             let due = start + Duration::from_micros((t_90k.max(0) as u64) * 100 / 9);
             tokio::time::sleep_until(due).await;
-            emit.frame(s.track, t_90k, s.cto_90k, s.is_key, movie.payload(s));
+            emit.frame(
+                s.track,
+                t_90k,
+                s.cto_90k,
+                s.is_key,
+                movie.payload(s),
+                std::time::Instant::now(),
+            );
         }
         if !looped {
             return Ok(());

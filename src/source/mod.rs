@@ -145,7 +145,8 @@ impl<'a> Emitter<'a> {
         self.audio_dur_90k = dur_90k;
     }
 
-    /// Publishes one frame whose source time is `in_90k`.
+    /// Publishes one frame whose source time is `in_90k`, whose last packet was read at
+    /// `received`.
     pub fn frame(
         &mut self,
         track: TrackKind,
@@ -153,6 +154,7 @@ impl<'a> Emitter<'a> {
         cto_90k: i32,
         is_key: bool,
         data: Bytes,
+        received: Instant,
     ) {
         let Some(params) = self.params.clone() else {
             return;
@@ -190,6 +192,7 @@ impl<'a> Emitter<'a> {
             is_key,
             epoch: m.epoch,
             wall_ms: crate::media::unix_ms_now(),
+            received,
             data,
             params,
         });

@@ -208,12 +208,14 @@ pub async fn run_session(
                 let ts = f.timestamp();
                 let in_90k = crate::media::to_90k(ts.timestamp(), ts.clock_rate().get());
                 let is_key = f.is_random_access_point();
+                let received = f.end_ctx().received();
                 emit.frame(
                     TrackKind::Video,
                     in_90k,
                     0,
                     is_key,
                     Bytes::from(f.into_data()),
+                    received,
                 );
             }
             CodecItem::AudioFrame(f) => {
@@ -230,6 +232,7 @@ pub async fn run_session(
                     0,
                     true,
                     Bytes::copy_from_slice(f.data()),
+                    f.ctx().received(),
                 );
             }
             CodecItem::Rtcp(_) | CodecItem::MessageFrame(_) => {}
