@@ -318,3 +318,40 @@ async fn on_demand_streams_connect_for_viewers_and_idle_out() {
         assert_eq!(gw.status().await["streams"][STREAM_A]["streaming"], false);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_on_demand_streams_are_health_probed_without_streaming() {
+    let mut cam = Camera::start(Auth::Basic("probe", "probe-pass-1"));
+    let conf = format!(
+        "[on_demand]\nenabled = true\nidle_ms = 1000\nhealth_check = true\nhealth_interval_ms = 500\nhealth_timeout_ms = 2000\n\n{}",
+        rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "")
+    );
+    let gw = Gateway::start(&conf).await;
+    // Reachable: online without any viewer, and no session is kept open.
+    gw.wait_online(STREAM_A, Duration::from_secs(15)).await;
+    let st = gw.status().await;
+    let s = &st["streams"][STREAM_A];
+    assert_eq!(s["streaming"], false, "{s}");
+    assert_ne!(s["last_health_check"], "0001-01-01T00:00:00Z", "{s}");
+    assert!(!st.to_string().contains("probe-pass-1"));
+    // Gone: the next probes say so, with the reason.
+    cam.kill();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = gw.status().await["streams"][STREAM_A].clone();
+        if s["online"] == false {
+            assert!(
+                s["last_health_error"]
+                    .as_str()
+                    .is_some_and(|e| !e.is_empty()),
+                "{s}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still online after the camera died: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -79,7 +79,7 @@ fn stream_json(s: &StreamView) -> Value {
         "online": h.online,
         "streaming": s.streaming,
         "viewers": stats.mse_viewers.load(Ordering::Relaxed),
-        "last_health_check": if h.since_ms > 0 { rfc3339(h.since_ms) } else { ZERO_TIME.to_owned() },
+        "last_health_check": if h.last_probe_ms > 0 { rfc3339(h.last_probe_ms) } else { ZERO_TIME.to_owned() },
         "last_health_error": h.last_error.clone().unwrap_or_default(),
         "supported_output_types": types,
         "codecs": h.params.as_deref().map(codecs_json),

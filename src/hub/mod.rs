@@ -35,6 +35,8 @@ pub struct Health {
     pub since_ms: i64,
     /// Codec parameters of the current (or last) session.
     pub params: Option<Arc<StreamParams>>,
+    /// Unix ms of the last health probe (idle on-demand streams), 0 if never.
+    pub last_probe_ms: i64,
 }
 
 /// Counters of one stream; relaxed atomics, read by `/status` and later `/metrics`.
@@ -162,6 +164,19 @@ impl StreamHub {
             if error.is_some() {
                 h.last_error = error;
             }
+        });
+    }
+
+    /// Records a health probe of an idle stream: reachable or not, and why.
+    pub fn set_probed(&self, result: Result<(), String>) {
+        self.health.send_modify(|h| {
+            let online = result.is_ok();
+            if h.online != online {
+                h.since_ms = crate::media::unix_ms_now();
+            }
+            h.online = online;
+            h.last_error = result.err();
+            h.last_probe_ms = crate::media::unix_ms_now();
         });
     }
 
