@@ -163,30 +163,28 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
     let end_reason: Option<&str> = loop {
         tokio::select! {
             r = sub.recv(&mut frames, BATCH) => {
-                match r {
-                    Ok(_) => {}
-                    Err(RecvError::Lagged { skipped }) => {
-                        debug!(skipped, "viewer lagged; resyncing at the newest keyframe");
-                        mux.resync();
-                        if events && tx.feed(event(serde_json::json!({"type": "dropped", "frames": skipped}))).await.is_err() {
-                            break None;
+                // Behind: the ring moved past this viewer, or what it would get now is older
+                // than MAX_BEHIND_MS. Either way it continues at the newest keyframe.
+                let skipped = match r {
+                    Ok(_) => {
+                        let behind_ms = frames.first().map_or(0, |f| crate::media::unix_ms_now() - f.wall_ms);
+                        if behind_ms > MAX_BEHIND_MS {
+                            Some(sub.skip_to_newest_key()).filter(|&n| n > 0)
+                        } else {
+                            None
                         }
-                        continue;
                     }
+                    Err(RecvError::Lagged { skipped }) => Some(skipped),
                     Err(RecvError::Closed) => break Some("Stream has been removed"),
-                }
-                let behind_ms = frames.first().map_or(0, |f| crate::media::unix_ms_now() - f.wall_ms);
-                if behind_ms > MAX_BEHIND_MS {
-                    let skipped = sub.skip_to_newest_key();
-                    if skipped > 0 {
-                        debug!(skipped, behind_ms, "viewer too far behind; resyncing at the newest keyframe");
-                        frames.clear();
-                        mux.resync();
-                        if events && tx.feed(event(serde_json::json!({"type": "dropped", "frames": skipped}))).await.is_err() {
-                            break None;
-                        }
-                        continue;
+                };
+                if let Some(skipped) = skipped {
+                    debug!(skipped, "viewer behind; resyncing at the newest keyframe");
+                    frames.clear();
+                    mux.resync();
+                    if events && tx.feed(event(serde_json::json!({"type": "dropped", "frames": skipped}))).await.is_err() {
+                        break None;
                     }
+                    continue;
                 }
                 // The batch's worst case: its oldest live frame.
                 let oldest_live = frames.iter().map(|f| f.received).filter(|&r| r >= joined).min();
