@@ -7,6 +7,7 @@
 //! belong here: acting on the settings (`app`).
 
 mod raw;
+mod streams;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use raw::RawConfig;
-use raw::{RawStream, RawStreamArchive};
+use raw::RawStream;
+use streams::{resolve_stream, Shared, StreamFields};
 
 /// Fallback chunk length when neither the stream nor `[archive]` sets `ms_per_file`.
 pub const DEFAULT_MS_PER_FILE: i64 = 30_000;
@@ -516,6 +518,12 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         }
     };
 
+    let shared = Shared {
+        text,
+        path,
+        archive: &archive,
+        on_demand_default: on_demand.enabled,
+    };
     for (i, s) in raw.rtsp_streams.into_iter().enumerate() {
         let key = |k: &str| format!("rtsp_streams[{i}].{k}");
         let RawStream {
@@ -528,89 +536,74 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
             on_demand: sod,
             transport,
         } = s;
-        let Ok(id) = Uuid::parse_str(guid.trim()) else {
-            warnings.push(format!(
-                "{}: `{}` = {guid:?} is not a UUID; stream skipped (as the original does)",
-                location(path, line_of_value(text, &guid)),
-                key("guid")
-            ));
-            continue;
+        let fields = StreamFields {
+            key: &key,
+            guid: &guid,
+            output_types: &output_types,
+            verbose,
+            archive: &sa,
+            on_demand: sod,
+            fill_archive_defaults: true,
         };
-        let outputs = Outputs::parse(&output_types)
-            .map_err(|m| err(&first_bad(&output_types), key("output_types"), m))?;
-        let transport = match transport.to_ascii_lowercase().as_str() {
-            "" | "tcp" => Transport::Tcp,
-            "udp" => Transport::Udp,
-            _ => {
-                return Err(err(
-                    &transport,
-                    key("transport"),
-                    format!("expected `tcp` or `udp`, found `{transport}`"),
-                ))
+        let source = || {
+            let transport = match transport.to_ascii_lowercase().as_str() {
+                "" | "tcp" => Transport::Tcp,
+                "udp" => Transport::Udp,
+                _ => {
+                    return Err(err(
+                        &transport,
+                        key("transport"),
+                        format!("expected `tcp` or `udp`, found `{transport}`"),
+                    ))
+                }
+            };
+            if !url.is_empty() {
+                if let Err(e) = url::Url::parse(&url) {
+                    return Err(ConfigError {
+                        file: path.to_owned(),
+                        line: line_of_value(text, &url),
+                        key: key("url"),
+                        message: format!("not a valid URL ({e}): {}", mask_url(&url)),
+                    });
+                }
             }
+            Ok(SourceSpec::Rtsp {
+                url: url.clone(),
+                transport,
+            })
         };
-        if !url.is_empty() {
-            if let Err(e) = url::Url::parse(&url) {
-                return Err(ConfigError {
-                    file: path.to_owned(),
-                    line: line_of_value(text, &url),
-                    key: key("url"),
-                    message: format!("not a valid URL ({e}): {}", mask_url(&url)),
-                });
-            }
+        if let Some(s) = resolve_stream(&shared, fields, source, &mut warnings)? {
+            push_stream(s, &mut warnings);
         }
-        let archive = resolve_stream_archive(&sa, &archive, true)
-            .map_err(|m| err(&sa.kind, key("archive.type"), m))?;
-        push_stream(
-            StreamConfig {
-                id,
-                source: SourceSpec::Rtsp { url, transport },
-                outputs,
-                verbose,
-                on_demand: sod.unwrap_or(on_demand.enabled)
-                    && !archive.as_ref().is_some_and(|a| a.recording),
-                archive,
-            },
-            &mut warnings,
-        );
     }
     for (i, f) in raw.local_files.into_iter().enumerate() {
         let key = |k: &str| format!("local_files[{i}].{k}");
-        let Ok(id) = Uuid::parse_str(f.guid.trim()) else {
-            warnings.push(format!(
-                "{}: `{}` = {:?} is not a UUID; stream skipped (as the original does)",
-                location(path, line_of_value(text, &f.guid)),
-                key("guid"),
-                f.guid
-            ));
-            continue;
+        let fields = StreamFields {
+            key: &key,
+            guid: &f.guid,
+            output_types: &f.output_types,
+            verbose: f.verbose.clone(),
+            archive: &f.archive,
+            on_demand: f.on_demand,
+            // The original does not fill archive defaults in for local files.
+            fill_archive_defaults: false,
         };
-        let outputs = Outputs::parse(&f.output_types)
-            .map_err(|m| err(&first_bad(&f.output_types), key("output_types"), m))?;
-        if f.file.is_empty() {
-            return Err(err(
-                "",
-                key("file"),
-                "a local file source needs `file`".into(),
-            ));
+        let source = || {
+            if f.file.is_empty() {
+                return Err(err(
+                    "",
+                    key("file"),
+                    "a local file source needs `file`".into(),
+                ));
+            }
+            Ok(SourceSpec::LocalFile {
+                file: PathBuf::from(&f.file),
+                looped: f.looped,
+            })
+        };
+        if let Some(s) = resolve_stream(&shared, fields, source, &mut warnings)? {
+            push_stream(s, &mut warnings);
         }
-        let archive = resolve_stream_archive(&f.archive, &archive, false)
-            .map_err(|m| err(&f.archive.kind, key("archive.type"), m))?;
-        push_stream(
-            StreamConfig {
-                id,
-                source: SourceSpec::LocalFile {
-                    file: PathBuf::from(&f.file),
-                    looped: f.looped,
-                },
-                outputs,
-                verbose: f.verbose,
-                on_demand: f.on_demand.unwrap_or(on_demand.enabled)
-                    && !archive.as_ref().is_some_and(|a| a.recording),
-                archive,
-            },
-            &mut warnings,
-        );
     }
 
     Ok(Config {
@@ -634,20 +627,6 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
     })
 }
 
-fn location(path: &Path, line: Option<usize>) -> String {
-    match line {
-        Some(l) => format!("{}:{l}", path.display()),
-        None => path.display().to_string(),
-    }
-}
-
-fn first_bad(list: &[String]) -> String {
-    list.iter()
-        .find(|t| !matches!(t.to_ascii_lowercase().as_str(), "mse" | "hls"))
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn server(r: raw::RawServer) -> ServerConfig {
     ServerConfig {
         enabled: r.enabled,
@@ -656,56 +635,6 @@ fn server(r: raw::RawServer) -> ServerConfig {
         mode: r.mode,
         verbose: r.verbose,
     }
-}
-
-/// The original's per-stream archive rules: storage is needed when the stream records (its flag
-/// and the global one), or when the global `serving` is on and the stream names a directory.
-/// `fill_defaults` is false for `[[local_files]]`, which the original does not post-process.
-fn resolve_stream_archive(
-    sa: &RawStreamArchive,
-    global: &ArchiveConfig,
-    fill_defaults: bool,
-) -> Result<Option<StreamArchiveConfig>, String> {
-    let recording = sa.recording.or(sa.enabled).unwrap_or(false) && global.recording;
-    let needed = recording || (global.serving && !sa.directory.is_empty());
-    if !needed {
-        return Ok(None);
-    }
-    let kind = match sa.kind.to_ascii_lowercase().as_str() {
-        "filesystem" => StorageKind::Filesystem,
-        "minio" => StorageKind::Minio,
-        other => {
-            return Err(format!(
-                "unsupported archive type `{other}`: expected `filesystem` or `minio`"
-            ))
-        }
-    };
-    let pick = |own: &str, global: &str, fallback: &str| -> String {
-        if !own.is_empty() {
-            own.to_owned()
-        } else if fill_defaults && !global.is_empty() {
-            global.to_owned()
-        } else if fill_defaults {
-            fallback.to_owned()
-        } else {
-            own.to_owned()
-        }
-    };
-    let ms_per_file = if sa.ms_per_file > 0 {
-        sa.ms_per_file
-    } else if global.ms_per_file > 0 {
-        global.ms_per_file
-    } else {
-        DEFAULT_MS_PER_FILE
-    };
-    Ok(Some(StreamArchiveConfig {
-        recording,
-        kind,
-        directory: pick(&sa.directory, &global.directory, "./mp4"),
-        ms_per_file,
-        minio_bucket: pick(&sa.minio_bucket, &global.minio_settings.default_bucket, ""),
-        minio_path: pick(&sa.minio_path, &global.minio_settings.default_path, ""),
-    }))
 }
 
 /// An URL with any user name and password replaced by `***`. Anything unparsable is masked whole
