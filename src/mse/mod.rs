@@ -94,6 +94,15 @@ fn event(json: serde_json::Value) -> Message {
     Message::Text(Utf8Bytes::from(json.to_string()))
 }
 
+/// The `online` / `offline` event (with the reason when offline).
+fn health_event(online: bool, error: Option<String>) -> Message {
+    event(if online {
+        serde_json::json!({"type": "online"})
+    } else {
+        serde_json::json!({"type": "offline", "error": error})
+    })
+}
+
 /// Decrements the viewer count however the session ends.
 struct ViewerGuard(Arc<crate::hub::StreamHub>);
 
@@ -148,16 +157,14 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = app.shutdown.clone();
 
-    if events {
-        let ev = if was_online {
-            serde_json::json!({"type": "online"})
-        } else {
-            serde_json::json!({"type": "offline", "error": hub.health().last_error})
-        };
-        if tx.send(event(ev)).await.is_err() {
-            reader.abort();
-            return;
-        }
+    if events
+        && tx
+            .send(health_event(was_online, hub.health().last_error))
+            .await
+            .is_err()
+    {
+        reader.abort();
+        return;
     }
 
     let end_reason: Option<&str> = loop {
@@ -228,13 +235,8 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
                     let h = health.borrow_and_update();
                     (h.online, h.last_error.clone())
                 };
-                if events && online != was_online {
-                    let ev = if online {
-                        serde_json::json!({"type": "online"})
-                    } else {
-                        serde_json::json!({"type": "offline", "error": err})
-                    };
-                    if tx.send(event(ev)).await.is_err() { break None; }
+                if events && online != was_online && tx.send(health_event(online, err)).await.is_err() {
+                    break None;
                 }
                 was_online = online;
             }
