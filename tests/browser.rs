@@ -72,5 +72,7 @@ async fn the_mse_player_plays_an_rtsp_camera_with_audio() {
         .await
         .expect("join");
     assert_plays(&r, 4.0, 1280);
+    // The player jumps to live whenever it is more than 1 s behind (a busy CI machine decodes
+    // slowly), so what the viewer is left with stays near the live edge.
     assert!(r["stats"]["latency"].as_f64().unwrap_or(9.0) < 1.5, "{r}");
 }

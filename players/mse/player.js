@@ -200,7 +200,9 @@
         const p = v.play();
         if (p && p.catch) p.catch(() => {});
       }
-      this.stats.latency = behind;
+      // What the viewer sees after any jump: distance to the newest buffered frame.
+      this.stats.latency = end - v.currentTime;
+      this.stats.maxBehind = Math.max(this.stats.maxBehind || 0, behind);
       this.trim(false);
     }
   }
