@@ -1,7 +1,7 @@
 //! Wiring: the running streams, the two HTTP servers, and ordered shutdown.
 //!
-//! Belongs here: starting and stopping a stream's tasks (today its source; HLS and archive
-//! consumers will join it), looking streams up for the outputs, binding listeners, and the
+//! Belongs here: starting and stopping a stream's tasks (its source and HLS muxer; the archive
+//! will join them), looking streams up for the outputs, binding listeners, and the
 //! shutdown sequence. Does not belong here: request handling (`api`, `mse`), media work.
 
 use std::future::IntoFuture;
@@ -140,6 +140,8 @@ struct Running {
     config: StreamConfig,
     upstream: Arc<Upstream>,
     started_ms: i64,
+    /// Its HLS window, if it has the `hls` output; the task feeding it ends with the stream.
+    hls: Option<Arc<crate::hls::Store>>,
 }
 
 /// Process-wide state shared by every handler.
@@ -201,6 +203,16 @@ impl App {
         if !config.on_demand {
             upstream.ensure_running(&mut upstream.state());
         }
+        let hls = config.outputs.hls.then(|| {
+            let store = crate::hls::new_store(config.id, &self.config.hls);
+            tokio::spawn(crate::hls::run(
+                Arc::clone(&upstream.hub),
+                Arc::clone(&store),
+                self.config.hls.clone(),
+                self.shutdown.child_token(),
+            ));
+            store
+        });
         info!(stream = %config.id, url = %config.source.display_url(), on_demand = config.on_demand, "stream added");
         streams.push((
             config.id,
@@ -208,6 +220,7 @@ impl App {
                 config,
                 upstream,
                 started_ms: crate::media::unix_ms_now(),
+                hls,
             },
         ));
         true
@@ -257,6 +270,19 @@ impl App {
             return Err("Stream does not have this output type");
         }
         Ok((Arc::clone(&r.upstream.hub), r.upstream.acquire()))
+    }
+
+    /// A stream's HLS window, with a guard that keeps its upstream running (an HLS request is
+    /// viewer activity: it starts an on-demand upstream and re-arms its idle timer).
+    pub fn hls(&self, id: &Uuid) -> Result<(Arc<crate::hls::Store>, DemandGuard), &'static str> {
+        let streams = self.streams();
+        let Some((_, r)) = streams.iter().find(|(s, _)| s == id) else {
+            return Err("Stream not found");
+        };
+        let Some(store) = &r.hls else {
+            return Err("Stream does not have this output type");
+        };
+        Ok((Arc::clone(store), r.upstream.acquire()))
     }
 
     /// Stops every stream (for shutdown).

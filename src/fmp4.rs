@@ -245,6 +245,17 @@ pub struct TrackRun<'a> {
 
 /// Appends one `moof` + `mdat` holding `runs` (in order) to `buf`.
 pub fn write_fragment(buf: &mut BytesMut, sequence: u32, runs: &[TrackRun<'_>]) {
+    let data_len = write_fragment_header(buf, sequence, runs);
+    buf.reserve(data_len);
+    for s in runs.iter().flat_map(|r| r.samples.iter()) {
+        buf.put_slice(s.data);
+    }
+}
+
+/// Appends the `moof` and the `mdat` box header of a fragment holding `runs`, but not the sample
+/// data: the caller sends the samples' bytes after it, in order (HLS keeps them as references
+/// to the frames instead of copying). Returns the number of data bytes that must follow.
+pub fn write_fragment_header(buf: &mut BytesMut, sequence: u32, runs: &[TrackRun<'_>]) -> usize {
     let data_len: usize = runs
         .iter()
         .flat_map(|r| r.samples.iter())
@@ -256,7 +267,7 @@ pub fn write_fragment(buf: &mut BytesMut, sequence: u32, runs: &[TrackRun<'_>]) 
             .iter()
             .map(|r| 8 + 16 + 20 + 20 + 16 * r.samples.len())
             .sum::<usize>();
-    buf.reserve(moof_len + 8 + data_len);
+    buf.reserve(moof_len + 8);
     let start = buf.len();
 
     let moof = begin(buf, b"moof");
@@ -302,9 +313,7 @@ pub fn write_fragment(buf: &mut BytesMut, sequence: u32, runs: &[TrackRun<'_>]) 
 
     buf.put_u32((8 + data_len) as u32);
     buf.put_slice(b"mdat");
-    for s in runs.iter().flat_map(|r| r.samples.iter()) {
-        buf.put_slice(s.data);
-    }
+    data_len
 }
 
 #[cfg(test)]

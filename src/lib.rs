@@ -4,7 +4,7 @@
 //! ```text
 //! source::rtsp (retina) ─┐
 //! source::file ──────────┴─► hub (bounded GOP ring per stream) ──► mse (fMP4 over websocket)
-//!                                                               ├─► hls      (later)
+//!                                                               ├─► hls      (CMAF segments, LL-HLS)
 //!                                                               └─► archive  (later)
 //! api (status, list, enable/disable, CORS) · config · app (wiring, shutdown)
 //! ```
@@ -15,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod fmp4;
+pub mod hls;
 pub mod hub;
 pub mod media;
 pub mod mse;

@@ -43,6 +43,7 @@ pub fn api_router(app: Arc<App>) -> Router {
 pub fn video_router(app: Arc<App>) -> Router {
     let r = Router::new()
         .route("/ws/{segment}", get(crate::mse::live_handler))
+        .route("/hls/{file}", get(crate::hls::http::handler))
         .route("/streams", get(streams::video_streams))
         .route("/", get(|| asset("index.html")))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))

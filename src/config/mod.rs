@@ -78,6 +78,10 @@ pub struct HlsConfig {
     pub directory: String,
     pub window_size: u32,
     pub window_capacity: u32,
+    pub low_latency: bool,
+    /// LL-HLS part target, at most `ms_per_segment`.
+    pub ms_per_part: i64,
+    pub mirror_to_disk: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -436,6 +440,10 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         hls.window_size = 5;
     }
     hls.window_size = hls.window_size.min(hls.window_capacity);
+    if hls.ms_per_part <= 0 {
+        hls.ms_per_part = 200;
+    }
+    hls.ms_per_part = hls.ms_per_part.min(hls.ms_per_segment);
 
     let a = raw.archive;
     if a.enabled.is_some() {
@@ -618,6 +626,9 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
             directory: hls.directory,
             window_size: hls.window_size,
             window_capacity: hls.window_capacity,
+            low_latency: hls.low_latency,
+            ms_per_part: hls.ms_per_part,
+            mirror_to_disk: hls.mirror_to_disk,
         },
         archive,
         cors,

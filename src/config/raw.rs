@@ -44,6 +44,12 @@ pub struct RawHls {
     pub window_size: u32,
     /// Default 10.
     pub window_capacity: u32,
+    /// Ours: serve LL-HLS (parts, blocking reload). Default true; false gives plain HLS.
+    pub low_latency: bool,
+    /// Ours: LL-HLS part target in ms. Default 200.
+    pub ms_per_part: i64,
+    /// Ours: also write the playlist and segments to `directory`. Default false.
+    pub mirror_to_disk: bool,
 }
 
 impl Default for RawHls {
@@ -53,6 +59,9 @@ impl Default for RawHls {
             directory: "./hls".into(),
             window_size: 5,
             window_capacity: 10,
+            low_latency: true,
+            ms_per_part: 200,
+            mirror_to_disk: false,
         }
     }
 }

@@ -1,0 +1,418 @@
+//! `GET /hls/<file>`: playlists (with LL-HLS blocking reload and a bounded wait on a cold
+//! start), init segments, segments and parts, from memory, with HTTP Range on media.
+//!
+//! A file name must start with a UUID (any version; a bad one is a 400 with the original's
+//! `{"Error": …}` body) and then be one of the shapes in the module doc of `hls`; anything else
+//! is a 404. Nothing here touches the file system, so no name can reach outside the store.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::store::{Lookup, Store, Window};
+use crate::api::error::ApiError;
+use crate::app::App;
+
+/// The longest any HLS request waits, under the original's 30 s write timeout.
+const MAX_WAIT: Duration = Duration::from_secs(25);
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const INIT_TYPE: &str = "video/mp4";
+const SEGMENT_TYPE: &str = "video/iso.segment";
+/// Media never changes under a name (names carry a per-run token in the playlist).
+const MEDIA_CACHE: &str = "public, max-age=60";
+
+/// What a file name asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Playlist,
+    Init(u32),
+    Segment(u64),
+    Part(u64, usize),
+}
+
+/// Splits `<uuid><rest>`; `Err` is the 400 text, `Ok(None)` an unknown shape (404).
+pub fn parse_name(file: &str) -> Result<(Uuid, Option<FileKind>), String> {
+    let (id, rest) = match file.get(..36) {
+        Some(id) => (id, &file[36..]),
+        None => (file, ""),
+    };
+    let id = Uuid::try_parse(id).map_err(|e| e.to_string())?;
+    let digits = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let kind = if rest == ".m3u8" {
+        Some(FileKind::Playlist)
+    } else if let Some(k) = rest
+        .strip_prefix("_init")
+        .and_then(|r| r.strip_suffix(".mp4"))
+    {
+        digits(k)
+            .and_then(|k| u32::try_from(k).ok())
+            .map(FileKind::Init)
+    } else if let Some(stem) = rest.strip_suffix(".m4s") {
+        match stem.split_once('.') {
+            None => digits(stem).map(FileKind::Segment),
+            Some((msn, part)) => match (digits(msn), digits(part)) {
+                (Some(m), Some(p)) => usize::try_from(p).ok().map(|p| FileKind::Part(m, p)),
+                _ => None,
+            },
+        }
+    } else {
+        None
+    };
+    Ok((id, kind))
+}
+
+/// `_HLS_msn` and `_HLS_part` of a blocking playlist reload.
+fn blocking_params(query: Option<&str>) -> Result<Option<(u64, Option<usize>)>, String> {
+    let (mut msn, mut part) = (None, None);
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "_HLS_msn" => msn = Some(v.parse::<u64>().map_err(|_| "bad _HLS_msn")?),
+            "_HLS_part" => part = Some(v.parse::<usize>().map_err(|_| "bad _HLS_part")?),
+            _ => {}
+        }
+    }
+    match (msn, part) {
+        (None, Some(_)) => Err("_HLS_part without _HLS_msn".into()),
+        (None, None) => Ok(None),
+        (Some(m), p) => Ok(Some((m, p))),
+    }
+}
+
+pub async fn handler(
+    State(app): State<Arc<App>>,
+    Path(file): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (id, kind) = parse_name(&file).map_err(ApiError::BadRequest)?;
+    let not_found = || ApiError::NotFound(format!("no such HLS file: {file}"));
+    // Any request counts as a viewer: it starts an on-demand upstream and re-arms its timer.
+    let (store, _demand) = app.hls(&id).map_err(|e| ApiError::NotFound(e.to_owned()))?;
+    let Some(kind) = kind else {
+        return Err(not_found());
+    };
+    let (target_s, part_target, low_latency) = {
+        let w = store.lock();
+        (w.target_s(), w.part_target(), w.low_latency())
+    };
+    let block = (Duration::from_secs(3 * target_s) + Duration::from_secs(1)).min(MAX_WAIT);
+    let shutdown = app.shutdown.clone();
+    let wait = |cond: Box<dyn Fn(&Window) -> bool + Send>, budget: Duration| {
+        let store = Arc::clone(&store);
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                r = wait_until(&store, budget, cond) => r,
+                _ = shutdown.cancelled() => false,
+            }
+        }
+    };
+    match kind {
+        FileKind::Playlist => {
+            let blocking = if low_latency {
+                blocking_params(query.as_deref()).map_err(ApiError::BadRequest)?
+            } else {
+                None
+            };
+            if let Some((msn, part)) = blocking {
+                let last = store.lock().last_msn().unwrap_or(0);
+                if msn > last + 2 {
+                    return Err(ApiError::BadRequest(format!(
+                        "_HLS_msn {msn} is more than two segments past the last ({last})"
+                    )));
+                }
+                wait(Box::new(move |w| w.has(msn, part)), block).await;
+            }
+            // A cold stream: wait (bounded) for its first segment instead of a 404.
+            let cold = (2 * Duration::from_secs(target_s)).clamp(Duration::from_secs(10), MAX_WAIT);
+            if !wait(Box::new(Window::ready), cold).await {
+                return Err(ApiError::NotFound(format!(
+                    "no HLS segment yet for stream {id}; retry shortly"
+                )));
+            }
+            let body = store.lock().playlist();
+            Ok((
+                [
+                    (header::CONTENT_TYPE, PLAYLIST_TYPE),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+                .into_response())
+        }
+        FileKind::Init(k) => {
+            let init = store.lock().init(k).ok_or_else(not_found)?;
+            Ok(media(vec![init], INIT_TYPE, &headers))
+        }
+        FileKind::Segment(msn) => {
+            let lookup = store.lock().segment(msn);
+            let chunks = match lookup {
+                Lookup::Ready(c) => c,
+                Lookup::Gone => return Err(not_found()),
+                Lookup::Soon => {
+                    wait(
+                        Box::new(move |w| !matches!(w.segment(msn), Lookup::Soon)),
+                        block,
+                    )
+                    .await;
+                    match store.lock().segment(msn) {
+                        Lookup::Ready(c) => c,
+                        _ => return Err(not_found()),
+                    }
+                }
+            };
+            Ok(media(chunks, SEGMENT_TYPE, &headers))
+        }
+        FileKind::Part(msn, p) => {
+            let lookup = store.lock().part(msn, p);
+            let chunks = match lookup {
+                Lookup::Ready(c) => c,
+                Lookup::Gone => return Err(not_found()),
+                Lookup::Soon => {
+                    // The preload hint: answered as soon as the part exists.
+                    let budget = (block + part_target).min(MAX_WAIT);
+                    wait(
+                        Box::new(move |w| !matches!(w.part(msn, p), Lookup::Soon)),
+                        budget,
+                    )
+                    .await;
+                    match store.lock().part(msn, p) {
+                        Lookup::Ready(c) => c,
+                        _ => return Err(not_found()),
+                    }
+                }
+            };
+            Ok(media(chunks, SEGMENT_TYPE, &headers))
+        }
+    }
+}
+
+/// Waits until `cond` holds for the window, at most `budget`; returns whether it holds.
+async fn wait_until(
+    store: &Store,
+    budget: Duration,
+    cond: Box<dyn Fn(&Window) -> bool + Send>,
+) -> bool {
+    let mut rx = store.watch();
+    let deadline = tokio::time::Instant::now() + budget;
+    loop {
+        rx.borrow_and_update();
+        if cond(&store.lock()) {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A single `bytes=` range resolved against `len`: `Ok(None)` for none or one we ignore
+/// (several ranges), `Err` for unsatisfiable.
+fn range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(s), Ok(e)) if s <= e => (s, e.min(len.saturating_sub(1))),
+        (Ok(s), Err(_)) if b.is_empty() => (s, len.saturating_sub(1)),
+        (Err(_), Ok(n)) if a.is_empty() && n > 0 => (len.saturating_sub(n), len.saturating_sub(1)),
+        _ => return Ok(None),
+    };
+    if len == 0 || start >= len {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+/// A media response from shared chunks, honouring a single byte range.
+fn media(chunks: Vec<Bytes>, kind: &'static str, headers: &HeaderMap) -> Response {
+    let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let common = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+        (header::CACHE_CONTROL, HeaderValue::from_static(MEDIA_CACHE)),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+    ];
+    match range(headers, len) {
+        Err(()) => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+        )
+            .into_response(),
+        Ok(None) => (common, Body::new(Chunks::new(chunks, 0, len))).into_response(),
+        Ok(Some((start, end))) => (
+            StatusCode::PARTIAL_CONTENT,
+            common,
+            [(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))],
+            Body::new(Chunks::new(chunks, start, end + 1 - start)),
+        )
+            .into_response(),
+    }
+}
+
+/// A body made of shared chunks (no copy), with an exact length so it is sent with
+/// `Content-Length`.
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    /// `len` bytes starting `skip` bytes into the concatenation of `chunks`.
+    fn new(chunks: Vec<Bytes>, mut skip: u64, len: u64) -> Chunks {
+        let mut out = VecDeque::with_capacity(chunks.len());
+        let mut want = len;
+        for mut c in chunks {
+            if want == 0 {
+                break;
+            }
+            let n = c.len() as u64;
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            c = c.slice(skip as usize..);
+            skip = 0;
+            if c.len() as u64 > want {
+                c.truncate(want as usize);
+            }
+            want -= c.len() as u64;
+            out.push_back(c);
+        }
+        Chunks {
+            chunks: out,
+            remaining: len - want,
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.chunks.pop_front() {
+            Some(c) => {
+                self.remaining -= c.len() as u64;
+                Poll::Ready(Some(Ok(http_body::Frame::data(c))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
+
+    #[test]
+    fn names_parse_into_kinds() {
+        let k = |s: &str| parse_name(&format!("{ID}{s}")).map(|(_, k)| k);
+        assert_eq!(k(".m3u8"), Ok(Some(FileKind::Playlist)));
+        assert_eq!(k("0007.m4s"), Ok(Some(FileKind::Segment(7))));
+        assert_eq!(k("9999999.m4s"), Ok(Some(FileKind::Segment(9_999_999))));
+        assert_eq!(k("0012.3.m4s"), Ok(Some(FileKind::Part(12, 3))));
+        assert_eq!(k("_init2.mp4"), Ok(Some(FileKind::Init(2))));
+        for junk in [
+            "0000.ts",
+            ".m4s",
+            "x.m4s",
+            "1.2.3.m4s",
+            "/../x",
+            "0001.m4s/",
+            "_init.mp4",
+            "00000000000000000001.m4s",
+            ".M3U8",
+            "0001.-1.m4s",
+        ] {
+            assert_eq!(k(junk), Ok(None), "{junk}");
+        }
+        // Any UUID version; a bad one is the 400 text.
+        assert!(parse_name("00000000-0000-1000-8000-000000000000.m3u8").is_ok());
+        assert!(parse_name("").is_err());
+        assert!(parse_name("../../etc/passwd").is_err());
+        assert!(parse_name("ééééééééééééééééééééééééééééééééééééé.m3u8").is_err());
+    }
+
+    #[test]
+    fn blocking_params_parse() {
+        assert_eq!(blocking_params(None), Ok(None));
+        assert_eq!(blocking_params(Some("v=1")), Ok(None));
+        assert_eq!(
+            blocking_params(Some("_HLS_msn=5&_HLS_part=2")),
+            Ok(Some((5, Some(2))))
+        );
+        assert_eq!(blocking_params(Some("_HLS_msn=5")), Ok(Some((5, None))));
+        assert!(blocking_params(Some("_HLS_part=1")).is_err());
+        assert!(blocking_params(Some("_HLS_msn=x")).is_err());
+    }
+
+    #[test]
+    fn ranges_resolve_against_the_length() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::RANGE, HeaderValue::from_str(v).expect("header"));
+            m
+        };
+        assert_eq!(range(&HeaderMap::new(), 10), Ok(None));
+        assert_eq!(range(&h("bytes=0-3"), 10), Ok(Some((0, 3))));
+        assert_eq!(range(&h("bytes=4-"), 10), Ok(Some((4, 9))));
+        assert_eq!(range(&h("bytes=-3"), 10), Ok(Some((7, 9))));
+        assert_eq!(range(&h("bytes=5-100"), 10), Ok(Some((5, 9))));
+        assert_eq!(range(&h("bytes=10-"), 10), Err(()));
+        assert_eq!(range(&h("bytes=0-1,3-4"), 10), Ok(None));
+        assert_eq!(range(&h("items=0-1"), 10), Ok(None));
+    }
+
+    #[test]
+    fn chunk_bodies_slice_across_chunks() {
+        let chunks = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::from_static(b"defg"),
+            Bytes::from_static(b"hi"),
+        ];
+        let c = Chunks::new(chunks.clone(), 2, 5);
+        let got: Vec<u8> = c.chunks.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(got, b"cdefg");
+        assert_eq!(c.remaining, 5);
+        let all = Chunks::new(chunks, 0, 9);
+        assert_eq!(all.chunks.len(), 3);
+    }
+}

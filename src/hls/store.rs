@@ -1,0 +1,562 @@
+//! The in-memory HLS window of one stream: segments and parts as the segmenter made them, the
+//! init segments they use, the rendered playlist, and a version that requests wait on.
+//!
+//! [`Window`] is pure (events in, lookups out); [`Store`] shares it between the stream's HLS
+//! task and HTTP requests. Media numbers and the discontinuity count never go back while the
+//! process runs, even when the window is emptied.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::playlist::{self, View};
+use super::segmenter::{Event, Part, Targets};
+
+/// Segments kept after they leave the playlist, for clients that read an older playlist.
+const RETAINED: usize = 3;
+/// Init segments kept (several only after codec changes).
+const INITS: usize = 4;
+
+/// One segment: complete, or still being written.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub msn: u64,
+    pub init_id: u32,
+    pub discontinuity: bool,
+    pub pdt_ms: i64,
+    /// Set when complete.
+    pub duration_90k: i64,
+    pub parts: Vec<Part>,
+}
+
+impl Segment {
+    /// The segment's bytes: its parts back to back.
+    pub fn chunks(&self) -> Vec<Bytes> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.chunks.iter().cloned())
+            .collect()
+    }
+}
+
+/// How a window is shaped.
+#[derive(Clone, Debug)]
+pub struct WindowConfig {
+    pub window_size: usize,
+    pub low_latency: bool,
+    pub targets: Targets,
+}
+
+/// Where a lookup stands.
+#[derive(Debug)]
+pub enum Lookup<T> {
+    Ready(T),
+    /// Not yet produced, but it is the next thing to be: worth waiting for.
+    Soon,
+    Gone,
+}
+
+/// The state of one stream's HLS output.
+pub struct Window {
+    name: String,
+    token: String,
+    cfg: WindowConfig,
+    inits: VecDeque<(u32, Bytes)>,
+    /// Complete segments, oldest first; the last `window_size` are listed.
+    segments: VecDeque<Segment>,
+    open: Option<Segment>,
+    next_msn: u64,
+    discontinuity_sequence: u64,
+    target_s: u64,
+    rendered: Option<Bytes>,
+}
+
+fn round_s(d_90k: i64) -> u64 {
+    ((d_90k.max(0) + 45_000) / 90_000) as u64
+}
+
+impl Window {
+    pub fn new(name: String, token: String, cfg: WindowConfig) -> Self {
+        let target_s = round_s(cfg.targets.segment_90k).max(1);
+        Window {
+            name,
+            token,
+            cfg,
+            inits: VecDeque::new(),
+            segments: VecDeque::new(),
+            open: None,
+            next_msn: 0,
+            discontinuity_sequence: 0,
+            target_s,
+            rendered: None,
+        }
+    }
+
+    /// Applies the segmenter's events; returns whether anything changed.
+    pub fn apply(&mut self, events: impl IntoIterator<Item = Event>) -> bool {
+        let mut changed = false;
+        for e in events {
+            changed = true;
+            match e {
+                Event::Init { id, bytes } => {
+                    self.inits.push_back((id, bytes));
+                    if self.inits.len() > INITS {
+                        self.inits.pop_front();
+                    }
+                }
+                Event::SegmentStart {
+                    discontinuity,
+                    init_id,
+                    pdt_ms,
+                } => {
+                    self.open = Some(Segment {
+                        msn: self.next_msn,
+                        init_id,
+                        discontinuity,
+                        pdt_ms,
+                        duration_90k: 0,
+                        parts: Vec::new(),
+                    });
+                    self.next_msn += 1;
+                }
+                Event::Part(p) => {
+                    if let Some(o) = &mut self.open {
+                        o.parts.push(p);
+                    }
+                }
+                Event::SegmentEnd {
+                    duration_90k,
+                    gop_90k,
+                } => {
+                    if let Some(mut seg) = self.open.take() {
+                        seg.duration_90k = duration_90k;
+                        self.complete(seg, gop_90k);
+                    }
+                }
+            }
+        }
+        if changed {
+            self.rendered = None;
+        }
+        changed
+    }
+
+    fn complete(&mut self, seg: Segment, gop_90k: Option<i64>) {
+        // Honest target duration: the longest segment so far, and what the segment target
+        // becomes once rounded up to whole GOPs; it never shrinks.
+        let mut target = round_s(seg.duration_90k);
+        if let Some(g) = gop_90k.filter(|g| *g > 0) {
+            let t = self.cfg.targets.segment_90k;
+            target = target.max(round_s((t + g - 1) / g * g));
+        }
+        self.target_s = self.target_s.max(target);
+        if seg.parts.is_empty() {
+            return;
+        }
+        self.segments.push_back(seg);
+        let n = self.segments.len();
+        if n > self.cfg.window_size && self.segments[n - 1 - self.cfg.window_size].discontinuity {
+            self.discontinuity_sequence += 1;
+        }
+        while self.segments.len() > self.cfg.window_size + RETAINED {
+            self.segments.pop_front();
+        }
+    }
+
+    /// Drops every segment (the stream has been gone longer than the window lasts: what it
+    /// holds is no longer live). Numbers carry on.
+    pub fn clear(&mut self) {
+        let listed = self.listed_range();
+        self.discontinuity_sequence += self
+            .segments
+            .range(listed)
+            .filter(|s| s.discontinuity)
+            .count() as u64;
+        self.segments.clear();
+        if let Some(o) = self.open.take() {
+            // Its number is spent; a client waiting for it gets the next segment.
+            self.discontinuity_sequence += u64::from(o.discontinuity);
+        }
+        self.rendered = None;
+    }
+
+    fn listed_range(&self) -> std::ops::Range<usize> {
+        self.segments.len().saturating_sub(self.cfg.window_size)..self.segments.len()
+    }
+
+    /// A playlist can be served: at least one complete segment is listed.
+    pub fn ready(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    pub fn target_s(&self) -> u64 {
+        self.target_s
+    }
+
+    pub fn part_target(&self) -> std::time::Duration {
+        std::time::Duration::from_micros((self.cfg.targets.part_90k.max(0) as u64) * 100 / 9)
+    }
+
+    pub fn low_latency(&self) -> bool {
+        self.cfg.low_latency
+    }
+
+    /// The playlist text (rendered once per change).
+    pub fn playlist(&mut self) -> Bytes {
+        if let Some(r) = &self.rendered {
+            return r.clone();
+        }
+        let text = playlist::render(&View {
+            name: &self.name,
+            token: &self.token,
+            low_latency: self.cfg.low_latency,
+            target_s: self.target_s,
+            part_target_90k: self.cfg.targets.part_90k,
+            discontinuity_sequence: self.discontinuity_sequence,
+            segments: self.segments.range(self.listed_range()).collect(),
+            open: self.open.as_ref(),
+            next_msn: self.next_msn,
+        });
+        let b = Bytes::from(text);
+        self.rendered = Some(b.clone());
+        b
+    }
+
+    /// The playlist without LL-HLS tags and with bare names, for the disk mirror.
+    pub fn playlist_plain(&self) -> Bytes {
+        Bytes::from(playlist::render(&View {
+            name: &self.name,
+            token: "",
+            low_latency: false,
+            target_s: self.target_s,
+            part_target_90k: self.cfg.targets.part_90k,
+            discontinuity_sequence: self.discontinuity_sequence,
+            segments: self.segments.range(self.listed_range()).collect(),
+            open: None,
+            next_msn: self.next_msn,
+        }))
+    }
+
+    /// The stream id as it starts every file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Init segments and complete segments by file name, for the disk mirror.
+    pub fn files(&self) -> Vec<(String, Vec<Bytes>)> {
+        let inits = self
+            .inits
+            .iter()
+            .map(|(id, b)| (playlist::init_name(&self.name, *id), vec![b.clone()]));
+        let segments = self
+            .segments
+            .iter()
+            .map(|s| (playlist::segment_name(&self.name, s.msn), s.chunks()));
+        inits.chain(segments).collect()
+    }
+
+    /// The last media sequence number a playlist lists (open segment included).
+    pub fn last_msn(&self) -> Option<u64> {
+        self.next_msn.checked_sub(1)
+    }
+
+    /// A blocking reload's condition (`_HLS_msn`, `_HLS_part`): the playlist holds that part
+    /// (or that segment complete), or something later.
+    pub fn has(&self, msn: u64, part: Option<usize>) -> bool {
+        match (&self.open, part) {
+            (Some(o), Some(p)) if o.msn == msn => o.parts.len() > p,
+            (Some(o), _) => msn < o.msn,
+            (None, _) => msn < self.next_msn,
+        }
+    }
+
+    fn find(&self, msn: u64) -> Option<&Segment> {
+        let first = self.segments.front()?.msn;
+        let i = usize::try_from(msn.checked_sub(first)?).ok()?;
+        self.segments.get(i).filter(|s| s.msn == msn)
+    }
+
+    pub fn init(&self, id: u32) -> Option<Bytes> {
+        self.inits
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, b)| b.clone())
+    }
+
+    pub fn segment(&self, msn: u64) -> Lookup<Vec<Bytes>> {
+        if let Some(s) = self.find(msn) {
+            return Lookup::Ready(s.chunks());
+        }
+        match &self.open {
+            Some(o) if o.msn == msn => Lookup::Soon,
+            None if msn == self.next_msn => Lookup::Soon,
+            _ => Lookup::Gone,
+        }
+    }
+
+    pub fn part(&self, msn: u64, part: usize) -> Lookup<Vec<Bytes>> {
+        let seg = match &self.open {
+            Some(o) if o.msn == msn => {
+                if part == o.parts.len() {
+                    return Lookup::Soon;
+                }
+                Some(o)
+            }
+            Some(o) if msn == o.msn + 1 && part == 0 => return Lookup::Soon,
+            None if msn == self.next_msn && part == 0 => return Lookup::Soon,
+            _ => self.find(msn),
+        };
+        match seg.and_then(|s| s.parts.get(part)) {
+            Some(p) => Lookup::Ready(p.chunks.clone()),
+            None => Lookup::Gone,
+        }
+    }
+}
+
+/// A window shared between its HLS task and requests, with a version to wait on.
+pub struct Store {
+    window: Mutex<Window>,
+    version: watch::Sender<u64>,
+}
+
+impl Store {
+    pub fn new(window: Window) -> Self {
+        Store {
+            window: Mutex::new(window),
+            version: watch::Sender::new(0),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies events and wakes waiting requests.
+    pub fn apply(&self, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let changed = self.lock().apply(events.drain(..));
+        if changed {
+            self.version.send_modify(|v| *v += 1);
+        }
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hls::segmenter::Segmenter;
+    use crate::media::{Frame, StreamParams, VideoCodec, VideoParams};
+    use std::sync::Arc;
+
+    const NAME: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
+
+    fn window(size: usize, ll: bool) -> Window {
+        Window::new(
+            NAME.into(),
+            "t".into(),
+            WindowConfig {
+                window_size: size,
+                low_latency: ll,
+                targets: Targets {
+                    segment_90k: 90_000,
+                    part_90k: 18_000,
+                },
+            },
+        )
+    }
+
+    fn params() -> Arc<StreamParams> {
+        Arc::new(StreamParams {
+            video: Some(VideoParams {
+                codec: VideoCodec::H264,
+                rfc6381: "avc1.64001f".into(),
+                width: 64,
+                height: 48,
+                frame_rate: Some((25, 1)),
+                sample_entry: Bytes::from_static(b"\0\0\0\x08avc1"),
+            }),
+            audio: None,
+        })
+    }
+
+    /// Feeds `n` frames of 25 fps video with 2 s GOPs, epoch `epoch`, from frame `from`.
+    fn feed(
+        w: &mut Window,
+        s: &mut Segmenter,
+        p: &Arc<StreamParams>,
+        from: i64,
+        n: i64,
+        epoch: u32,
+    ) {
+        let mut out = Vec::new();
+        for i in from..from + n {
+            let mut f = Frame::test_video(i, i % 50 == 0, Bytes::from_static(b"abc"));
+            f.params = Arc::clone(p);
+            f.epoch = epoch;
+            f.wall_ms = 1_700_000_000_000 + i * 40;
+            s.push(&f, false, &mut out);
+        }
+        w.apply(out);
+    }
+
+    fn segmenter() -> Segmenter {
+        Segmenter::new(Targets {
+            segment_90k: 90_000,
+            part_90k: 18_000,
+        })
+    }
+
+    fn lines(w: &mut Window) -> Vec<String> {
+        String::from_utf8(w.playlist().to_vec())
+            .expect("utf-8")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn tag<'a>(l: &'a [String], name: &str) -> Vec<&'a str> {
+        l.iter().filter_map(|x| x.strip_prefix(name)).collect()
+    }
+
+    #[test]
+    fn plain_playlist_slides_and_keeps_numbers() {
+        let p = params();
+        let mut w = window(3, false);
+        let mut s = segmenter();
+        assert!(!w.ready());
+        feed(&mut w, &mut s, &p, 0, 501, 0);
+        let l = lines(&mut w);
+        assert_eq!(l[0], "#EXTM3U");
+        // 10 segments of 2 s (the first one GOP) were made; 3 listed.
+        assert_eq!(tag(&l, "#EXT-X-MEDIA-SEQUENCE:"), ["7"]);
+        assert_eq!(tag(&l, "#EXT-X-TARGETDURATION:"), ["2"]);
+        assert_eq!(tag(&l, "#EXTINF:"), ["2.000,", "2.000,", "2.000,"]);
+        assert_eq!(
+            l.iter()
+                .filter(|x| x.ends_with(".m4s?v=t"))
+                .collect::<Vec<_>>(),
+            [
+                &format!("{NAME}0007.m4s?v=t"),
+                &format!("{NAME}0008.m4s?v=t"),
+                &format!("{NAME}0009.m4s?v=t")
+            ]
+        );
+        assert_eq!(
+            tag(&l, "#EXT-X-MAP:URI="),
+            [format!("\"{NAME}_init0.mp4?v=t\"")]
+        );
+        assert!(tag(&l, "#EXT-X-PART").is_empty());
+        assert_eq!(
+            tag(&l, "#EXT-X-PROGRAM-DATE-TIME:")[0],
+            "2023-11-14T22:13:34.000Z"
+        );
+        // Retained after leaving the playlist, then gone.
+        assert!(matches!(w.segment(6), Lookup::Ready(_)));
+        assert!(matches!(w.segment(4), Lookup::Ready(_)));
+        assert!(matches!(w.segment(3), Lookup::Gone));
+        assert!(matches!(w.segment(10), Lookup::Soon));
+        assert!(matches!(w.segment(11), Lookup::Gone));
+    }
+
+    #[test]
+    fn ll_playlist_lists_parts_and_a_preload_hint() {
+        let p = params();
+        let mut w = window(5, true);
+        let mut s = segmenter();
+        feed(&mut w, &mut s, &p, 0, 330, 0);
+        let l = lines(&mut w);
+        assert_eq!(
+            tag(&l, "#EXT-X-SERVER-CONTROL:"),
+            ["CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600"]
+        );
+        assert_eq!(tag(&l, "#EXT-X-PART-INF:"), ["PART-TARGET=0.200"]);
+        let parts = tag(&l, "#EXT-X-PART:");
+        // Last 3 target durations (6 s = 3 segments) fully, plus the open segment's parts:
+        // frames 300..324 made 5 parts; 325..329 wait for the next frame.
+        assert_eq!(parts.len(), 30 + 5, "{l:#?}");
+        assert!(parts[0].ends_with(",INDEPENDENT=YES"));
+        assert!(!parts[1].contains("INDEPENDENT"));
+        assert_eq!(
+            tag(&l, "#EXT-X-PRELOAD-HINT:"),
+            [format!("TYPE=PART,URI=\"{NAME}0006.5.m4s?v=t\"")]
+        );
+        // Blocking-reload conditions.
+        assert!(w.has(6, Some(4)));
+        assert!(!w.has(6, Some(5)));
+        assert!(w.has(5, None));
+        assert!(!w.has(6, None));
+        assert!(matches!(w.part(6, 5), Lookup::Soon));
+        assert!(matches!(w.part(7, 0), Lookup::Soon));
+        assert!(matches!(w.part(6, 4), Lookup::Ready(_)));
+        assert!(matches!(w.part(7, 1), Lookup::Gone));
+    }
+
+    #[test]
+    fn discontinuities_are_tagged_and_counted_as_they_leave() {
+        let p = params();
+        let mut w = window(2, false);
+        let mut s = segmenter();
+        feed(&mut w, &mut s, &p, 0, 160, 0);
+        feed(&mut w, &mut s, &p, 1000, 60, 1);
+        let l = lines(&mut w);
+        assert_eq!(tag(&l, "#EXT-X-DISCONTINUITY-SEQUENCE:"), ["0"]);
+        assert_eq!(
+            l.iter().filter(|x| *x == "#EXT-X-DISCONTINUITY").count(),
+            1,
+            "{l:#?}"
+        );
+        feed(&mut w, &mut s, &p, 1060, 200, 1);
+        let l = lines(&mut w);
+        assert_eq!(tag(&l, "#EXT-X-DISCONTINUITY-SEQUENCE:"), ["1"]);
+        assert_eq!(l.iter().filter(|x| *x == "#EXT-X-DISCONTINUITY").count(), 0);
+        // Emptying the window keeps the numbers going.
+        let msn = w.last_msn().expect("segments made");
+        w.clear();
+        assert!(!w.ready());
+        feed(&mut w, &mut s, &p, 5000, 110, 2);
+        let l = lines(&mut w);
+        assert_eq!(
+            tag(&l, "#EXT-X-MEDIA-SEQUENCE:"),
+            [(msn + 1).to_string().as_str()]
+        );
+        assert_eq!(l.iter().filter(|x| *x == "#EXT-X-DISCONTINUITY").count(), 1);
+    }
+
+    #[test]
+    fn target_duration_covers_gop_rounded_segments_from_the_start() {
+        let p = params();
+        // Segment target 5 s with 2 s GOPs: segments will be 6 s; the first (one GOP) is 2 s.
+        let mut w = Window::new(
+            NAME.into(),
+            "t".into(),
+            WindowConfig {
+                window_size: 5,
+                low_latency: false,
+                targets: Targets {
+                    segment_90k: 450_000,
+                    part_90k: 45_000,
+                },
+            },
+        );
+        let mut s = Segmenter::new(Targets {
+            segment_90k: 450_000,
+            part_90k: 45_000,
+        });
+        feed(&mut w, &mut s, &p, 0, 60, 0);
+        assert!(w.ready());
+        assert_eq!(w.target_s(), 6);
+    }
+}
