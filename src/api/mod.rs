@@ -11,6 +11,7 @@ pub mod streams;
 use std::sync::Arc;
 
 use axum::http::{header, StatusCode};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -45,39 +46,66 @@ pub fn video_router(app: Arc<App>) -> Router {
         .route("/ws/{segment}", get(crate::mse::live_handler))
         .route("/hls/{file}", get(crate::hls::http::handler))
         .route("/streams", get(streams::video_streams))
-        .route("/", get(|| asset("index.html")))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-        .route("/players/mse/", get(|| asset("players/mse/index.html")))
-        .route(
-            "/players/mse/player.js",
-            get(|| asset("players/mse/player.js")),
-        );
+        .route("/", get(|| asset("/")))
+        .route("/players/{player}/", get(player_page))
+        .route("/players/{player}/{file}", get(player_file));
     finish(r, app)
 }
 
-/// Web assets compiled into the binary, so the page works with nothing else installed.
-async fn asset(name: &str) -> Response {
-    let (body, kind): (&'static str, &'static str) = match name {
-        "index.html" => (
-            include_str!("../../web/index.html"),
-            "text/html; charset=utf-8",
-        ),
-        "players/mse/index.html" => (
-            include_str!("../../players/mse/index.html"),
-            "text/html; charset=utf-8",
-        ),
-        "players/mse/player.js" => (
-            include_str!("../../players/mse/player.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        _ => return StatusCode::NOT_FOUND.into_response(),
+/// Web assets compiled into the binary, so the pages work with nothing else installed:
+/// (path, body, content type).
+const ASSETS: &[(&str, &[u8], &str)] = &[
+    (
+        "/",
+        include_bytes!("../../web/index.html"),
+        "text/html; charset=utf-8",
+    ),
+    (
+        "/players/mse/",
+        include_bytes!("../../players/mse/index.html"),
+        "text/html; charset=utf-8",
+    ),
+    (
+        "/players/mse/player.js",
+        include_bytes!("../../players/mse/player.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/players/hls/",
+        include_bytes!("../../players/hls/index.html"),
+        "text/html; charset=utf-8",
+    ),
+    (
+        "/players/hls/player.js",
+        include_bytes!("../../players/hls/player.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/players/hls/hls.light.min.js",
+        include_bytes!("../../players/hls/vendor/hls.light.min.js"),
+        "text/javascript; charset=utf-8",
+    ),
+];
+
+async fn player_page(Path(player): Path<String>) -> Response {
+    asset(&format!("/players/{player}/")).await
+}
+
+async fn player_file(Path((player, file)): Path<(String, String)>) -> Response {
+    asset(&format!("/players/{player}/{file}")).await
+}
+
+async fn asset(path: &str) -> Response {
+    let Some((_, body, kind)) = ASSETS.iter().find(|(p, _, _)| *p == path) else {
+        return error::not_found().await;
     };
     (
         [
-            (header::CONTENT_TYPE, kind),
+            (header::CONTENT_TYPE, *kind),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        body,
+        *body,
     )
         .into_response()
 }

@@ -199,11 +199,19 @@ pub async fn video_streams(State(app): State<Arc<App>>) -> Json<Value> {
                 "codecs": h.params.as_deref().map(codecs_json),
                 "codec_list": h.params.as_deref().map(StreamParams::codec_list),
                 "viewers": s.hub.stats.mse_viewers.load(Ordering::Relaxed),
+                "bytes_in": s.hub.stats.bytes_in.load(Ordering::Relaxed),
+                "frames_in": s.hub.stats.frames_in.load(Ordering::Relaxed),
+                "on_demand": s.config.on_demand,
+                "streaming": s.streaming,
                 "last_error": h.last_error,
             })
         })
         .collect();
-    Json(json!({ "streams": list }))
+    let api = &app.config.api;
+    Json(json!({
+        "streams": list,
+        "api_port": api.enabled.then_some(api.port),
+    }))
 }
 
 #[cfg(test)]
