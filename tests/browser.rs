@@ -60,6 +60,110 @@ async fn the_built_in_page_plays_the_demo_stream() {
         .await
         .expect("join");
     assert_plays(&r, 4.0, 640);
+    // The table lists the stream with its live state and codec.
+    let text = r["text"].as_str().unwrap_or_default();
+    assert!(text.contains(DEMO), "{text}");
+    assert!(text.contains("online"), "{text}");
+    assert!(
+        text.contains("h264 + aac") && text.contains("640×360"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_page_plays_mse_and_ll_hls_side_by_side() {
+    let gw = Gateway::start(&format!(
+        "[hls]\nms_per_segment = 1000\n\n[[local_files]]\nguid = \"{DEMO}\"\nfile = \"assets/demo.mp4\"\noutput_types = [\"mse\", \"hls\"]\nloop = true\n"
+    ))
+    .await;
+    gw.wait_online(DEMO, Duration::from_secs(10)).await;
+    let url = format!("http://{}/#/stream/{DEMO}", gw.video);
+    let r = tokio::task::spawn_blocking(move || play(&url, "stream-page-demo.png", 4))
+        .await
+        .expect("join");
+    assert_plays(&r, 4.0, 640);
+    let text = r["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("HLS playlist") && text.contains("MSE websocket"),
+        "{text}"
+    );
+    assert!(text.contains("LL-HLS (hls.js)"), "{text}");
+    // The second video is the HLS player: it plays too.
+    let hls_before = r["videosBefore"][1].as_f64().unwrap_or(f64::NAN);
+    let hls_after = r["videos"][1]["currentTime"].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        hls_after - hls_before > 2.0,
+        "HLS video did not advance: {r}"
+    );
+    assert_eq!(r["videos"][1]["videoWidth"].as_u64(), Some(640), "{r}");
+}
+
+/// hls.js on the HLS player page, against a camera with 2 s GOPs and 1 s segment targets.
+async fn hls_js_on_camera(low_latency: bool, shot: &'static str) -> serde_json::Value {
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&format!(
+        "[hls]\nms_per_segment = 1000\nlow_latency = {low_latency}\n\n{}",
+        rtsp_stream(STREAM_A, &cam.url("h264aac"), "\"hls\"", "")
+    ))
+    .await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let url = format!(
+        "http://{}/players/hls/?stream_id={STREAM_A}&ll={}",
+        gw.video,
+        u8::from(low_latency)
+    );
+    let r = tokio::task::spawn_blocking(move || play(&url, shot, 6))
+        .await
+        .expect("join");
+    assert_plays(&r, 6.0, 1280);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_a_camera_over_ll_hls() {
+    let r = hls_js_on_camera(true, "hls-ll-camera.png").await;
+    assert_eq!(r["stats"]["mode"], "hls.js LL-HLS", "{r}");
+    // hls.js measured its distance to the live edge (reported in docs, not asserted: it
+    // depends on how fast this machine decodes).
+    assert!(r["stats"]["latency"].as_f64().is_some(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_a_camera_over_plain_hls() {
+    let r = hls_js_on_camera(false, "hls-plain-camera.png").await;
+    assert_eq!(r["stats"]["mode"], "hls.js", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_keeps_playing_when_the_camera_restarts() {
+    let mut cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&format!(
+        "[hls]\nms_per_segment = 1000\n\n{}",
+        rtsp_stream(STREAM_A, &cam.url("h264"), "\"hls\"", "")
+    ))
+    .await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let url = format!("http://{}/players/hls/?stream_id={STREAM_A}", gw.video);
+    let browser = tokio::task::spawn_blocking(move || play(&url, "hls-camera-restart.png", 22));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cam.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cam.restart();
+    let r = browser.await.expect("join");
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["error"].is_null(), "{r}");
+    // Playback resumed after the camera came back, without a reload: the last 5 s advanced.
+    let s: Vec<f64> = r["samples"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    assert!(s.len() >= 6, "{r}");
+    let resumed = s[s.len() - 1] - s[s.len() - 6];
+    assert!(
+        resumed > 2.5,
+        "video advanced only {resumed:.2} s in the last 5 s: {r}"
+    );
+    eprintln!("currentTime each second: {s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

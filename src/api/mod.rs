@@ -10,8 +10,8 @@ pub mod streams;
 
 use std::sync::Arc;
 
-use axum::http::{header, StatusCode};
 use axum::extract::Path;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;

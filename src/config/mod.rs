@@ -82,6 +82,7 @@ pub struct HlsConfig {
     /// LL-HLS part target, at most `ms_per_segment`.
     pub ms_per_part: i64,
     pub mirror_to_disk: bool,
+    pub always_remux: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -629,6 +630,7 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
             low_latency: hls.low_latency,
             ms_per_part: hls.ms_per_part,
             mirror_to_disk: hls.mirror_to_disk,
+            always_remux: hls.always_remux,
         },
         archive,
         cors,

@@ -50,6 +50,8 @@ pub struct RawHls {
     pub ms_per_part: i64,
     /// Ours: also write the playlist and segments to `directory`. Default false.
     pub mirror_to_disk: bool,
+    /// Ours: mux HLS all the time, not only while it is requested. Default false.
+    pub always_remux: bool,
 }
 
 impl Default for RawHls {
@@ -62,6 +64,7 @@ impl Default for RawHls {
             low_latency: true,
             ms_per_part: 200,
             mirror_to_disk: false,
+            always_remux: false,
         }
     }
 }

@@ -101,6 +101,7 @@ pub async fn handler(
     let not_found = || ApiError::NotFound(format!("no such HLS file: {file}"));
     // Any request counts as a viewer: it starts an on-demand upstream and re-arms its timer.
     let (store, _demand) = app.hls(&id).map_err(|e| ApiError::NotFound(e.to_owned()))?;
+    store.touch();
     let Some(kind) = kind else {
         return Err(not_found());
     };

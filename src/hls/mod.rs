@@ -31,6 +31,8 @@ pub use store::{Store, Window, WindowConfig};
 const BATCH: usize = 64;
 /// A frame older than this when the task reads it comes from the GOP cache.
 const CACHED_AGE: Duration = Duration::from_millis(500);
+/// HLS muxing stops this long after the last HLS request (unless `always_remux`).
+const IDLE: Duration = Duration::from_secs(60);
 
 /// The segment and part targets of a configuration.
 pub fn targets(cfg: &HlsConfig) -> Targets {
@@ -54,10 +56,18 @@ pub fn new_store(id: uuid::Uuid, cfg: &HlsConfig) -> Arc<Store> {
     )))
 }
 
-/// Feeds one stream's frames to its segmenter and store until the stream is removed or
-/// `cancel` fires. When the stream goes offline the open segment is closed at once (the next
-/// one is a discontinuity); when nothing has arrived for as long as the window lasts, the
-/// window is emptied so a returning viewer is not served stale video as live.
+/// How the muxing loop ended.
+enum Ended {
+    /// The stream was removed or the process is stopping.
+    Stop,
+    /// Nobody asked for HLS for [`IDLE`].
+    Idle,
+}
+
+/// Runs a stream's HLS output until the stream is removed or `cancel` fires. Unless
+/// `always_remux` (or the disk mirror) asks for it all the time, it muxes only while HLS is
+/// being requested: the first request starts it from the oldest cached keyframe (so a segment is
+/// ready at once), and [`IDLE`] without requests stops it and frees the window.
 pub async fn run(
     hub: Arc<StreamHub>,
     store: Arc<Store>,
@@ -66,66 +76,105 @@ pub async fn run(
 ) {
     let span = tracing::info_span!("hls", stream = %hub.id);
     async move {
-        let stale_after = Duration::from_millis(
-            (cfg.ms_per_segment as u64).saturating_mul(u64::from(cfg.window_size)),
-        )
-        .max(Duration::from_secs(30));
+        let always = cfg.always_remux || cfg.mirror_to_disk;
         let mirror = cfg
             .mirror_to_disk
             .then(|| mirror::Mirror::start(hub.id, &cfg.directory, cancel.clone()));
-        let mut sub = hub.subscribe();
-        let mut health = hub.watch_health();
-        let mut seg = Segmenter::new(targets(&cfg));
-        let mut frames = Vec::with_capacity(BATCH);
-        let mut events = Vec::new();
-        let mut emptied = false;
         loop {
-            let got = tokio::select! {
-                _ = cancel.cancelled() => break,
-                changed = health.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    if !health.borrow_and_update().online {
-                        seg.break_here(&mut events);
-                        finish(&store, &mut events, mirror.as_ref());
-                    }
-                    continue;
+            if !always {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = store.requested() => {}
                 }
-                r = tokio::time::timeout(stale_after, sub.recv(&mut frames, BATCH)) => r,
-            };
-            match got {
-                Err(_) => {
-                    if !emptied {
-                        debug!("no frames for {stale_after:?}: emptying the HLS window");
-                        seg.break_here(&mut events);
-                        finish(&store, &mut events, mirror.as_ref());
-                        store.clear();
-                        emptied = true;
-                    }
-                    continue;
-                }
-                Ok(Err(RecvError::Closed)) => break,
-                Ok(Err(RecvError::Lagged { skipped })) => {
-                    warn!(
-                        skipped,
-                        "HLS fell behind the stream; continuing at a keyframe"
-                    );
-                    seg.break_here(&mut events);
-                    finish(&store, &mut events, mirror.as_ref());
-                    continue;
-                }
-                Ok(Ok(_)) => {}
             }
-            emptied = false;
-            for f in frames.drain(..) {
-                seg.push(&f, f.received.elapsed() > CACHED_AGE, &mut events);
+            debug!("HLS muxer started");
+            match mux(&hub, &store, &cfg, &cancel, always, mirror.as_ref()).await {
+                Ended::Stop => return,
+                Ended::Idle => {
+                    store.clear();
+                    debug!("HLS muxer stopped: no requests");
+                }
             }
-            finish(&store, &mut events, mirror.as_ref());
         }
     }
     .instrument(span)
     .await
+}
+
+/// Feeds the stream's frames to the segmenter and the store. When the stream goes offline the
+/// open segment is closed at once (the next one is a discontinuity); when nothing has arrived
+/// for as long as the window lasts, the window is emptied so a returning viewer is not served
+/// stale video as live.
+async fn mux(
+    hub: &Arc<StreamHub>,
+    store: &Store,
+    cfg: &HlsConfig,
+    cancel: &CancellationToken,
+    always: bool,
+    mirror: Option<&mirror::Mirror>,
+) -> Ended {
+    let stale_after = Duration::from_millis(
+        (cfg.ms_per_segment as u64).saturating_mul(u64::from(cfg.window_size)),
+    )
+    .max(Duration::from_secs(30));
+    let mut sub = hub.subscribe_from_oldest_key();
+    let mut health = hub.watch_health();
+    let mut seg = Segmenter::new(targets(cfg));
+    let mut frames = Vec::with_capacity(BATCH);
+    let mut events = Vec::new();
+    let mut emptied = false;
+    let mut idle_check = tokio::time::interval(IDLE / 4);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let got = tokio::select! {
+            _ = cancel.cancelled() => return Ended::Stop,
+            _ = idle_check.tick() => {
+                if !always && store.idle_ms() > IDLE.as_millis() as i64 {
+                    return Ended::Idle;
+                }
+                continue;
+            }
+            changed = health.changed() => {
+                if changed.is_err() {
+                    return Ended::Stop;
+                }
+                if !health.borrow_and_update().online {
+                    seg.break_here(&mut events);
+                    finish(store, &mut events, mirror);
+                }
+                continue;
+            }
+            r = tokio::time::timeout(stale_after, sub.recv(&mut frames, BATCH)) => r,
+        };
+        match got {
+            Err(_) => {
+                if !emptied {
+                    debug!("no frames for {stale_after:?}: emptying the HLS window");
+                    seg.break_here(&mut events);
+                    finish(store, &mut events, mirror);
+                    store.clear();
+                    emptied = true;
+                }
+                continue;
+            }
+            Ok(Err(RecvError::Closed)) => return Ended::Stop,
+            Ok(Err(RecvError::Lagged { skipped })) => {
+                warn!(
+                    skipped,
+                    "HLS fell behind the stream; continuing at a keyframe"
+                );
+                seg.break_here(&mut events);
+                finish(store, &mut events, mirror);
+                continue;
+            }
+            Ok(Ok(_)) => {}
+        }
+        emptied = false;
+        for f in frames.drain(..) {
+            seg.push(&f, f.received.elapsed() > CACHED_AGE, &mut events);
+        }
+        finish(store, &mut events, mirror);
+    }
 }
 
 /// Applies events to the store, and hands completed segments to the disk mirror.

@@ -6,10 +6,11 @@
 //! process runs, even when the window is emptied.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::playlist::{self, View};
 use super::segmenter::{Event, Part, Targets};
@@ -315,10 +316,13 @@ impl Window {
     }
 }
 
-/// A window shared between its HLS task and requests, with a version to wait on.
+/// A window shared between its HLS task and requests, with a version to wait on and a record
+/// of when HLS was last asked for (the task only muxes while someone is).
 pub struct Store {
     window: Mutex<Window>,
     version: watch::Sender<u64>,
+    last_request_ms: AtomicI64,
+    requested: Notify,
 }
 
 impl Store {
@@ -326,7 +330,26 @@ impl Store {
         Store {
             window: Mutex::new(window),
             version: watch::Sender::new(0),
+            last_request_ms: AtomicI64::new(0),
+            requested: Notify::new(),
         }
+    }
+
+    /// Records an HLS request and wakes an idle muxer.
+    pub fn touch(&self) {
+        self.last_request_ms
+            .store(crate::media::unix_ms_now(), Ordering::Relaxed);
+        self.requested.notify_one();
+    }
+
+    /// Completes at the next request (or at once if one came since the last wait).
+    pub async fn requested(&self) {
+        self.requested.notified().await;
+    }
+
+    /// Milliseconds since the last request.
+    pub fn idle_ms(&self) -> i64 {
+        crate::media::unix_ms_now() - self.last_request_ms.load(Ordering::Relaxed)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Window> {

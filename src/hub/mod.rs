@@ -104,6 +104,15 @@ impl StreamHub {
 
     /// Starts reading at the newest keyframe (or at the end, for streams without video).
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        self.subscribe_at(false)
+    }
+
+    /// Starts reading at the oldest cached keyframe (or at the end, for streams without video).
+    pub fn subscribe_from_oldest_key(self: &Arc<Self>) -> Subscription {
+        self.subscribe_at(true)
+    }
+
+    fn subscribe_at(self: &Arc<Self>, oldest: bool) -> Subscription {
         let mut rx = self.notify.subscribe();
         rx.borrow_and_update();
         let has_video = self
@@ -113,7 +122,9 @@ impl StreamHub {
             .as_ref()
             .is_none_or(|p| p.video.is_some());
         let ring = self.ring();
-        let cursor = if has_video {
+        let cursor = if has_video && oldest {
+            ring.oldest_key_cursor()
+        } else if has_video {
             ring.new_cursor()
         } else {
             ring.live_cursor()

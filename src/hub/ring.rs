@@ -149,6 +149,18 @@ impl Ring {
         }
     }
 
+    /// Like [`Ring::new_cursor`] but at the oldest keyframe held: every cached GOP (for HLS,
+    /// which can list them as segments at once).
+    pub fn oldest_key_cursor(&self) -> Cursor {
+        match self.keys.front() {
+            Some(&k) => Cursor {
+                next: k,
+                want_key: false,
+            },
+            None => self.new_cursor(),
+        }
+    }
+
     /// Like [`Ring::new_cursor`] but for streams without video: start at the end, no keyframe
     /// needed.
     pub fn live_cursor(&self) -> Cursor {

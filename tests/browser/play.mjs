@@ -1,6 +1,7 @@
 // Opens a page of the gateway in Debian's Chromium and reports whether its first <video> plays:
 //   node play.mjs <url> <screenshot.png> <seconds>
-// Prints one JSON line: first-frame time, currentTime before/after, size, error, player stats.
+// Prints one JSON line: first-frame time, currentTime before/after and once a second, size,
+// error, player stats and the page's text.
 import { chromium } from "playwright-core";
 
 const [url, shot, secs = "4"] = process.argv.slice(2);
@@ -23,7 +24,13 @@ try {
   }, null, { timeout: 20000 });
   const firstFrameMs = Date.now() - t0;
   const before = await page.evaluate(() => document.querySelector("video").currentTime);
-  await page.waitForTimeout(Number(secs) * 1000);
+  const videosBefore = await page.evaluate(() => [...document.querySelectorAll("video")].map((x) => x.currentTime));
+  // currentTime once a second, to see playback stall and resume.
+  const samples = [];
+  for (let i = 0; i < Number(secs); i++) {
+    await page.waitForTimeout(1000);
+    samples.push(await page.evaluate(() => document.querySelector("video").currentTime));
+  }
   const after = await page.evaluate(() => {
     const v = document.querySelector("video");
     const p = window.players ? Object.values(window.players)[0] : window.player;
@@ -38,10 +45,12 @@ try {
       totalFrames: v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : null,
       stats: p ? p.stats : null,
       state: p ? p.lastState : null,
+      text: document.body.innerText.slice(0, 3000),
+      videos: [...document.querySelectorAll("video")].map((x) => ({ currentTime: x.currentTime, videoWidth: x.videoWidth })),
     };
   });
   await page.screenshot({ path: shot });
-  console.log(JSON.stringify({ ok: true, firstFrameMs, before, ...after, logs }));
+  console.log(JSON.stringify({ ok: true, firstFrameMs, before, videosBefore, samples, ...after, logs }));
 } catch (e) {
   console.log(JSON.stringify({ ok: false, error: String(e) }));
   process.exitCode = 1;
