@@ -342,11 +342,13 @@ fn samples<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::{AudioParams, VideoCodec, VideoParams};
 
-    fn params(video: bool, audio: bool) -> Arc<StreamParams> {
+    /// Tiny H.264 (64×48, 25 fps) and/or AAC (48 kHz mono) parameters, shared with the store's
+    /// tests.
+    pub(crate) fn params(video: bool, audio: bool) -> Arc<StreamParams> {
         Arc::new(StreamParams {
             video: video.then(|| VideoParams {
                 codec: VideoCodec::H264,

@@ -381,7 +381,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::hls::segmenter::Segmenter;
-    use crate::media::{Frame, StreamParams, VideoCodec, VideoParams};
+    use crate::media::{Frame, StreamParams};
     use std::sync::Arc;
 
     const NAME: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
@@ -402,17 +402,7 @@ mod tests {
     }
 
     fn params() -> Arc<StreamParams> {
-        Arc::new(StreamParams {
-            video: Some(VideoParams {
-                codec: VideoCodec::H264,
-                rfc6381: "avc1.64001f".into(),
-                width: 64,
-                height: 48,
-                frame_rate: Some((25, 1)),
-                sample_entry: Bytes::from_static(b"\0\0\0\x08avc1"),
-            }),
-            audio: None,
-        })
+        crate::hls::segmenter::tests::params(true, false)
     }
 
     /// Feeds `n` frames of 25 fps video with 2 s GOPs, epoch `epoch`, from frame `from`.
