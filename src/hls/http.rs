@@ -110,16 +110,9 @@ pub async fn handler(
         (w.target_s(), w.part_target(), w.low_latency())
     };
     let block = (Duration::from_secs(3 * target_s) + Duration::from_secs(1)).min(MAX_WAIT);
-    let shutdown = app.shutdown.clone();
-    let wait = |cond: Box<dyn Fn(&Window) -> bool + Send>, budget: Duration| {
-        let store = Arc::clone(&store);
-        let shutdown = shutdown.clone();
-        async move {
-            tokio::select! {
-                r = wait_until(&store, budget, cond) => r,
-                _ = shutdown.cancelled() => false,
-            }
-        }
+    let waiter = Waiter {
+        store: &store,
+        shutdown: &app.shutdown,
     };
     match kind {
         FileKind::Playlist => {
@@ -135,16 +128,20 @@ pub async fn handler(
                         "_HLS_msn {msn} is more than two segments past the last ({last})"
                     )));
                 }
-                wait(Box::new(move |w| w.has(msn, part)), block).await;
+                waiter
+                    .wait_for(block, |w| w.has(msn, part).then_some(()))
+                    .await;
             }
             // A cold stream: wait (bounded) for its first segment instead of a 404.
             let cold = (2 * Duration::from_secs(target_s)).clamp(Duration::from_secs(10), MAX_WAIT);
-            if !wait(Box::new(Window::ready), cold).await {
+            let Some(body) = waiter
+                .wait_for(cold, |w| w.ready().then(|| w.playlist()))
+                .await
+            else {
                 return Err(ApiError::NotFound(format!(
                     "no HLS segment yet for stream {id}; retry shortly"
                 )));
-            }
-            let body = store.lock().playlist();
+            };
             Ok((
                 [
                     (header::CONTENT_TYPE, PLAYLIST_TYPE),
@@ -159,64 +156,53 @@ pub async fn handler(
             Ok(media(vec![init], INIT_TYPE, &headers))
         }
         FileKind::Segment(msn) => {
-            let lookup = store.lock().segment(msn);
-            let chunks = match lookup {
-                Lookup::Ready(c) => c,
-                Lookup::Gone => return Err(not_found()),
-                Lookup::Soon => {
-                    wait(
-                        Box::new(move |w| !matches!(w.segment(msn), Lookup::Soon)),
-                        block,
-                    )
-                    .await;
-                    match store.lock().segment(msn) {
-                        Lookup::Ready(c) => c,
-                        _ => return Err(not_found()),
-                    }
-                }
+            let found = waiter.wait_for(block, |w| w.segment(msn).settled()).await;
+            let Some(Lookup::Ready(chunks)) = found else {
+                return Err(not_found());
             };
             Ok(media(chunks, SEGMENT_TYPE, &headers))
         }
         FileKind::Part(msn, p) => {
-            let lookup = store.lock().part(msn, p);
-            let chunks = match lookup {
-                Lookup::Ready(c) => c,
-                Lookup::Gone => return Err(not_found()),
-                Lookup::Soon => {
-                    // The preload hint: answered as soon as the part exists.
-                    let budget = (block + part_target).min(MAX_WAIT);
-                    wait(
-                        Box::new(move |w| !matches!(w.part(msn, p), Lookup::Soon)),
-                        budget,
-                    )
-                    .await;
-                    match store.lock().part(msn, p) {
-                        Lookup::Ready(c) => c,
-                        _ => return Err(not_found()),
-                    }
-                }
+            // The preload hint is answered as soon as the part exists.
+            let budget = (block + part_target).min(MAX_WAIT);
+            let found = waiter.wait_for(budget, |w| w.part(msn, p).settled()).await;
+            let Some(Lookup::Ready(chunks)) = found else {
+                return Err(not_found());
             };
             Ok(media(chunks, SEGMENT_TYPE, &headers))
         }
     }
 }
 
-/// Waits until `cond` holds for the window, at most `budget`; returns whether it holds.
-async fn wait_until(
-    store: &Store,
-    budget: Duration,
-    cond: Box<dyn Fn(&Window) -> bool + Send>,
-) -> bool {
-    let mut rx = store.watch();
-    let deadline = tokio::time::Instant::now() + budget;
-    loop {
-        rx.borrow_and_update();
-        if cond(&store.lock()) {
-            return true;
-        }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => {}
-            _ => return false,
+/// Waits on a stream's window for requests that may hold (blocking reload, preload hint, cold
+/// start), ending early at shutdown.
+struct Waiter<'a> {
+    store: &'a Store,
+    shutdown: &'a tokio_util::sync::CancellationToken,
+}
+
+impl Waiter<'_> {
+    /// What `look` finds in the window, as soon as it finds something, within `budget`.
+    async fn wait_for<T>(
+        &self,
+        budget: Duration,
+        look: impl Fn(&mut Window) -> Option<T>,
+    ) -> Option<T> {
+        let mut rx = self.store.watch();
+        let deadline = tokio::time::Instant::now() + budget;
+        loop {
+            rx.borrow_and_update();
+            if let Some(found) = look(&mut self.store.lock()) {
+                return Some(found);
+            }
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, rx.changed()) => {
+                    if !matches!(changed, Ok(Ok(()))) {
+                        return None;
+                    }
+                }
+                _ = self.shutdown.cancelled() => return None,
+            }
         }
     }
 }

@@ -289,16 +289,8 @@ impl Segmenter {
         let mut chunks = Vec::with_capacity(1 + lead.len() + other.len());
         let len = header.len() + data_len;
         chunks.push(header);
-        // Payloads in the order the header's data offsets expect: run by run.
-        let lead_first = runs.first().is_some_and(|r| {
-            Some(r.track_id) == lead.first().and_then(|f| params.track_id(f.track))
-        });
-        let (a, b) = if lead_first {
-            (&lead, &other)
-        } else {
-            (&other, &lead)
-        };
-        chunks.extend(a.iter().chain(b.iter()).map(|f| f.data.clone()));
+        // Payloads in the order the header's data offsets expect: run by run, lead first.
+        chunks.extend(lead.iter().chain(other.iter()).map(|f| f.data.clone()));
         let independent = lead.first().is_some_and(|f| f.is_key);
         let duration_90k = (lead_end_90k - self.part_start_90k).max(0);
         self.part_start_90k = lead_end_90k;

@@ -59,6 +59,16 @@ pub enum Lookup<T> {
     Gone,
 }
 
+impl<T> Lookup<T> {
+    /// `None` while the answer is still to come, for waiting on it.
+    pub fn settled(self) -> Option<Self> {
+        match self {
+            Lookup::Soon => None,
+            other => Some(other),
+        }
+    }
+}
+
 /// The state of one stream's HLS output.
 pub struct Window {
     name: String,
@@ -209,35 +219,30 @@ impl Window {
         if let Some(r) = &self.rendered {
             return r.clone();
         }
-        let text = playlist::render(&View {
-            name: &self.name,
-            token: &self.token,
-            low_latency: self.cfg.low_latency,
-            target_s: self.target_s,
-            part_target_90k: self.cfg.targets.part_90k,
-            discontinuity_sequence: self.discontinuity_sequence,
-            segments: self.segments.range(self.listed_range()).collect(),
-            open: self.open.as_ref(),
-            next_msn: self.next_msn,
-        });
-        let b = Bytes::from(text);
+        let b = Bytes::from(playlist::render(
+            &self.view(self.cfg.low_latency, &self.token),
+        ));
         self.rendered = Some(b.clone());
         b
     }
 
     /// The playlist without LL-HLS tags and with bare names, for the disk mirror.
     pub fn playlist_plain(&self) -> Bytes {
-        Bytes::from(playlist::render(&View {
+        Bytes::from(playlist::render(&self.view(false, "")))
+    }
+
+    fn view<'a>(&'a self, low_latency: bool, token: &'a str) -> View<'a> {
+        View {
             name: &self.name,
-            token: "",
-            low_latency: false,
+            token,
+            low_latency,
             target_s: self.target_s,
             part_target_90k: self.cfg.targets.part_90k,
             discontinuity_sequence: self.discontinuity_sequence,
             segments: self.segments.range(self.listed_range()).collect(),
-            open: None,
+            open: self.open.as_ref().filter(|_| low_latency),
             next_msn: self.next_msn,
-        }))
+        }
     }
 
     /// The stream id as it starts every file name.
