@@ -8,14 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-const DEMO: &str = "13bf3e5c-d537-4f10-98e8-9d0afca8b070";
-
-fn demo_stream(outputs: &str) -> String {
-    format!(
-        "[[local_files]]\nguid = \"{DEMO}\"\nfile = \"assets/demo.mp4\"\noutput_types = [{outputs}]\nloop = true\n"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_status_enable_disable_match_the_original() {
     let gw = Gateway::start(&demo_stream("\"mse\", \"hls\"")).await;

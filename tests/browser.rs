@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-const DEMO: &str = "13bf3e5c-d537-4f10-98e8-9d0afca8b070";
-
 /// Runs tests/browser/play.mjs and returns its report.
 fn play(url: &str, shot: &str, secs: u32) -> serde_json::Value {
     let artifacts = repo().join("target/test-artifacts");
@@ -50,10 +48,7 @@ fn assert_plays(r: &serde_json::Value, secs: f64, width: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_built_in_page_plays_the_demo_stream() {
-    let gw = Gateway::start(&format!(
-        "[[local_files]]\nguid = \"{DEMO}\"\nfile = \"assets/demo.mp4\"\noutput_types = [\"mse\", \"hls\"]\nloop = true\n"
-    ))
-    .await;
+    let gw = Gateway::start(&demo_stream("\"mse\", \"hls\"")).await;
     gw.wait_online(DEMO, Duration::from_secs(10)).await;
     let url = format!("http://{}/", gw.video);
     let r = tokio::task::spawn_blocking(move || play(&url, "dashboard-demo.png", 4))
@@ -73,7 +68,8 @@ async fn the_built_in_page_plays_the_demo_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_page_plays_mse_and_ll_hls_side_by_side() {
     let gw = Gateway::start(&format!(
-        "[hls]\nms_per_segment = 1000\n\n[[local_files]]\nguid = \"{DEMO}\"\nfile = \"assets/demo.mp4\"\noutput_types = [\"mse\", \"hls\"]\nloop = true\n"
+        "[hls]\nms_per_segment = 1000\n\n{}",
+        demo_stream("\"mse\", \"hls\"")
     ))
     .await;
     gw.wait_online(DEMO, Duration::from_secs(10)).await;

@@ -10,13 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const DEMO: &str = "13bf3e5c-d537-4f10-98e8-9d0afca8b070";
 /// 1 s segments (2 s with the camera's 2 s GOP), 200 ms parts.
 const FAST_HLS: &str = "[hls]\nms_per_segment = 1000\nms_per_part = 200\nwindow_size = 4\n\n";
-
-fn demo_stream(outputs: &str) -> String {
-    format!("[[local_files]]\nguid = \"{DEMO}\"\nfile = \"assets/demo.mp4\"\noutput_types = [{outputs}]\nloop = true\n")
-}
 
 async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Resp {
     http(gw.video, "GET", path, headers, b"")

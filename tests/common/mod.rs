@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub const STREAM_A: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
 pub const STREAM_B: &str = "566bfe72-1f85-4e7d-9c0a-424e6c3b29f3";
+/// The demo clip's stream (`assets/demo.mp4`, 640×360 H.264 + AAC, 2 s GOP).
+pub const DEMO: &str = "13bf3e5c-d537-4f10-98e8-9d0afca8b070";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -527,5 +529,12 @@ pub fn connections_to(port: u16) -> usize {
 pub fn rtsp_stream(id: &str, url: &str, outputs: &str, extra: &str) -> String {
     format!(
         "[[rtsp_streams]]\nguid = \"{id}\"\nurl = \"{url}\"\noutput_types = [{outputs}]\n{extra}\n"
+    )
+}
+
+/// A looped `local_files` entry playing the demo clip as [`DEMO`].
+pub fn demo_stream(outputs: &str) -> String {
+    format!(
+        "[[local_files]]\nguid = \"{DEMO}\"\nfile = \"assets/demo.mp4\"\noutput_types = [{outputs}]\nloop = true\n"
     )
 }
