@@ -62,6 +62,39 @@ fn end(buf: &mut BytesMut, pos: usize) {
 /// Builds the init segment (`ftyp` + `moov`) for a stream's parameters. Video is track 1 at
 /// 90 kHz; audio follows at its sample rate.
 pub fn init_segment(params: &StreamParams) -> Bytes {
+    write_init(params, None).0
+}
+
+/// Where a file's duration lives in an init segment written by [`file_init_segment`], so a
+/// recorder can patch it in place when the file is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationFields {
+    /// Offset of `mvhd`'s 32-bit duration (milliseconds).
+    pub mvhd_at: usize,
+    /// Offset of `mehd`'s 64-bit fragment duration (milliseconds).
+    pub mehd_at: usize,
+}
+
+impl DurationFields {
+    /// The bytes to write at each offset for a file lasting `duration_ms`.
+    pub fn patches(&self, duration_ms: u64) -> [(usize, Vec<u8>); 2] {
+        let ms32 = u32::try_from(duration_ms).unwrap_or(u32::MAX);
+        [
+            (self.mvhd_at, ms32.to_be_bytes().to_vec()),
+            (self.mehd_at, duration_ms.to_be_bytes().to_vec()),
+        ]
+    }
+}
+
+/// An init segment for a *file* of fragments: like [`init_segment`], but `mvhd` carries the
+/// duration and `mvex` has a `mehd` (8.8.2), so players know the length and can seek. Pass 0
+/// while the length is unknown and patch the fields later.
+pub fn file_init_segment(params: &StreamParams, duration_ms: u64) -> (Bytes, DurationFields) {
+    let (bytes, fields) = write_init(params, Some(duration_ms));
+    (bytes, fields.expect("write_init returns fields when given a duration"))
+}
+
+fn write_init(params: &StreamParams, duration_ms: Option<u64>) -> (Bytes, Option<DurationFields>) {
     let mut buf = BytesMut::with_capacity(1024);
     // ftyp, 4.3: major brand, minor version, compatible brands.
     let ftyp = begin(&mut buf, b"ftyp");
@@ -77,12 +110,27 @@ pub fn init_segment(params: &StreamParams) -> Bytes {
         .into_iter()
         .filter_map(|k| params.track_id(k).map(|id| (k, id)))
         .collect::<Vec<_>>();
-    write_mvhd(&mut buf, tracks.len() as u32 + 1);
+    let mvhd_at = write_mvhd(
+        &mut buf,
+        tracks.len() as u32 + 1,
+        duration_ms.map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX)),
+    );
     for &(kind, id) in &tracks {
         write_trak(&mut buf, params, kind, id);
     }
-    // mvex, 8.8.1: one trex (8.8.3) per track, sample description 1, no defaults.
+    // mvex, 8.8.1: the fragment duration (mehd, files only), one trex (8.8.3) per track,
+    // sample description 1, no defaults.
     let mvex = begin(&mut buf, b"mvex");
+    let mut fields = None;
+    if let Some(d) = duration_ms {
+        let mehd = begin_full(&mut buf, b"mehd", 1, 0);
+        fields = Some(DurationFields {
+            mvhd_at,
+            mehd_at: buf.len(),
+        });
+        buf.put_u64(d);
+        end(&mut buf, mehd);
+    }
     for &(_, id) in &tracks {
         let trex = begin_full(&mut buf, b"trex", 0, 0);
         buf.put_u32(id);
@@ -94,16 +142,17 @@ pub fn init_segment(params: &StreamParams) -> Bytes {
     }
     end(&mut buf, mvex);
     end(&mut buf, moov);
-    buf.freeze()
+    (buf.freeze(), fields)
 }
 
-/// mvhd, 8.2.2 (version 0).
-fn write_mvhd(buf: &mut BytesMut, next_track_id: u32) {
+/// mvhd, 8.2.2 (version 0). Returns the offset of the duration field.
+fn write_mvhd(buf: &mut BytesMut, next_track_id: u32, duration_ms: u32) -> usize {
     let b = begin_full(buf, b"mvhd", 0, 0);
     buf.put_u32(0); // creation_time
     buf.put_u32(0); // modification_time
     buf.put_u32(1000); // timescale
-    buf.put_u32(0); // duration: unknown (fragmented)
+    let duration_at = buf.len();
+    buf.put_u32(duration_ms); // 0: unknown (live fragments)
     buf.put_u32(0x0001_0000); // rate 1.0
     buf.put_u16(0x0100); // volume 1.0
     buf.put_bytes(0, 10); // reserved
@@ -113,6 +162,7 @@ fn write_mvhd(buf: &mut BytesMut, next_track_id: u32) {
     buf.put_bytes(0, 24); // pre_defined
     buf.put_u32(next_track_id);
     end(buf, b);
+    duration_at
 }
 
 fn write_trak(buf: &mut BytesMut, params: &StreamParams, kind: TrackKind, id: u32) {

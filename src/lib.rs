@@ -18,6 +18,7 @@ pub mod fmp4;
 pub mod hls;
 pub mod hub;
 pub mod media;
+pub mod movie;
 pub mod mse;
 pub mod source;
 pub mod telemetry;

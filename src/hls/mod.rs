@@ -36,10 +36,7 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// The segment and part targets of a configuration.
 pub fn targets(cfg: &HlsConfig) -> Targets {
-    Targets {
-        segment_90k: cfg.ms_per_segment * 90,
-        part_90k: cfg.ms_per_part * 90,
-    }
+    Targets::hls(cfg.ms_per_segment * 90, cfg.ms_per_part * 90)
 }
 
 /// A new, empty store for a stream.

@@ -11,6 +11,9 @@
 //! - A new epoch (reconnect, timestamp jump) or new codec parameters end the open segment; the
 //!   next one is marked as a discontinuity (with a new init segment if the parameters changed).
 //! - Timestamps are zero-based: `tfdt` counts from the first frame this segmenter saw.
+//! - File mode (`Targets::files`, the archive's rules): no early cuts, every keyframe starts a
+//!   part (so every random access point is the start of a fragment, which `mfra` can list),
+//!   and `tfdt` restarts at zero in every segment, since each segment becomes a file of its own.
 //! - Sample durations are exact (the next frame's decode time minus this one's), because a part
 //!   is only written when the frame after it has arrived.
 
@@ -29,6 +32,37 @@ const MAX_SEGMENT_90K: i64 = 60 * 90_000;
 pub struct Targets {
     pub segment_90k: i64,
     pub part_90k: i64,
+    /// Archive files instead of HLS segments (see the module doc).
+    pub files: bool,
+}
+
+impl Targets {
+    /// HLS rules.
+    pub fn hls(segment_90k: i64, part_90k: i64) -> Self {
+        Targets {
+            segment_90k,
+            part_90k,
+            files: false,
+        }
+    }
+
+    /// Archive rules: segments are files, parts are their fragments.
+    pub fn files(file_90k: i64, fragment_90k: i64) -> Self {
+        Targets {
+            segment_90k: file_90k,
+            part_90k: fragment_90k,
+            files: true,
+        }
+    }
+
+    /// A segment without a keyframe for this long is cut anyway, to bound memory.
+    fn max_segment_90k(&self) -> i64 {
+        if self.files {
+            self.segment_90k + MAX_SEGMENT_90K
+        } else {
+            MAX_SEGMENT_90K
+        }
+    }
 }
 
 /// One CMAF chunk (`moof` + `mdat`): its header and the frames' payloads, shared, not copied.
@@ -48,6 +82,7 @@ pub enum Event {
     Init {
         id: u32,
         bytes: Bytes,
+        params: Arc<StreamParams>,
     },
     /// A segment begins; its parts follow.
     SegmentStart {
@@ -138,6 +173,7 @@ impl Segmenter {
                 out.push(Event::Init {
                     id,
                     bytes: fmp4::init_segment(&f.params),
+                    params: Arc::clone(&f.params),
                 });
             }
         }
@@ -186,11 +222,12 @@ impl Segmenter {
             return;
         }
         let elapsed = f.dts_90k - seg.start_90k;
-        let video_rules = lead_kind == TrackKind::Video;
-        let cut_segment = (f.is_key
-            && (elapsed >= self.targets.segment_90k
-                || (video_rules && (catching_up || seg.first_of_epoch))))
-            || elapsed >= MAX_SEGMENT_90K;
+        let early = lead_kind == TrackKind::Video
+            && !self.targets.files
+            && (catching_up || seg.first_of_epoch);
+        let cut_segment = (f.is_key && (elapsed >= self.targets.segment_90k || early))
+            || elapsed >= self.targets.max_segment_90k();
+        let key_part = self.targets.files && f.is_key && lead_kind == TrackKind::Video;
         if cut_segment {
             self.close_part(f.dts_90k, f.dts_90k, out);
             out.push(Event::SegmentEnd {
@@ -200,7 +237,8 @@ impl Segmenter {
             self.segment = None;
             self.start_segment(f, out);
         } else if !self.lead.is_empty()
-            && f.dts_90k + i64::from(f.dur_90k) - self.part_start_90k > self.targets.part_90k
+            && (key_part
+                || f.dts_90k + i64::from(f.dur_90k) - self.part_start_90k > self.targets.part_90k)
         {
             self.close_part(f.dts_90k, f.dts_90k, out);
         }
@@ -234,6 +272,9 @@ impl Segmenter {
     }
 
     fn start_segment(&mut self, f: &Frame, out: &mut Vec<Event>) {
+        if self.targets.files {
+            self.base_90k = Some(f.dts_90k);
+        }
         self.base_90k.get_or_insert(f.dts_90k);
         let (wall, at) = *self.anchor.get_or_insert((f.wall_ms, f.dts_90k));
         out.push(Event::SegmentStart {
@@ -377,10 +418,7 @@ pub(crate) mod tests {
     }
 
     fn targets(seg_ms: i64, part_ms: i64) -> Targets {
-        Targets {
-            segment_90k: seg_ms * 90,
-            part_90k: part_ms * 90,
-        }
+        Targets::hls(seg_ms * 90, part_ms * 90)
     }
 
     /// Summarises events as text: `I0`, `S`/`S!` (discontinuity), `p<ms>`/`P<ms>` (independent),

@@ -111,7 +111,7 @@ impl Window {
         for e in events {
             changed = true;
             match e {
-                Event::Init { id, bytes } => {
+                Event::Init { id, bytes, .. } => {
                     self.inits.push_back((id, bytes));
                     if self.inits.len() > INITS {
                         self.inits.pop_front();
@@ -398,10 +398,7 @@ mod tests {
             WindowConfig {
                 window_size: size,
                 low_latency: ll,
-                targets: Targets {
-                    segment_90k: 90_000,
-                    part_90k: 18_000,
-                },
+                targets: Targets::hls(90_000, 18_000),
             },
         )
     }
@@ -431,10 +428,7 @@ mod tests {
     }
 
     fn segmenter() -> Segmenter {
-        Segmenter::new(Targets {
-            segment_90k: 90_000,
-            part_90k: 18_000,
-        })
+        Segmenter::new(Targets::hls(90_000, 18_000))
     }
 
     fn lines(w: &mut Window) -> Vec<String> {
@@ -563,16 +557,10 @@ mod tests {
             WindowConfig {
                 window_size: 5,
                 low_latency: false,
-                targets: Targets {
-                    segment_90k: 450_000,
-                    part_90k: 45_000,
-                },
+                targets: Targets::hls(450_000, 45_000),
             },
         );
-        let mut s = Segmenter::new(Targets {
-            segment_90k: 450_000,
-            part_90k: 45_000,
-        });
+        let mut s = Segmenter::new(Targets::hls(450_000, 45_000));
         feed(&mut w, &mut s, &p, 0, 60, 0);
         assert!(w.ready());
         assert_eq!(w.target_s(), 6);

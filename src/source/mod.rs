@@ -295,7 +295,7 @@ async fn run_once(
             .await
         }
         SourceSpec::LocalFile { file, looped } => {
-            let movie = file::Movie::open(file).await?;
+            let movie = file::Movie::open(file).await.map_err(SourceError::File)?;
             file::play(&movie, *looped, emit).await
         }
     }

@@ -1,0 +1,489 @@
+//! MP4 files held in memory and demuxed into one list of samples: progressive files (sample
+//! tables in `moov`, as the original's archive and most tools write them) and fragmented files
+//! (`moof`+`mdat` pairs, as our archive writes them), H.264, H.265 and AAC.
+//!
+//! Belongs here: the mp4-atom boundary for *reading* files, top-level box walking (also for
+//! repairing a file cut short by a crash). Does not belong here: playing a file as a source
+//! (`source::file`), writing MP4 (`fmp4`), archive policy (`archive`).
+//!
+//! Every sample is a zero-copy slice of the file's bytes.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use mp4_atom::{Codec, Decode, Encode};
+
+use crate::media::{self, AudioParams, StreamParams, TrackKind, VideoCodec, VideoParams};
+
+/// Files are read into memory; larger ones are refused with a clear error.
+pub const MAX_FILE_BYTES: u64 = 512 << 20;
+
+/// `sample_is_non_sync_sample` in ISO/IEC 14496-12 sample flags.
+const NON_SYNC_FLAG: u32 = 0x0001_0000;
+
+/// One sample (access unit) of the file.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub track: TrackKind,
+    pub dts_90k: i64,
+    pub cto_90k: i32,
+    pub dur_90k: u32,
+    pub is_key: bool,
+    pub offset: usize,
+    pub size: usize,
+}
+
+/// One `moof`+`mdat` pair of a fragmented file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// Where the `moof` starts and the `mdat` ends.
+    pub bytes: Range<usize>,
+    /// Decode time of its first sample on the lead track (video, else audio), 90 kHz.
+    pub start_90k: i64,
+    /// Its first lead sample is a random access point.
+    pub key: bool,
+}
+
+/// A demuxed file: parameters, samples in decode order, and the bytes.
+#[derive(Debug)]
+pub struct Movie {
+    pub params: Arc<StreamParams>,
+    pub samples: Vec<Sample>,
+    /// Length of the longest track, 90 kHz.
+    pub duration_90k: i64,
+    /// End of the `moov` box: `data[..init_len]` is an init segment for fragmented files.
+    pub init_len: usize,
+    /// The fragments of a fragmented file, in file order (empty for progressive files).
+    pub fragments: Vec<Fragment>,
+    pub audio_frame_90k: u32,
+    data: Bytes,
+}
+
+/// The top-level boxes of `data` as (type, byte range), up to the first one that is cut
+/// short or malformed; the second value is the length of that whole-box prefix.
+pub fn top_level_boxes(data: &[u8]) -> (Vec<([u8; 4], Range<usize>)>, usize) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 8 <= data.len() {
+        let size32 = u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
+        let size = match size32 {
+            0 => data.len() - pos,
+            1 => match data.get(pos + 8..pos + 16) {
+                Some(b) => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])) as usize,
+                None => break,
+            },
+            n => n as usize,
+        };
+        let header = if size32 == 1 { 16 } else { 8 };
+        if size < header || pos.checked_add(size).is_none_or(|end| end > data.len()) {
+            break;
+        }
+        let kind = [data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]];
+        out.push((kind, pos..pos + size));
+        pos += size;
+    }
+    (out, pos)
+}
+
+/// Byte range of the first top-level box of `kind`.
+fn find_box(data: &[u8], kind: &[u8; 4]) -> Option<Range<usize>> {
+    top_level_boxes(data)
+        .0
+        .into_iter()
+        .find(|(k, _)| k == kind)
+        .map(|(_, r)| r)
+}
+
+/// A track as the `moov` describes it.
+struct Track {
+    id: u32,
+    kind: TrackKind,
+    timescale: u32,
+    /// `trex` defaults: duration, size, flags.
+    defaults: (u32, u32, u32),
+}
+
+impl Movie {
+    /// Reads and demuxes a file; errors name the file.
+    pub async fn open(path: &Path) -> Result<Movie, String> {
+        let err = |m: &dyn std::fmt::Display| format!("{}: {m}", path.display());
+        let meta = tokio::fs::metadata(path).await.map_err(|e| err(&e))?;
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(err(&format_args!(
+                "{} bytes is more than the {MAX_FILE_BYTES} a file may have here",
+                meta.len()
+            )));
+        }
+        let data = tokio::fs::read(path).await.map_err(|e| err(&e))?;
+        Self::parse(Bytes::from(data)).map_err(|m| err(&m))
+    }
+
+    /// Demuxes an MP4 held in memory.
+    pub fn parse(data: Bytes) -> Result<Movie, String> {
+        let range = find_box(&data, b"moov").ok_or("no moov box (not an MP4 file?)")?;
+        let init_len = range.end;
+        let mut cur = std::io::Cursor::new(&data[range]);
+        let moov = mp4_atom::Moov::decode(&mut cur).map_err(|e| format!("bad moov: {e}"))?;
+        let mut params = StreamParams::default();
+        let mut samples = Vec::new();
+        let mut tracks = Vec::new();
+        for trak in &moov.trak {
+            let timescale = trak.mdia.mdhd.timescale.max(1);
+            let stbl = &trak.mdia.minf.stbl;
+            let Some(codec) = stbl.stsd.codecs.first() else {
+                continue;
+            };
+            let Some(kind) = adopt_codec(codec, timescale, &mut params)? else {
+                continue;
+            };
+            let id = trak.tkhd.track_id;
+            let defaults = moov
+                .mvex
+                .as_ref()
+                .and_then(|m| m.trex.iter().find(|t| t.track_id == id))
+                .map_or((0, 0, 0), |t| {
+                    (
+                        t.default_sample_duration,
+                        t.default_sample_size,
+                        t.default_sample_flags,
+                    )
+                });
+            tracks.push(Track {
+                id,
+                kind,
+                timescale,
+                defaults,
+            });
+            samples.extend(flatten(stbl, timescale, kind)?);
+        }
+        if params.video.is_none() && params.audio.is_none() {
+            return Err("no H.264 (avc1), H.265 (hvc1/hev1) or AAC (mp4a) track".into());
+        }
+        let lead = if params.video.is_some() {
+            TrackKind::Video
+        } else {
+            TrackKind::Audio
+        };
+        let fragments = read_fragments(&data, &tracks, lead, &mut samples)?;
+        for s in &samples {
+            if s.offset
+                .checked_add(s.size)
+                .is_none_or(|end| end > data.len())
+            {
+                return Err("a sample lies outside the file (truncated?)".into());
+            }
+        }
+        // Decode order across tracks; video first on ties so a pass starts on its keyframe.
+        samples.sort_by_key(|s| (s.dts_90k, s.track == TrackKind::Audio));
+        let duration_90k = samples
+            .iter()
+            .map(|s| s.dts_90k + i64::from(s.dur_90k))
+            .max()
+            .unwrap_or(0);
+        let audio_frame_90k = samples
+            .iter()
+            .find(|s| s.track == TrackKind::Audio && s.dur_90k > 0)
+            .map_or(1920, |s| s.dur_90k.min(90_000));
+        if let (Some(v), Some(s)) = (
+            params.video.as_mut(),
+            samples
+                .iter()
+                .find(|s| s.track == TrackKind::Video && s.dur_90k > 0),
+        ) {
+            v.frame_rate = Some((90_000, s.dur_90k));
+        }
+        Ok(Movie {
+            params: Arc::new(params),
+            samples,
+            duration_90k,
+            init_len,
+            fragments,
+            audio_frame_90k,
+            data,
+        })
+    }
+
+    /// The payload of a sample.
+    pub fn payload(&self, s: &Sample) -> Bytes {
+        self.data.slice(s.offset..s.offset + s.size)
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &Bytes {
+        &self.data
+    }
+}
+
+/// Takes the first video and the first audio codec into `params`; returns the track's kind, or
+/// `None` for a track we do not carry.
+fn adopt_codec(
+    codec: &Codec,
+    timescale: u32,
+    params: &mut StreamParams,
+) -> Result<Option<TrackKind>, String> {
+    let mut entry = BytesMut::new();
+    let video = |codec: VideoCodec, rfc6381: String, visual: &mp4_atom::Visual, entry: Bytes| {
+        VideoParams {
+            codec,
+            rfc6381,
+            width: u32::from(visual.width),
+            height: u32::from(visual.height),
+            frame_rate: None,
+            sample_entry: entry,
+        }
+    };
+    let kind = match codec {
+        Codec::Avc1(avc) if params.video.is_none() => {
+            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            let c = &avc.avcc;
+            let s = format!(
+                "avc1.{:02X}{:02X}{:02X}",
+                c.avc_profile_indication, c.profile_compatibility, c.avc_level_indication
+            );
+            params.video = Some(video(VideoCodec::H264, s, &avc.visual, entry.freeze()));
+            TrackKind::Video
+        }
+        Codec::Hvc1(h) if params.video.is_none() => {
+            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            let s = hevc_codec_string("hvc1", &h.hvcc);
+            params.video = Some(video(VideoCodec::H265, s, &h.visual, entry.freeze()));
+            TrackKind::Video
+        }
+        Codec::Hev1(h) if params.video.is_none() => {
+            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            let s = hevc_codec_string("hev1", &h.hvcc);
+            params.video = Some(video(VideoCodec::H265, s, &h.visual, entry.freeze()));
+            TrackKind::Video
+        }
+        Codec::Mp4a(mp4a) if params.audio.is_none() => {
+            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            let profile = mp4a
+                .esds
+                .es_desc
+                .dec_config
+                .dec_specific
+                .as_ref()
+                .map(|d| d.profile)
+                .filter(|&p| p != 0)
+                .unwrap_or(2);
+            params.audio = Some(AudioParams {
+                rfc6381: format!("mp4a.40.{profile}"),
+                sample_rate: timescale,
+                channels: mp4a.audio.channel_count,
+                sample_entry: entry.freeze(),
+            });
+            TrackKind::Audio
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(kind))
+}
+
+/// The RFC 6381 string of an HEVC track (ISO/IEC 14496-15 annex E), e.g. `hvc1.1.6.L93.B0`.
+fn hevc_codec_string(fourcc: &str, c: &mp4_atom::Hvcc) -> String {
+    let space = match c.general_profile_space {
+        1 => "A",
+        2 => "B",
+        3 => "C",
+        _ => "",
+    };
+    // The 32 compatibility flags in reverse bit order, as hex without leading zeros.
+    let compat = u32::from_be_bytes(c.general_profile_compatibility_flags).reverse_bits();
+    let tier = if c.general_tier_flag { 'H' } else { 'L' };
+    let mut s = format!(
+        "{fourcc}.{space}{}.{compat:X}.{tier}{}",
+        c.general_profile_idc, c.general_level_idc
+    );
+    let flags = &c.general_constraint_indicator_flags;
+    let used = flags.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    for b in &flags[..used] {
+        s.push_str(&format!(".{b:X}"));
+    }
+    s
+}
+
+/// Reads every `moof`+`mdat` pair after the `moov`, appending their samples; returns the
+/// fragments. Stops at the first box that is cut short.
+fn read_fragments(
+    data: &Bytes,
+    tracks: &[Track],
+    lead: TrackKind,
+    samples: &mut Vec<Sample>,
+) -> Result<Vec<Fragment>, String> {
+    let (boxes, _) = top_level_boxes(data);
+    let mut fragments = Vec::new();
+    let mut next_dts: Vec<i64> = vec![0; tracks.len()];
+    for (i, (kind, range)) in boxes.iter().enumerate() {
+        if kind != b"moof" {
+            continue;
+        }
+        let mdat_end = match boxes.get(i + 1) {
+            Some((k, r)) if k == b"mdat" => r.end,
+            _ => range.end,
+        };
+        let mut cur = std::io::Cursor::new(&data[range.clone()]);
+        let moof = mp4_atom::Moof::decode(&mut cur).map_err(|e| format!("bad moof: {e}"))?;
+        let mut frag_start = None;
+        for traf in &moof.traf {
+            let Some(ti) = tracks.iter().position(|t| t.id == traf.tfhd.track_id) else {
+                continue;
+            };
+            let track = &tracks[ti];
+            let base = traf
+                .tfhd
+                .base_data_offset
+                .map_or(range.start as u64, |b| b);
+            let mut t = traf
+                .tfdt
+                .as_ref()
+                .map_or(next_dts[ti], |d| d.base_media_decode_time as i64);
+            let mut offset = base as i64;
+            for trun in &traf.trun {
+                if let Some(o) = trun.data_offset {
+                    offset = base as i64 + i64::from(o);
+                }
+                for (n, e) in trun.samples.iter().enumerate() {
+                    let dur = e
+                        .duration
+                        .or(traf.tfhd.default_sample_duration)
+                        .unwrap_or(track.defaults.0);
+                    let size = e
+                        .size
+                        .or(traf.tfhd.default_sample_size)
+                        .unwrap_or(track.defaults.1);
+                    let flags = e
+                        .flags
+                        .or(traf.tfhd.default_sample_flags)
+                        .unwrap_or(track.defaults.2);
+                    let is_key = track.kind == TrackKind::Audio || flags & NON_SYNC_FLAG == 0;
+                    let dts_90k = media::to_90k(t, track.timescale);
+                    if n == 0 && track.kind == lead && frag_start.is_none() {
+                        frag_start = Some((dts_90k, is_key));
+                    }
+                    samples.push(Sample {
+                        track: track.kind,
+                        dts_90k,
+                        cto_90k: media::to_90k(e.cts.unwrap_or(0), track.timescale) as i32,
+                        dur_90k: media::to_90k(i64::from(dur), track.timescale) as u32,
+                        is_key,
+                        offset: usize::try_from(offset).map_err(|_| "negative data offset")?,
+                        size: size as usize,
+                    });
+                    offset += i64::from(size);
+                    t += i64::from(dur);
+                }
+            }
+            next_dts[ti] = t;
+        }
+        let (start_90k, key) = frag_start.unwrap_or((0, false));
+        fragments.push(Fragment {
+            bytes: range.start..mdat_end,
+            start_90k,
+            key,
+        });
+    }
+    Ok(fragments)
+}
+
+/// Expands a track's sample tables into samples with absolute offsets and 90 kHz times.
+fn flatten(stbl: &mp4_atom::Stbl, timescale: u32, track: TrackKind) -> Result<Vec<Sample>, String> {
+    let sizes: Vec<u32> = match &stbl.stsz.samples {
+        mp4_atom::StszSamples::Identical { count, size } => vec![*size; *count as usize],
+        mp4_atom::StszSamples::Different { sizes } => sizes.clone(),
+    };
+    let chunks: Vec<u64> = match (&stbl.stco, &stbl.co64) {
+        (Some(s), _) => s.entries.iter().map(|&o| u64::from(o)).collect(),
+        (None, Some(c)) => c.entries.clone(),
+        (None, None) => return Err("track without chunk offsets".into()),
+    };
+    let mut out = Vec::with_capacity(sizes.len());
+    // stsc: runs of chunks with the same number of samples.
+    let mut sample_i = 0usize;
+    for (ci, &chunk_off) in chunks.iter().enumerate() {
+        let chunk_no = ci as u32 + 1;
+        let per_chunk = stbl
+            .stsc
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.first_chunk <= chunk_no)
+            .map(|e| e.samples_per_chunk)
+            .unwrap_or(0);
+        let mut off = chunk_off as usize;
+        for _ in 0..per_chunk {
+            let Some(&size) = sizes.get(sample_i) else {
+                break;
+            };
+            out.push(Sample {
+                track,
+                dts_90k: 0,
+                cto_90k: 0,
+                dur_90k: 0,
+                is_key: track == TrackKind::Audio,
+                offset: off,
+                size: size as usize,
+            });
+            off += size as usize;
+            sample_i += 1;
+        }
+    }
+    let mut t = 0i64;
+    let mut deltas = stbl
+        .stts
+        .entries
+        .iter()
+        .flat_map(|e| std::iter::repeat_n(e.sample_delta, e.sample_count as usize));
+    for s in out.iter_mut() {
+        s.dts_90k = media::to_90k(t, timescale);
+        let delta = deltas.next().unwrap_or(0);
+        s.dur_90k = media::to_90k(i64::from(delta), timescale) as u32;
+        t += i64::from(delta);
+    }
+    if let Some(ctts) = &stbl.ctts {
+        let mut offsets = ctts
+            .entries
+            .iter()
+            .flat_map(|e| std::iter::repeat_n(e.sample_offset, e.sample_count as usize));
+        for s in out.iter_mut() {
+            s.cto_90k = media::to_90k(offsets.next().unwrap_or(0), timescale) as i32;
+        }
+    }
+    if track == TrackKind::Video {
+        match &stbl.stss {
+            Some(stss) => {
+                for &n in &stss.entries {
+                    if let Some(s) = out.get_mut((n as usize).wrapping_sub(1)) {
+                        s.is_key = true;
+                    }
+                }
+            }
+            None => out.iter_mut().for_each(|s| s.is_key = true),
+        }
+    }
+    Ok(out)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_box_walks_top_level_and_rejects_garbage() {
+        let mut data = Vec::new();
+        data.extend_from_slice(&[0, 0, 0, 8]);
+        data.extend_from_slice(b"free");
+        data.extend_from_slice(&[0, 0, 0, 12]);
+        data.extend_from_slice(b"moov");
+        data.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(find_box(&data, b"moov"), Some(8..20));
+        assert_eq!(find_box(&data, b"mdat"), None);
+        assert_eq!(
+            find_box(&[0, 0, 0, 200, b'm', b'o', b'o', b'v'], b"moov"),
+            None
+        );
+        assert!(Movie::parse(Bytes::from_static(b"not an mp4 at all")).is_err());
+    }
+}
