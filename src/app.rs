@@ -152,6 +152,8 @@ pub struct App {
     streams: Mutex<Vec<(Uuid, Running)>>,
     /// Cancelled when the process shuts down.
     pub shutdown: CancellationToken,
+    /// The archive, once opened by [`serve`] (absent in tests that build an `App` by hand).
+    archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
 }
 
 /// A stream as the API shows it.
@@ -171,7 +173,21 @@ impl App {
             hub: Hub::new(Limits::default()),
             streams: Mutex::new(Vec::new()),
             shutdown: CancellationToken::new(),
+            archive: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The archive (recording and serving), once opened.
+    pub fn archive(&self) -> Option<&Arc<crate::archive::Archive>> {
+        self.archive.get()
+    }
+
+    /// Opens the archive: repairs, indexes, starts uploads and retention. Call before
+    /// [`App::start_configured`] so recorders start with their streams.
+    pub async fn open_archive(&self) {
+        let archive =
+            crate::archive::Archive::open(&self.config.archive, &self.config.streams).await;
+        let _ = self.archive.set(archive);
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, Vec<(Uuid, Running)>> {
@@ -213,6 +229,13 @@ impl App {
             ));
             store
         });
+        if let Some(archive) = self.archive() {
+            archive.record(
+                &config,
+                Arc::clone(&upstream.hub),
+                self.shutdown.child_token(),
+            );
+        }
         info!(stream = %config.id, url = %config.source.display_url(), on_demand = config.on_demand, "stream added");
         streams.push((
             config.id,
@@ -391,6 +414,7 @@ pub async fn serve(
     video: TcpListener,
     api: Option<TcpListener>,
 ) -> std::io::Result<()> {
+    app.open_archive().await;
     app.start_configured();
     tokio::spawn(health_monitor(Arc::clone(&app)));
     let video_router = crate::api::video_router(Arc::clone(&app));
@@ -418,6 +442,15 @@ pub async fn serve(
     token.cancelled().await;
     info!("shutting down: stopping streams");
     app.stop_all().await;
+    if let Some(archive) = app.archive() {
+        // Recorders close their files when their streams stop; wait for them.
+        if tokio::time::timeout(Duration::from_secs(10), archive.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("the archive did not finish within 10 s");
+        }
+    }
     for s in servers {
         match tokio::time::timeout(Duration::from_secs(5), s).await {
             Ok(Ok(Ok(()))) => {}

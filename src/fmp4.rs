@@ -91,7 +91,10 @@ impl DurationFields {
 /// while the length is unknown and patch the fields later.
 pub fn file_init_segment(params: &StreamParams, duration_ms: u64) -> (Bytes, DurationFields) {
     let (bytes, fields) = write_init(params, Some(duration_ms));
-    (bytes, fields.expect("write_init returns fields when given a duration"))
+    (
+        bytes,
+        fields.expect("write_init returns fields when given a duration"),
+    )
 }
 
 fn write_init(params: &StreamParams, duration_ms: Option<u64>) -> (Bytes, Option<DurationFields>) {
@@ -366,14 +369,38 @@ pub fn write_fragment_header(buf: &mut BytesMut, sequence: u32, runs: &[TrackRun
     data_len
 }
 
+/// Appends an `mfra` (8.8.9) with one `tfra` (8.8.10) for `track_id`: the random access
+/// points of a fragmented file as (decode time in the track's timescale, offset of the
+/// fragment's `moof`), each the first sample of its fragment's first run. Ends with `mfro`.
+pub fn write_mfra(buf: &mut BytesMut, track_id: u32, points: &[(u64, u64)]) {
+    let mfra = begin(buf, b"mfra");
+    let tfra = begin_full(buf, b"tfra", 1, 0);
+    buf.put_u32(track_id);
+    buf.put_u32(0); // traf, trun and sample numbers are one byte each
+    buf.put_u32(points.len() as u32);
+    for &(time, offset) in points {
+        buf.put_u64(time);
+        buf.put_u64(offset);
+        buf.put_u8(1);
+        buf.put_u8(1);
+        buf.put_u8(1);
+    }
+    end(buf, tfra);
+    let mfro = begin_full(buf, b"mfro", 0, 0);
+    let size = (buf.len() + 4 - mfra) as u32;
+    buf.put_u32(size);
+    end(buf, mfro);
+    end(buf, mfra);
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::{AudioParams, VideoCodec, VideoParams};
     use mp4_atom::{Any, Decode, DecodeMaybe};
 
     /// A minimal `avc1` entry as retina builds it (avcC with a tiny SPS/PPS).
-    fn avc1_entry() -> Bytes {
+    pub(crate) fn avc1_entry() -> Bytes {
         let mut b = BytesMut::new();
         let e = begin(&mut b, b"avc1");
         b.put_bytes(0, 6);
@@ -400,6 +427,38 @@ mod tests {
         end(&mut b, c);
         end(&mut b, e);
         b.freeze()
+    }
+
+    /// A minimal `mp4a` entry: AAC LC, 48 kHz, mono, with its `esds`.
+    pub(crate) fn mp4a_entry() -> Bytes {
+        let mut b = BytesMut::new();
+        let e = begin(&mut b, b"mp4a");
+        b.put_bytes(0, 6);
+        b.put_u16(1); // data_reference_index
+        b.put_bytes(0, 8);
+        b.put_u16(1); // channels
+        b.put_u16(16); // sample size
+        b.put_u32(0);
+        b.put_u32(48_000 << 16);
+        let esds = begin_full(&mut b, b"esds", 0, 0);
+        // ES_Descriptor { ES_ID 1, DecoderConfig { AAC, audio, DecoderSpecificInfo }, SL }.
+        b.put_slice(&[0x03, 25, 0, 1, 0]);
+        b.put_slice(&[0x04, 17, 0x40, 0x15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        b.put_slice(&[0x05, 2, 0x11, 0x88]);
+        b.put_slice(&[0x06, 1, 0x02]);
+        end(&mut b, esds);
+        end(&mut b, e);
+        b.freeze()
+    }
+
+    /// H.264 64×48 and optionally AAC, with sample entries real parsers accept.
+    pub(crate) fn real_params(audio: bool) -> std::sync::Arc<StreamParams> {
+        let mut p = params(audio);
+        if let Some(a) = p.audio.as_mut() {
+            a.sample_entry = mp4a_entry();
+            a.channels = 1;
+        }
+        std::sync::Arc::new(p)
     }
 
     fn params(audio: bool) -> StreamParams {

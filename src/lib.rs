@@ -5,7 +5,7 @@
 //! source::rtsp (retina) ─┐
 //! source::file ──────────┴─► hub (bounded GOP ring per stream) ──► mse (fMP4 over websocket)
 //!                                                               ├─► hls      (CMAF segments, LL-HLS)
-//!                                                               └─► archive  (later)
+//!                                                               └─► archive  (fMP4 files, disk or S3)
 //! api (status, list, enable/disable, CORS) · config · app (wiring, shutdown)
 //! ```
 //!
@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod archive;
 pub mod config;
 pub mod fmp4;
 pub mod hls;

@@ -130,6 +130,15 @@ pub struct StreamParams {
 }
 
 impl StreamParams {
+    /// Whether the two need the same init segment (same sample entries); measured things such
+    /// as the frame rate may differ.
+    pub fn same_codecs(&self, other: &StreamParams) -> bool {
+        self.video.as_ref().map(|v| &v.sample_entry)
+            == other.video.as_ref().map(|v| &v.sample_entry)
+            && self.audio.as_ref().map(|a| &a.sample_entry)
+                == other.audio.as_ref().map(|a| &a.sample_entry)
+    }
+
     /// The `codecs=` list the MSE protocol sends after `0x09`: video first, then audio.
     pub fn codec_list(&self) -> String {
         let mut out = String::new();

@@ -61,9 +61,12 @@ pub struct Movie {
     data: Bytes,
 }
 
+/// A box's type and where it is.
+pub type BoxAt = ([u8; 4], Range<usize>);
+
 /// The top-level boxes of `data` as (type, byte range), up to the first one that is cut
 /// short or malformed; the second value is the length of that whole-box prefix.
-pub fn top_level_boxes(data: &[u8]) -> (Vec<([u8; 4], Range<usize>)>, usize) {
+pub fn top_level_boxes(data: &[u8]) -> (Vec<BoxAt>, usize) {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos + 8 <= data.len() {
@@ -224,16 +227,15 @@ fn adopt_codec(
     params: &mut StreamParams,
 ) -> Result<Option<TrackKind>, String> {
     let mut entry = BytesMut::new();
-    let video = |codec: VideoCodec, rfc6381: String, visual: &mp4_atom::Visual, entry: Bytes| {
-        VideoParams {
+    let video =
+        |codec: VideoCodec, rfc6381: String, visual: &mp4_atom::Visual, entry: Bytes| VideoParams {
             codec,
             rfc6381,
             width: u32::from(visual.width),
             height: u32::from(visual.height),
             frame_rate: None,
             sample_entry: entry,
-        }
-    };
+        };
     let kind = match codec {
         Codec::Avc1(avc) if params.video.is_none() => {
             codec.encode(&mut entry).map_err(|e| e.to_string())?;
@@ -320,7 +322,7 @@ fn read_fragments(
             continue;
         }
         let mdat_end = match boxes.get(i + 1) {
-            Some((k, r)) if k == b"mdat" => r.end,
+            Some(([b'm', b'd', b'a', b't'], r)) => r.end,
             _ => range.end,
         };
         let mut cur = std::io::Cursor::new(&data[range.clone()]);
@@ -331,10 +333,7 @@ fn read_fragments(
                 continue;
             };
             let track = &tracks[ti];
-            let base = traf
-                .tfhd
-                .base_data_offset
-                .map_or(range.start as u64, |b| b);
+            let base = traf.tfhd.base_data_offset.map_or(range.start as u64, |b| b);
             let mut t = traf
                 .tfdt
                 .as_ref()
@@ -464,7 +463,6 @@ fn flatten(stbl: &mp4_atom::Stbl, timescale: u32, track: TrackKind) -> Result<Ve
     }
     Ok(out)
 }
-
 
 #[cfg(test)]
 mod tests {

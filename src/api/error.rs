@@ -34,6 +34,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl IntoResponse for crate::archive::ArchiveError {
+    fn into_response(self) -> Response {
+        use crate::archive::ArchiveError as E;
+        let status = match &self {
+            E::BadRequest(_) | E::TooLarge(_) => StatusCode::BAD_REQUEST,
+            E::NotAvailable(_) | E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Storage(_) => StatusCode::BAD_GATEWAY,
+        };
+        // The original's archive handlers spell the key `error`.
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
 /// gin's answer for unknown routes and wrong methods: plain text, 404.
 pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "404 page not found").into_response()

@@ -6,6 +6,7 @@
 
 pub mod cors;
 pub mod error;
+pub mod ranged;
 pub mod streams;
 
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub fn api_router(app: Arc<App>) -> Router {
         .route("/status", get(streams::status))
         .route("/enable_camera", post(streams::enable_camera))
         .route("/disable_camera", post(streams::disable_camera));
-    finish(r, app)
+    finish(archive_routes(r), app)
 }
 
 /// The video server (`[video]`): MSE websocket, the built-in page and players.
@@ -49,8 +50,20 @@ pub fn video_router(app: Arc<App>) -> Router {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/", get(|| asset("/")))
         .route("/players/{player}/", get(player_page))
-        .route("/players/{player}/{file}", get(player_file));
-    finish(r, app)
+        .route("/players/{player}/{file}", get(player_file))
+        .route("/ws/archive", get(crate::archive::ws::handler));
+    finish(archive_routes(r), app)
+}
+
+/// The archive's REST routes, on both servers (the original has `ranges` on the API server;
+/// players reach clips and playlists on the video server).
+fn archive_routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
+    use crate::archive::http;
+    r.route("/archive/{id}/ranges", get(http::ranges))
+        .route("/archive/{id}/segments", get(http::segments))
+        .route("/archive/{id}/clip.mp4", get(http::clip))
+        .route("/archive/{id}/playlist.m3u8", get(http::playlist))
+        .route("/archive/{id}/files/{name}", get(http::file))
 }
 
 /// Web assets compiled into the binary, so the pages work with nothing else installed:

@@ -94,6 +94,8 @@ pub struct MinioConfig {
     pub password: String,
     pub default_bucket: String,
     pub default_path: String,
+    pub use_ssl: bool,
+    pub region: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -103,6 +105,18 @@ pub struct ArchiveConfig {
     pub directory: String,
     pub ms_per_file: i64,
     pub minio_settings: MinioConfig,
+    /// Fragment length inside a file: what a crash can cost at most.
+    pub fragment_ms: i64,
+    /// Two segments closer than this are one range.
+    pub gap_tolerance_ms: i64,
+    /// The longest clip `/archive/{id}/clip.mp4` builds.
+    pub max_clip_ms: i64,
+    /// Retention: delete segments older than this (all streams, unless a stream sets its own).
+    pub max_age_s: Option<u64>,
+    /// Retention: keep each stream under this many bytes (unless a stream sets its own).
+    pub max_bytes: Option<u64>,
+    /// Retention: delete the oldest local files while a disk has less free space than this.
+    pub min_free_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -206,6 +220,8 @@ pub struct StreamArchiveConfig {
     pub ms_per_file: i64,
     pub minio_bucket: String,
     pub minio_path: String,
+    pub max_age_s: Option<u64>,
+    pub max_bytes: Option<u64>,
 }
 
 /// One stream, resolved.
@@ -409,6 +425,74 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// The line of the first occurrence of `needle` as a quoted string, for semantic errors found
 /// after parsing.
+/// What a [`raw::RawAmount`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    Seconds,
+    Bytes,
+}
+
+/// Parses `"7d"`/`"12h"`/`"30m"`/`"45s"` (or a number of seconds) and `"500GB"`/`"2GiB"`/
+/// `"800MB"`/`"64KiB"` (or a number of bytes).
+pub(crate) fn parse_amount(v: &raw::RawAmount, unit: Unit) -> Result<u64, String> {
+    let text = match v {
+        raw::RawAmount::Number(n) => return Ok(*n),
+        raw::RawAmount::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (num, suffix) = text.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a number"))?;
+    let suffix = suffix.trim();
+    let factor: f64 = match (unit, suffix.to_ascii_lowercase().as_str()) {
+        (Unit::Seconds, "" | "s") => 1.0,
+        (Unit::Seconds, "m" | "min") => 60.0,
+        (Unit::Seconds, "h") => 3600.0,
+        (Unit::Seconds, "d") => 86_400.0,
+        (Unit::Seconds, "w") => 7.0 * 86_400.0,
+        (Unit::Bytes, "" | "b") => 1.0,
+        (Unit::Bytes, "kb") => 1e3,
+        (Unit::Bytes, "mb") => 1e6,
+        (Unit::Bytes, "gb") => 1e9,
+        (Unit::Bytes, "tb") => 1e12,
+        (Unit::Bytes, "kib") => 1024.0,
+        (Unit::Bytes, "mib") => 1024.0 * 1024.0,
+        (Unit::Bytes, "gib") => 1024.0 * 1024.0 * 1024.0,
+        (Unit::Bytes, "tib") => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        (Unit::Seconds, _) => {
+            return Err(format!(
+                "`{text}`: expected a duration such as \"7d\", \"12h\", \"30m\" or \"45s\""
+            ))
+        }
+        (Unit::Bytes, _) => {
+            return Err(format!(
+                "`{text}`: expected a size such as \"500GB\", \"2GiB\" or \"800MB\""
+            ))
+        }
+    };
+    Ok((n * factor).round() as u64)
+}
+
+/// The line where a key (the last part of a dotted name) is first assigned.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start().trim_start_matches(['{', ',', ' ']);
+        if t.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(['=', ':']))
+            || t.strip_prefix(&format!("\"{key}\""))
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        {
+            return Some(line_of(text, offset));
+        }
+        offset += line.len();
+    }
+    text.find(key).map(|i| line_of(text, i))
+}
+
 fn line_of_value(text: &str, needle: &str) -> Option<usize> {
     for quoted in [format!("\"{needle}\""), format!("'{needle}'")] {
         if let Some(i) = text.find(&quoted) {
@@ -446,6 +530,7 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
     }
     hls.ms_per_part = hls.ms_per_part.min(hls.ms_per_segment);
 
+    let pos = |v: i64, d: i64| if v > 0 { v } else { d };
     let a = raw.archive;
     if a.enabled.is_some() {
         warnings.push(
@@ -453,6 +538,18 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
                 .to_owned(),
         );
     }
+    let amount = |v: &Option<raw::RawAmount>, key: &str, unit: Unit| {
+        v.as_ref()
+            .map(|v| {
+                parse_amount(v, unit).map_err(|message| ConfigError {
+                    file: path.to_owned(),
+                    line: line_of_key(text, key.rsplit('.').next().unwrap_or(key)),
+                    key: key.to_owned(),
+                    message,
+                })
+            })
+            .transpose()
+    };
     let archive = ArchiveConfig {
         recording: a.recording.or(a.enabled).unwrap_or(false),
         serving: a.serving,
@@ -465,11 +562,22 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
             password: a.minio_settings.password,
             default_bucket: a.minio_settings.default_bucket,
             default_path: a.minio_settings.default_path,
+            use_ssl: a.minio_settings.use_ssl,
+            region: if a.minio_settings.region.is_empty() {
+                "us-east-1".to_owned()
+            } else {
+                a.minio_settings.region
+            },
         },
+        fragment_ms: pos(a.fragment_ms, 1_000).clamp(100, 10_000),
+        gap_tolerance_ms: pos(a.gap_tolerance_ms, 500),
+        max_clip_ms: pos(a.max_clip_ms, 30 * 60_000),
+        max_age_s: amount(&a.max_age, "archive.max_age", Unit::Seconds)?,
+        max_bytes: amount(&a.max_bytes, "archive.max_bytes", Unit::Bytes)?,
+        min_free_bytes: amount(&a.min_free_bytes, "archive.min_free_bytes", Unit::Bytes)?,
     };
 
     let od = raw.on_demand;
-    let pos = |v: i64, d: i64| if v > 0 { v } else { d };
     let on_demand = OnDemandConfig {
         enabled: od.enabled,
         idle_ms: pos(od.idle_ms, 30_000),

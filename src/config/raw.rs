@@ -79,6 +79,22 @@ pub struct RawArchive {
     pub directory: String,
     pub ms_per_file: i64,
     pub minio_settings: RawMinio,
+    // Ours (not in the original).
+    pub fragment_ms: i64,
+    pub gap_tolerance_ms: i64,
+    pub max_clip_ms: i64,
+    pub max_age: Option<RawAmount>,
+    pub max_bytes: Option<RawAmount>,
+    pub min_free_bytes: Option<RawAmount>,
+}
+
+/// A duration (`"7d"`, `"12h"`, `"90m"`, `"30s"`, or seconds) or a size (`"500GB"`, `"2GiB"`,
+/// `"800MB"`, or bytes), as the user wrote it; resolved with its key name for errors.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawAmount {
+    Number(u64),
+    Text(String),
 }
 
 /// `[archive.minio_settings]`.
@@ -91,6 +107,9 @@ pub struct RawMinio {
     pub password: String,
     pub default_bucket: String,
     pub default_path: String,
+    // Ours: https to the S3 endpoint, and its region (any works with MinIO).
+    pub use_ssl: bool,
+    pub region: String,
 }
 
 /// `[cors]`.
@@ -128,6 +147,9 @@ pub struct RawStreamArchive {
     pub directory: String,
     pub minio_bucket: String,
     pub minio_path: String,
+    // Ours: retention for this stream.
+    pub max_age: Option<RawAmount>,
+    pub max_bytes: Option<RawAmount>,
 }
 
 /// `[[rtsp_streams]]`.

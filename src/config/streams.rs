@@ -5,10 +5,10 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use super::raw::RawStreamArchive;
+use super::raw::{RawAmount, RawStreamArchive};
 use super::{
-    line_of_value, ArchiveConfig, ConfigError, Outputs, SourceSpec, StorageKind,
-    StreamArchiveConfig, StreamConfig, DEFAULT_MS_PER_FILE,
+    line_of_value, parse_amount, ArchiveConfig, ConfigError, Outputs, SourceSpec, StorageKind,
+    StreamArchiveConfig, StreamConfig, Unit, DEFAULT_MS_PER_FILE,
 };
 
 /// What every stream entry is resolved against.
@@ -58,8 +58,27 @@ pub(super) fn resolve_stream(
     let outputs = Outputs::parse(f.output_types)
         .map_err(|m| err(&first_bad(f.output_types), (f.key)("output_types"), m))?;
     let source = source()?;
-    let archive = resolve_stream_archive(f.archive, shared.archive, f.fill_archive_defaults)
+    let mut archive = resolve_stream_archive(f.archive, shared.archive, f.fill_archive_defaults)
         .map_err(|m| err(&f.archive.kind, (f.key)("archive.type"), m))?;
+    if let Some(a) = archive.as_mut() {
+        let amount = |v: &Option<RawAmount>, name: &str, unit: Unit| {
+            v.as_ref()
+                .map(|v| {
+                    parse_amount(v, unit).map_err(|m| {
+                        let needle = match v {
+                            RawAmount::Text(t) => t.clone(),
+                            RawAmount::Number(n) => n.to_string(),
+                        };
+                        err(&needle, (f.key)(&format!("archive.{name}")), m)
+                    })
+                })
+                .transpose()
+        };
+        a.max_age_s =
+            amount(&f.archive.max_age, "max_age", Unit::Seconds)?.or(shared.archive.max_age_s);
+        a.max_bytes =
+            amount(&f.archive.max_bytes, "max_bytes", Unit::Bytes)?.or(shared.archive.max_bytes);
+    }
     Ok(Some(StreamConfig {
         id,
         source,
@@ -132,5 +151,7 @@ fn resolve_stream_archive(
         ms_per_file,
         minio_bucket: pick(&sa.minio_bucket, &global.minio_settings.default_bucket, ""),
         minio_path: pick(&sa.minio_path, &global.minio_settings.default_path, ""),
+        max_age_s: None,
+        max_bytes: None,
     }))
 }

@@ -132,6 +132,8 @@ pub struct Segmenter {
     floor_90k: [i64; 2],
     sequence: u32,
     buf: BytesMut,
+    /// A target for the next segment only (the archive staggers its first cut).
+    next_target_90k: Option<i64>,
 }
 
 impl Segmenter {
@@ -154,7 +156,14 @@ impl Segmenter {
             floor_90k: [i64::MIN; 2],
             sequence: 0,
             buf: BytesMut::new(),
+            next_target_90k: None,
         }
+    }
+
+    /// Uses `target_90k` instead of the segment target for the next segment that ends at a
+    /// keyframe (the archive shortens each stream's first file so cuts spread out).
+    pub fn shorten_next_segment(&mut self, target_90k: i64) {
+        self.next_target_90k = Some(target_90k);
     }
 
     /// Feeds one frame. `catching_up`: the frame comes from the GOP cache, not live.
@@ -225,10 +234,12 @@ impl Segmenter {
         let early = lead_kind == TrackKind::Video
             && !self.targets.files
             && (catching_up || seg.first_of_epoch);
-        let cut_segment = (f.is_key && (elapsed >= self.targets.segment_90k || early))
-            || elapsed >= self.targets.max_segment_90k();
+        let target = self.next_target_90k.unwrap_or(self.targets.segment_90k);
+        let cut_segment =
+            (f.is_key && (elapsed >= target || early)) || elapsed >= self.targets.max_segment_90k();
         let key_part = self.targets.files && f.is_key && lead_kind == TrackKind::Video;
         if cut_segment {
+            self.next_target_90k = None;
             self.close_part(f.dts_90k, f.dts_90k, out);
             out.push(Event::SegmentEnd {
                 duration_90k: elapsed,

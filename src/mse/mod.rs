@@ -56,7 +56,7 @@ pub struct LiveQuery {
     pub catchup: Option<String>,
 }
 
-fn flag(v: &Option<String>, default: bool) -> bool {
+pub(crate) fn flag(v: &Option<String>, default: bool) -> bool {
     match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
         Some("1" | "true" | "yes" | "on") => true,
         Some("0" | "false" | "no" | "off") => false,
@@ -83,15 +83,24 @@ pub async fn live_handler(
         })
 }
 
-fn close(reason: &str) -> Message {
+pub(crate) fn close(reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code: CLOSE_ERROR,
         reason: Utf8Bytes::from(reason),
     }))
 }
 
-fn event(json: serde_json::Value) -> Message {
+pub(crate) fn event(json: serde_json::Value) -> Message {
     Message::Text(Utf8Bytes::from(json.to_string()))
+}
+
+/// The protocol's first message: `0x09` and the codec list (binary).
+pub(crate) fn codecs_message(params: &crate::media::StreamParams) -> Message {
+    let list = params.codec_list();
+    let mut b = Vec::with_capacity(1 + list.len());
+    b.push(0x09);
+    b.extend_from_slice(list.as_bytes());
+    Message::Binary(b.into())
 }
 
 /// The `online` / `offline` event (with the reason when offline).

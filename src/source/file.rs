@@ -38,4 +38,3 @@ pub async fn play(movie: &Movie, looped: bool, emit: &mut Emitter<'_>) -> Result
         pass_offset_90k += movie.duration_90k.max(1);
     }
 }
-

@@ -1,0 +1,245 @@
+//! One archive file on the local disk, written while it records and repaired after a crash.
+//!
+//! Synchronous I/O (the recorder calls it from `spawn_blocking`). A file being written is named
+//! `<final name>.<start-ms>.part`; it holds the init segment and then whole fragments, each
+//! written with one vectored write, so a kill loses at most the fragment being built. Closing
+//! appends an `mfra` (random access points), writes the real duration into `mvhd`/`mehd`,
+//! syncs, and renames the file to its final name. [`recover`] does the same for a `.part`
+//! file left by a crash: it cuts off the fragment that was being written and closes it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::fmp4::{self, DurationFields};
+use crate::movie::{top_level_boxes, Movie};
+
+/// The suffix of files being written.
+pub const PART_SUFFIX: &str = ".part";
+
+/// A file being recorded.
+pub struct OpenFile {
+    file: File,
+    part: PathBuf,
+    dest: PathBuf,
+    len: u64,
+    fields: DurationFields,
+    /// Random access points: (decode time in the lead track's timescale, `moof` offset).
+    points: Vec<(u64, u64)>,
+    lead_track: u32,
+}
+
+/// A closed file.
+#[derive(Debug)]
+pub struct Closed {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// `<dir>/<name>.<start_ms>.part`.
+pub fn part_path(dir: &Path, name: &str, start_ms: i64) -> PathBuf {
+    dir.join(format!("{name}.{start_ms}{PART_SUFFIX}"))
+}
+
+/// Splits a `.part` file name into the final name and the start time.
+pub fn parse_part_name(file_name: &str) -> Option<(&str, i64)> {
+    let stem = file_name.strip_suffix(PART_SUFFIX)?;
+    let (name, start) = stem.rsplit_once('.')?;
+    Some((name, start.parse().ok()?))
+}
+
+/// Writes all of `chunks` with as few system calls as the OS allows.
+fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl OpenFile {
+    /// Creates `<dir>/<name>.<start_ms>.part` and writes the init segment (duration 0).
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        start_ms: i64,
+        init: &Bytes,
+        fields: DurationFields,
+        lead_track: u32,
+    ) -> io::Result<OpenFile> {
+        std::fs::create_dir_all(dir)?;
+        let part = part_path(dir, name, start_ms);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&part)?;
+        file.write_all(init)?;
+        Ok(OpenFile {
+            file,
+            dest: dir.join(name),
+            part,
+            len: init.len() as u64,
+            fields,
+            points: Vec::new(),
+            lead_track,
+        })
+    }
+
+    /// Appends one fragment (its `moof`+`mdat` header and payloads). `key_time`: the lead
+    /// track's decode time if the fragment starts with a random access point.
+    pub fn append(&mut self, chunks: &[Bytes], key_time: Option<u64>) -> io::Result<()> {
+        let offset = self.len;
+        write_all_vectored(&mut self.file, chunks)?;
+        self.len += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        if let Some(t) = key_time {
+            self.points.push((t, offset));
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty() && self.len == 0
+    }
+
+    /// Closes the file: `mfra`, durations, sync, rename.
+    pub fn finish(mut self, duration_ms: u64) -> io::Result<Closed> {
+        let mut tail = BytesMut::new();
+        fmp4::write_mfra(&mut tail, self.lead_track, &self.points);
+        self.file.write_all(&tail)?;
+        for (at, bytes) in self.fields.patches(duration_ms) {
+            self.file.seek(SeekFrom::Start(at as u64))?;
+            self.file.write_all(&bytes)?;
+        }
+        self.file.sync_data()?;
+        std::fs::rename(&self.part, &self.dest)?;
+        Ok(Closed {
+            path: self.dest,
+            bytes: self.len + tail.len() as u64,
+        })
+    }
+
+    /// Gives up on the file (nothing but the init was written): deletes it.
+    pub fn discard(self) -> io::Result<()> {
+        drop(self.file);
+        std::fs::remove_file(&self.part)
+    }
+}
+
+/// Finds the duration fields [`fmp4::file_init_segment`] writes (`mvhd` version 0, `mehd`
+/// version 1) in a file's `moov`.
+pub fn duration_fields(data: &[u8]) -> Option<DurationFields> {
+    let (boxes, _) = top_level_boxes(data);
+    let moov = boxes.into_iter().find(|(k, _)| k == b"moov")?.1;
+    let children = |r: std::ops::Range<usize>| {
+        let base = r.start + 8;
+        top_level_boxes(&data[base..r.end])
+            .0
+            .into_iter()
+            .map(move |(k, c)| (k, c.start + base..c.end + base))
+    };
+    let mvhd = children(moov.clone()).find(|(k, _)| k == b"mvhd")?.1;
+    let mvex = children(moov).find(|(k, _)| k == b"mvex")?.1;
+    let mehd = children(mvex).find(|(k, _)| k == b"mehd")?.1;
+    // Version 0 mvhd: header 8, version+flags 4, creation 4, modification 4, timescale 4.
+    // Version 1 mehd: header 8, version+flags 4.
+    (data.get(mvhd.start + 8) == Some(&0) && data.get(mehd.start + 8) == Some(&1)).then_some(
+        DurationFields {
+            mvhd_at: mvhd.start + 24,
+            mehd_at: mehd.start + 12,
+        },
+    )
+}
+
+/// What [`recover`] made of a `.part` file.
+#[derive(Debug)]
+pub struct Recovered {
+    pub path: PathBuf,
+    pub start_ms: i64,
+    pub duration_ms: i64,
+    pub bytes: u64,
+}
+
+/// Repairs a `.part` file left by a crash: keeps the whole fragments, closes the file like
+/// [`OpenFile::finish`] and renames it. A file with no whole fragment is deleted (`Ok(None)`).
+pub fn recover(part: &Path) -> Result<Option<Recovered>, String> {
+    let err = |m: &dyn std::fmt::Display| format!("{}: {m}", part.display());
+    let file_name = part
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| err(&"not a UTF-8 name"))?;
+    let (name, start_ms) = parse_part_name(file_name).ok_or_else(|| err(&"not a .part name"))?;
+    let dest = part.with_file_name(name);
+    let data = std::fs::read(part).map_err(|e| err(&e))?;
+    let (boxes, _) = top_level_boxes(&data);
+    // Keep everything up to the last `mdat` that follows a `moof`.
+    let mut keep = None;
+    for w in boxes.windows(2) {
+        if &w[0].0 == b"moof" && &w[1].0 == b"mdat" {
+            keep = Some(w[1].1.end);
+        }
+    }
+    let Some(keep) = keep else {
+        std::fs::remove_file(part).map_err(|e| err(&e))?;
+        return Ok(None);
+    };
+    let data = Bytes::from(data).slice(..keep);
+    let movie = Movie::parse(data.clone()).map_err(|e| err(&e))?;
+    let lead_track = 1;
+    let timescale_lead = if movie.params.video.is_some() {
+        90_000
+    } else {
+        movie
+            .params
+            .audio
+            .as_ref()
+            .map_or(90_000, |a| a.sample_rate)
+    };
+    let points: Vec<(u64, u64)> = movie
+        .fragments
+        .iter()
+        .filter(|f| f.key)
+        .map(|f| {
+            (
+                crate::media::rescale(f.start_90k, 90_000, timescale_lead).max(0) as u64,
+                f.bytes.start as u64,
+            )
+        })
+        .collect();
+    let duration_ms = (movie.duration_90k / 90).max(0);
+    let mut tail = BytesMut::new();
+    fmp4::write_mfra(&mut tail, lead_track, &points);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(part)
+        .map_err(|e| err(&e))?;
+    file.set_len(keep as u64).map_err(|e| err(&e))?;
+    file.seek(SeekFrom::Start(keep as u64))
+        .map_err(|e| err(&e))?;
+    file.write_all(&tail).map_err(|e| err(&e))?;
+    let fields = duration_fields(&data).ok_or_else(|| err(&"no mvhd/mehd to patch"))?;
+    for (at, bytes) in fields.patches(duration_ms as u64) {
+        file.seek(SeekFrom::Start(at as u64)).map_err(|e| err(&e))?;
+        file.write_all(&bytes).map_err(|e| err(&e))?;
+    }
+    file.sync_data().map_err(|e| err(&e))?;
+    std::fs::rename(part, &dest).map_err(|e| err(&e))?;
+    Ok(Some(Recovered {
+        path: dest,
+        start_ms,
+        duration_ms,
+        bytes: keep as u64 + tail.len() as u64,
+    }))
+}

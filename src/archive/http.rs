@@ -1,0 +1,406 @@
+//! The archive's HTTP routes:
+//!
+//! - `GET /archive/{id}/ranges`: the original's shape and codes, from real durations; a gap
+//!   only where video is missing for more than `gap_tolerance_ms`.
+//! - `GET /archive/{id}/segments?start&end`: every file with its real start, duration, size,
+//!   location and end reason, and the gaps with their causes.
+//! - `GET /archive/{id}/clip.mp4?start&end`: one MP4 for any window, starting at `start`, with
+//!   `Content-Disposition`, `ETag` and `Range`.
+//! - `GET /archive/{id}/playlist.m3u8?start&end`: an HLS VOD playlist over the files, with
+//!   `PROGRAM-DATE-TIME` and discontinuities, and `GET /archive/{id}/files/{name}?part=init|media`
+//!   for its init and media sections.
+//!
+//! Times in queries are Unix seconds (fractions allowed) or RFC 3339.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::BytesMut;
+use chrono::{DateTime, Local, SecondsFormat, TimeZone, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::index::{file_name, parse_file_name, Segment};
+use super::playback::{self, Planner};
+use super::{ArchiveError, StreamArchive};
+use crate::app::App;
+use crate::fmp4;
+use crate::media::TrackKind;
+use crate::movie::top_level_boxes;
+
+/// Window query parameters.
+#[derive(Debug, Default, Deserialize)]
+pub struct Window {
+    pub start: Option<String>,
+    pub end: Option<String>,
+}
+
+/// Parses a time: Unix seconds (fractions allowed) or RFC 3339; Unix ms out.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if let Ok(s) = t.parse::<f64>() {
+        return s.is_finite().then(|| (s * 1000.0).round() as i64);
+    }
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|d| d.timestamp_millis())
+}
+
+fn window(w: &Window, required: bool) -> Result<(i64, i64), ArchiveError> {
+    let get = |name: &str, v: &Option<String>, default: i64| match v {
+        None if required => Err(ArchiveError::BadRequest(format!(
+            "`{name}` is required (Unix seconds or RFC 3339)"
+        ))),
+        None => Ok(default),
+        Some(t) => parse_time(t).ok_or_else(|| {
+            ArchiveError::BadRequest(format!(
+                "`{name}` = {t:?} is not a time (Unix seconds or RFC 3339)"
+            ))
+        }),
+    };
+    let start = get("start", &w.start, i64::MIN / 2)?;
+    let end = get("end", &w.end, i64::MAX / 2)?;
+    if end <= start {
+        return Err(ArchiveError::BadRequest(
+            "`end` must be after `start`".into(),
+        ));
+    }
+    Ok((start, end))
+}
+
+/// RFC 3339 in the server's time zone, as the original writes times.
+fn local_time(ms: i64) -> String {
+    Local
+        .timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
+fn utc_time(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+async fn stream(app: &App, id: &str) -> Result<Arc<StreamArchive>, ArchiveError> {
+    let id =
+        Uuid::parse_str(id).map_err(|_| ArchiveError::BadRequest("invalid stream_id".into()))?;
+    app.archive()
+        .ok_or_else(|| ArchiveError::NotAvailable("archive serving not enabled globally".into()))?
+        .resolve(&id)
+        .await
+}
+
+/// `GET /archive/{id}/ranges`: the original's body and codes.
+pub async fn ranges(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let sa = match stream(&app, &id).await {
+        Ok(sa) => sa,
+        Err(ArchiveError::Storage(_)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed to list archive files",
+            )
+        }
+        Err(e) => return e.into_response(),
+    };
+    let tolerance = app.archive().map_or(500, |a| a.config().gap_tolerance_ms);
+    let spans = sa.with_index(|i| i.spans(tolerance));
+    if spans.is_empty() {
+        return error(StatusCode::NOT_FOUND, "no archive segments found");
+    }
+    let ranges: Vec<_> = spans
+        .iter()
+        .map(|s| json!({"start": local_time(s.start_ms), "end": local_time(s.end_ms)}))
+        .collect();
+    Json(json!({"stream_id": id, "ranges": ranges})).into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// `GET /archive/{id}/segments?start&end`.
+pub async fn segments(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(w): Query<Window>,
+) -> Result<Response, ArchiveError> {
+    let sa = stream(&app, &id).await?;
+    let (start, end) = window(&w, false)?;
+    let tolerance = app.archive().map_or(500, |a| a.config().gap_tolerance_ms);
+    let (segs, gaps) = sa.with_index(|i| {
+        (
+            i.overlapping(start, end).to_vec(),
+            i.gaps(start, end, tolerance),
+        )
+    });
+    let segs: Vec<_> = segs
+        .iter()
+        .map(|s| {
+            json!({
+                "file": s.file_name(&sa.id),
+                "start": utc_time(s.start_ms),
+                "end": utc_time(s.end_ms()),
+                "start_ms": s.start_ms,
+                "duration_ms": s.duration_ms,
+                "bytes": s.bytes,
+                "location": s.location,
+                "end_reason": s.end,
+            })
+        })
+        .collect();
+    let gaps: Vec<_> = gaps
+        .iter()
+        .map(|g| {
+            json!({
+                "start": utc_time(g.start_ms),
+                "end": utc_time(g.end_ms),
+                "duration_ms": g.end_ms - g.start_ms,
+                "cause": g.cause,
+            })
+        })
+        .collect();
+    let status = sa.status.snapshot();
+    Ok(Json(json!({
+        "stream_id": sa.id,
+        "segments": segs,
+        "gaps": gaps,
+        "recording": sa.recording,
+        "recorder": status,
+    }))
+    .into_response())
+}
+
+/// The files of a window, loaded, with the playback plan; stops at a codec change (one MP4
+/// has one set of sample entries).
+async fn plan(
+    sa: &StreamArchive,
+    segs: &[Segment],
+    start: i64,
+    end: i64,
+    tolerance: i64,
+) -> Result<(Vec<playback::OutSample>, Arc<crate::media::StreamParams>), ArchiveError> {
+    let mut planner = Planner::new(start, end);
+    let mut samples = Vec::new();
+    let mut params: Option<Arc<crate::media::StreamParams>> = None;
+    for seg in segs {
+        let movie = match sa.open(seg).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(stream = %sa.id, "skipping an unreadable archive file: {e}");
+                continue;
+            }
+        };
+        if params
+            .as_ref()
+            .is_some_and(|p| !p.same_codecs(&movie.params))
+        {
+            tracing::info!(stream = %sa.id, "codec parameters change inside the window: the clip ends there");
+            break;
+        }
+        let p = planner.file(&movie, seg.start_ms, tolerance);
+        params.get_or_insert_with(|| Arc::clone(&movie.params));
+        samples.extend(p.samples);
+    }
+    match params {
+        Some(p) if !samples.is_empty() => Ok((samples, p)),
+        _ => Err(ArchiveError::NotFound(
+            "no readable recording in this window".into(),
+        )),
+    }
+}
+
+/// `GET /archive/{id}/clip.mp4?start&end`.
+pub async fn clip(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(w): Query<Window>,
+    request: HeaderMap,
+) -> Result<Response, ArchiveError> {
+    let sa = stream(&app, &id).await?;
+    let (start, end) = window(&w, true)?;
+    let cfg = app
+        .archive()
+        .map(|a| a.config().clone())
+        .ok_or_else(|| ArchiveError::NotAvailable("no archive".into()))?;
+    if end - start > cfg.max_clip_ms {
+        return Err(ArchiveError::TooLarge(format!(
+            "a clip may be at most {} s long (archive.max_clip_ms)",
+            cfg.max_clip_ms / 1000
+        )));
+    }
+    let segs = sa.with_index(|i| i.overlapping(start, end).to_vec());
+    if segs.is_empty() {
+        return Err(ArchiveError::NotFound("no recording in this window".into()));
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (sa.id, start, end).hash(&mut hasher);
+    for s in &segs {
+        (s.name_s, s.bytes, s.duration_ms).hash(&mut hasher);
+    }
+    let etag = format!("\"{:016x}\"", hasher.finish());
+    if request
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let (samples, params) = plan(&sa, &segs, start, end, cfg.gap_tolerance_ms).await?;
+    let mut sequence = 0;
+    let frags = playback::fragments(&samples, &params, 90_000, &mut sequence);
+    let duration_ms = frags
+        .iter()
+        .map(|f| f.start_90k + f.duration_90k)
+        .max()
+        .unwrap_or(0)
+        / 90;
+    let (init, _) = fmp4::file_init_segment(&params, duration_ms.max(0) as u64);
+    let lead_ts = if params.video.is_some() {
+        params.timescale(TrackKind::Video)
+    } else {
+        params.timescale(TrackKind::Audio)
+    };
+    let mut offset = init.len() as u64;
+    let mut points = Vec::new();
+    let mut chunks = vec![init];
+    for f in frags {
+        if f.key {
+            points.push((
+                crate::media::rescale(f.start_90k, 90_000, lead_ts).max(0) as u64,
+                offset,
+            ));
+        }
+        offset += f.len as u64;
+        chunks.extend(f.chunks);
+    }
+    let mut mfra = BytesMut::new();
+    fmp4::write_mfra(&mut mfra, 1, &points);
+    chunks.push(mfra.freeze());
+    let filename = format!("{}_{}-{}.mp4", sa.id, start / 1000, end / 1000);
+    let headers: Vec<(HeaderName, HeaderValue)> = [
+        (header::CONTENT_TYPE, "video/mp4".to_owned()),
+        (header::ETAG, etag),
+        (header::CACHE_CONTROL, "private, max-age=3600".to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, HeaderValue::from_str(&v).ok()?)))
+    .collect();
+    Ok(crate::api::ranged::response(chunks, &request, &headers))
+}
+
+/// `GET /archive/{id}/playlist.m3u8?start&end`: every file is one segment (its media section),
+/// after its own `EXT-X-MAP` and a discontinuity (each file's timestamps start at zero).
+pub async fn playlist(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(w): Query<Window>,
+) -> Result<Response, ArchiveError> {
+    let sa = stream(&app, &id).await?;
+    let (start, end) = window(&w, false)?;
+    let segs = sa.with_index(|i| i.overlapping(start, end).to_vec());
+    if segs.is_empty() {
+        return Err(ArchiveError::NotFound("no recording in this window".into()));
+    }
+    let target = segs
+        .iter()
+        .map(|s| (s.duration_ms + 999) / 1000)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut m3u8 = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n"
+    );
+    for (i, s) in segs.iter().enumerate() {
+        let name = s.file_name(&sa.id);
+        if i > 0 {
+            m3u8.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        m3u8.push_str(&format!(
+            "#EXT-X-MAP:URI=\"files/{name}?part=init\"\n#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nfiles/{name}?part=media\n",
+            utc_time(s.start_ms),
+            s.duration_ms as f64 / 1000.0
+        ));
+    }
+    m3u8.push_str("#EXT-X-ENDLIST\n");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        m3u8,
+    )
+        .into_response())
+}
+
+/// `?part=` of a file request.
+#[derive(Debug, Default, Deserialize)]
+pub struct Part {
+    pub part: Option<String>,
+}
+
+/// `GET /archive/{id}/files/{name}[?part=init|media]`: a whole archive file, or its init
+/// section (`ftyp`+`moov`), or its media section (the fragments).
+pub async fn file(
+    State(app): State<Arc<App>>,
+    Path((id, name)): Path<(String, String)>,
+    Query(part): Query<Part>,
+    request: HeaderMap,
+) -> Result<Response, ArchiveError> {
+    let sa = stream(&app, &id).await?;
+    let name_s = parse_file_name(&sa.id, &name)
+        .filter(|&n| file_name(&sa.id, n) == name)
+        .ok_or_else(|| ArchiveError::NotFound(format!("{name} is not a file of this stream")))?;
+    let seg = sa
+        .segment(name_s)
+        .ok_or_else(|| ArchiveError::NotFound(format!("no archive file {name}")))?;
+    let bytes = sa.read(&seg).await.map_err(ArchiveError::Storage)?;
+    let body = match part.part.as_deref() {
+        None | Some("") => bytes,
+        Some(p @ ("init" | "media")) => {
+            let (boxes, _) = top_level_boxes(&bytes);
+            let moov_end = boxes
+                .iter()
+                .find(|(k, _)| k == b"moov")
+                .map(|(_, r)| r.end)
+                .ok_or_else(|| ArchiveError::Storage(format!("{name} has no moov")))?;
+            if p == "init" {
+                bytes.slice(..moov_end)
+            } else {
+                let media_end = boxes
+                    .iter()
+                    .filter(|(k, _)| k == b"mdat" || k == b"moof")
+                    .map(|(_, r)| r.end)
+                    .max()
+                    .unwrap_or(moov_end);
+                bytes.slice(moov_end..media_end.max(moov_end))
+            }
+        }
+        Some(other) => {
+            return Err(ArchiveError::BadRequest(format!(
+                "part = {other:?}: expected `init` or `media`"
+            )))
+        }
+    };
+    Ok(crate::api::ranged::response(
+        vec![body],
+        &request,
+        &[
+            (header::CONTENT_TYPE, HeaderValue::from_static("video/mp4")),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=3600"),
+            ),
+        ],
+    ))
+}

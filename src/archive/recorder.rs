@@ -1,0 +1,260 @@
+//! The recorder: one consumer of a stream's hub ring, cutting it into archive files.
+//!
+//! Cutting is the segmenter's file mode (`hls::segmenter`, pure): a file starts at a keyframe,
+//! ends at the first keyframe at or after `ms_per_file` (the first file of a stream is shorter
+//! by a per-stream amount, so streams do not all cut at once), and holds fragments of about
+//! `fragment_ms`, each starting at a keyframe when there is one. A new epoch (reconnect,
+//! timestamp jump, new codec parameters), the camera going offline, the recorder lagging and
+//! shutdown each close the file with that reason.
+//!
+//! The ring never waits for the recorder: if disk writes fall behind, the recorder is told
+//! how many frames it lost, says so, and starts a new file at the next keyframe. File writes run
+//! on the blocking pool, one batch of segmenter events per call.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use super::file::OpenFile;
+use super::index::{EndReason, Location, Segment};
+use super::StreamArchive;
+use crate::fmp4;
+use crate::hls::segmenter::{Event, Segmenter, Targets};
+use crate::hub::{RecvError, StreamHub};
+use crate::media::{rescale, StreamParams, TrackKind};
+
+const BATCH: usize = 64;
+
+/// The file being written and what it needs to be closed.
+struct Open {
+    file: OpenFile,
+    name_s: i64,
+    start_ms: i64,
+    /// Media time written so far, 90 kHz (where the next fragment starts).
+    elapsed_90k: i64,
+    lead_timescale: u32,
+}
+
+/// What the blocking half does, in order.
+enum Op {
+    Event(Event),
+    /// The file open now (or the next `SegmentEnd`) ends for this reason.
+    Reason(EndReason),
+}
+
+/// The blocking half: applies segmenter events to files.
+struct Writer {
+    archive: Arc<StreamArchive>,
+    params: Option<Arc<StreamParams>>,
+    open: Option<Open>,
+    /// Why the open file will end, if it ends now (rotation unless something happened).
+    reason: EndReason,
+    /// The last write error, reported once per file.
+    failed: bool,
+}
+
+impl Writer {
+    fn apply(&mut self, ops: Vec<Op>) {
+        for op in ops {
+            match op {
+                Op::Reason(r) if self.open.is_some() => self.reason = r,
+                Op::Reason(_) => {}
+                Op::Event(Event::Init { params, .. }) => self.params = Some(params),
+                Op::Event(Event::SegmentStart { pdt_ms, .. }) => self.start(pdt_ms),
+                Op::Event(Event::Part(part)) => {
+                    self.append(&part.chunks, part.duration_90k, part.independent)
+                }
+                Op::Event(Event::SegmentEnd { duration_90k, .. }) => self.end(duration_90k),
+            }
+        }
+    }
+
+    fn start(&mut self, start_ms: i64) {
+        if let Some(open) = self.open.take() {
+            // A segment start without an end: should not happen; keep what was written.
+            let d = open.elapsed_90k;
+            self.open = Some(open);
+            self.end(d);
+        }
+        let Some(params) = self.params.clone() else {
+            return;
+        };
+        let name_s = self.archive.free_name(start_ms);
+        let name = super::index::file_name(&self.archive.id, name_s);
+        let (init, fields) = fmp4::file_init_segment(&params, 0);
+        let lead_timescale = if params.video.is_some() {
+            params.timescale(TrackKind::Video)
+        } else {
+            params.timescale(TrackKind::Audio)
+        };
+        match OpenFile::create(&self.archive.dir, &name, start_ms, &init, fields, 1) {
+            Ok(file) => {
+                self.failed = false;
+                self.archive.status.set_writing(Some(name_s));
+                self.open = Some(Open {
+                    file,
+                    name_s,
+                    start_ms,
+                    elapsed_90k: 0,
+                    lead_timescale,
+                });
+            }
+            Err(e) => self.fail(&format!("cannot create {name}: {e}")),
+        }
+    }
+
+    fn append(&mut self, chunks: &[Bytes], duration_90k: i64, key: bool) {
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        let key_time =
+            key.then(|| rescale(open.elapsed_90k, 90_000, open.lead_timescale).max(0) as u64);
+        if let Err(e) = open.file.append(chunks, key_time) {
+            let name = super::index::file_name(&self.archive.id, open.name_s);
+            // Keep what is on disk: close the file with the fragments written so far.
+            let d = open.elapsed_90k;
+            self.reason = EndReason::WriteError;
+            self.end(d);
+            self.fail(&format!("cannot write {name}: {e}"));
+            return;
+        }
+        open.elapsed_90k += duration_90k;
+    }
+
+    fn end(&mut self, duration_90k: i64) {
+        let reason = std::mem::replace(&mut self.reason, EndReason::Rotation);
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        self.archive.status.set_writing(None);
+        let duration_ms = (duration_90k / 90).max(0);
+        if open.elapsed_90k == 0 {
+            let _ = open.file.discard();
+            return;
+        }
+        let name = super::index::file_name(&self.archive.id, open.name_s);
+        match open.file.finish(duration_ms as u64) {
+            Ok(closed) => {
+                let seg = Segment {
+                    name_s: open.name_s,
+                    start_ms: open.start_ms,
+                    duration_ms,
+                    bytes: closed.bytes,
+                    location: Location::Local,
+                    end: reason,
+                };
+                self.archive.closed(seg);
+            }
+            Err(e) => self.fail(&format!("cannot close {name}: {e}")),
+        }
+    }
+
+    fn fail(&mut self, message: &str) {
+        if !self.failed {
+            warn!("{message}; live output is not affected, recording resumes at the next file");
+        }
+        self.failed = true;
+        self.archive.status.error(message);
+    }
+}
+
+/// How long the first file of this stream lasts: between half and all of `ms_per_file`,
+/// fixed per stream, so that streams started together cut at different times.
+fn first_file_90k(archive: &StreamArchive) -> i64 {
+    let full = archive.ms_per_file.max(1) * 90;
+    let h = archive.id.as_u128() as u64 % 1000;
+    full / 2 + full / 2 * h as i64 / 1000
+}
+
+/// Records `hub` into `archive` until `cancel` fires or the stream is removed; the open file is
+/// closed cleanly either way.
+pub async fn run(hub: Arc<StreamHub>, archive: Arc<StreamArchive>, cancel: CancellationToken) {
+    let span = tracing::info_span!("archive", stream = %hub.id);
+    async move {
+        info!(dir = %archive.dir.display(), "recording");
+        let mut seg = Segmenter::new(Targets::files(
+            archive.ms_per_file * 90,
+            archive.fragment_ms * 90,
+        ));
+        seg.shorten_next_segment(first_file_90k(&archive));
+        let mut writer = Some(Writer {
+            archive: Arc::clone(&archive),
+            params: None,
+            open: None,
+            reason: EndReason::Rotation,
+            failed: false,
+        });
+        let mut sub = hub.subscribe_from_oldest_key();
+        let mut health = hub.watch_health();
+        let mut frames = Vec::with_capacity(BATCH);
+        let mut events = Vec::new();
+        let mut ops = Vec::new();
+        let mut epoch = None;
+        loop {
+            let mut reason = None;
+            tokio::select! {
+                _ = cancel.cancelled() => reason = Some(EndReason::ServerStopped),
+                changed = health.changed() => {
+                    if changed.is_err() {
+                        reason = Some(EndReason::ServerStopped);
+                    } else if !health.borrow_and_update().online {
+                        reason = Some(EndReason::CameraOffline);
+                    }
+                }
+                r = sub.recv(&mut frames, BATCH) => match r {
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => reason = Some(EndReason::ServerStopped),
+                    Err(RecvError::Lagged { skipped }) => {
+                        warn!(skipped, "the recorder fell behind the stream; a new file starts at the next keyframe");
+                        archive.status.lagged(skipped);
+                        reason = Some(EndReason::RecorderLagged);
+                    }
+                },
+            }
+            if let Some(r) = reason {
+                ops.push(Op::Reason(r));
+                seg.break_here(&mut events);
+                ops.extend(events.drain(..).map(Op::Event));
+            }
+            for f in frames.drain(..) {
+                if epoch.is_some_and(|e| e != f.epoch) {
+                    // The segmenter closes the file on a new epoch; say why.
+                    ops.push(Op::Reason(if health.borrow().online {
+                        EndReason::Discontinuity
+                    } else {
+                        EndReason::CameraOffline
+                    }));
+                }
+                epoch = Some(f.epoch);
+                seg.push(&f, false, &mut events);
+                ops.extend(events.drain(..).map(Op::Event));
+            }
+            if !ops.is_empty() {
+                let batch = std::mem::take(&mut ops);
+                let Some(mut w) = writer.take() else {
+                    return;
+                };
+                match tokio::task::spawn_blocking(move || {
+                    w.apply(batch);
+                    w
+                })
+                .await
+                {
+                    Ok(w) => writer = Some(w),
+                    Err(e) => {
+                        warn!("the recorder's writer failed: {e}");
+                        return;
+                    }
+                }
+            }
+            if reason == Some(EndReason::ServerStopped) {
+                info!("recording stopped");
+                return;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}

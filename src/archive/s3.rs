@@ -1,0 +1,182 @@
+//! The rust-s3 boundary: an S3-compatible bucket (MinIO, Garage, AWS, …) with path-style
+//! addressing and a custom endpoint. Nothing of rust-s3 leaves this file.
+//!
+//! Object keys are `<minio_path>/<file name>` without a leading slash (the original's
+//! `/var/archive_data` prefix becomes `var/archive_data/…`). The bucket is created if missing;
+//! no lifecycle rule or object lock is forced on it (the original hard-wired a 2-day expiry).
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use s3::creds::Credentials;
+use s3::{Bucket, BucketConfiguration, Region};
+
+use crate::config::MinioConfig;
+
+/// Per-request time limit: a stalled server must not hold an upload or a playback forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One bucket with a key prefix.
+#[derive(Clone)]
+pub struct S3Store {
+    bucket: Box<Bucket>,
+    prefix: String,
+    /// For logs: `http://host:port/bucket/prefix` (never credentials).
+    pub display: String,
+}
+
+/// The error of any S3 call, as text (rust-s3's error types stay here).
+pub type S3Result<T> = Result<T, String>;
+
+/// An object in a listing.
+#[derive(Clone, Debug)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Normalises the original's `minio_path` into a key prefix: no leading or trailing slash.
+pub fn key_prefix(path: &str) -> String {
+    path.trim_matches('/').to_owned()
+}
+
+impl S3Store {
+    pub fn new(cfg: &MinioConfig, bucket: &str, path: &str) -> S3Result<S3Store> {
+        let scheme = if cfg.use_ssl { "https" } else { "http" };
+        let endpoint = format!("{scheme}://{}:{}", cfg.host, cfg.port);
+        let region = Region::Custom {
+            region: cfg.region.clone(),
+            endpoint: endpoint.clone(),
+        };
+        let creds = Credentials::new(Some(&cfg.user), Some(&cfg.password), None, None, None)
+            .map_err(|e| format!("S3 credentials: {e}"))?;
+        let bucket_name = if bucket.is_empty() { "archive" } else { bucket };
+        let bucket = Bucket::new(bucket_name, region, creds)
+            .map_err(|e| format!("S3 bucket {bucket_name}: {e}"))?
+            .with_path_style()
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .map_err(|e| format!("S3 client: {e}"))?;
+        let prefix = key_prefix(path);
+        Ok(S3Store {
+            display: format!("{endpoint}/{bucket_name}/{prefix}"),
+            bucket,
+            prefix,
+        })
+    }
+
+    /// The key of a file name.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    /// Creates the bucket if it does not exist (no lifecycle, no lock).
+    pub async fn ensure_bucket(&self) -> S3Result<()> {
+        match self
+            .bucket
+            .list(self.prefix.clone(), Some("/".into()))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if !e.to_string().contains("404") => {
+                return Err(format!("S3 {}: {e}", self.display))
+            }
+            Err(_) => {}
+        }
+        let mut config = BucketConfiguration::default();
+        config.set_region(self.bucket.region());
+        Bucket::create_with_path_style(
+            &self.bucket.name(),
+            self.bucket.region(),
+            self.bucket.credentials().await.map_err(|e| e.to_string())?,
+            config,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("S3 create bucket {}: {e}", self.bucket.name()))
+    }
+
+    /// Uploads a local file and checks the stored size; returns the size.
+    pub async fn upload(&self, path: &Path, name: &str) -> S3Result<u64> {
+        let key = self.key(name);
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        self.bucket
+            .put_object_stream_with_content_type(&mut file, &key, "video/mp4")
+            .await
+            .map_err(|e| format!("S3 put {key}: {e}"))?;
+        let (head, _) = self
+            .bucket
+            .head_object(&key)
+            .await
+            .map_err(|e| format!("S3 head {key}: {e}"))?;
+        let stored = head.content_length.unwrap_or(-1);
+        if stored != len as i64 {
+            return Err(format!(
+                "S3 {key}: stored {stored} bytes, expected {len}; will retry"
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Objects whose key starts with `<prefix>/<stream>`.
+    pub async fn list(&self, stream_prefix: &str) -> S3Result<Vec<Object>> {
+        let prefix = self.key(stream_prefix);
+        let pages = self
+            .bucket
+            .list(prefix.clone(), None)
+            .await
+            .map_err(|e| format!("S3 list {prefix}: {e}"))?;
+        Ok(pages
+            .into_iter()
+            .flat_map(|p| p.contents)
+            .map(|o| Object {
+                key: o.key,
+                size: o.size,
+            })
+            .collect())
+    }
+
+    /// A whole object.
+    pub async fn get(&self, name: &str) -> S3Result<Bytes> {
+        let key = self.key(name);
+        let r = self
+            .bucket
+            .get_object(&key)
+            .await
+            .map_err(|e| format!("S3 get {key}: {e}"))?;
+        Ok(r.into_bytes())
+    }
+
+    pub async fn delete(&self, name: &str) -> S3Result<()> {
+        let key = self.key(name);
+        self.bucket
+            .delete_object(&key)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("S3 delete {key}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_never_start_with_a_slash() {
+        assert_eq!(key_prefix("/var/archive_data"), "var/archive_data");
+        assert_eq!(key_prefix(""), "");
+        assert_eq!(key_prefix("/"), "");
+        assert_eq!(key_prefix("cams/"), "cams");
+    }
+}
