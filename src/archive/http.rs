@@ -111,7 +111,7 @@ pub async fn ranges(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
         Err(e) => return e.into_response(),
     };
     let tolerance = app.archive().map_or(500, |a| a.config().gap_tolerance_ms);
-    let spans = sa.with_index(|i| i.spans(tolerance));
+    let spans = sa.spans(tolerance);
     if spans.is_empty() {
         return error(StatusCode::NOT_FOUND, "no archive segments found");
     }
@@ -135,16 +135,14 @@ pub async fn segments(
     let sa = stream(&app, &id).await?;
     let (start, end) = window(&w, false)?;
     let tolerance = app.archive().map_or(500, |a| a.config().gap_tolerance_ms);
-    let (segs, gaps) = sa.with_index(|i| {
-        (
-            i.overlapping(start, end).to_vec(),
-            i.gaps(start, end, tolerance),
-        )
-    });
-    let segs: Vec<_> = segs
+    let gaps = sa.with_index(|i| i.gaps(start, end, tolerance));
+    let growing = sa.growing().map(|g| g.name_s);
+    let segs: Vec<_> = sa
+        .view(start, end)
         .iter()
         .map(|s| {
             json!({
+                "growing": Some(s.name_s) == growing,
                 "file": s.file_name(&sa.id),
                 "start": utc_time(s.start_ms),
                 "end": utc_time(s.end_ms()),

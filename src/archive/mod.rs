@@ -115,6 +115,8 @@ pub struct StreamArchive {
     pub status: Status,
     journal: Journal,
     index: Mutex<StreamIndex>,
+    /// The file being written, as far as it is written (not in the index until closed).
+    growing: Mutex<Option<Segment>>,
     uploader: Arc<upload::Uploader>,
 }
 
@@ -129,7 +131,52 @@ impl StreamArchive {
     }
 
     pub fn segment(&self, name_s: i64) -> Option<Segment> {
-        self.index().get(name_s).cloned()
+        self.index()
+            .get(name_s)
+            .cloned()
+            .or_else(|| self.growing().filter(|g| g.name_s == name_s))
+    }
+
+    /// The file being written, with its duration so far.
+    pub fn growing(&self) -> Option<Segment> {
+        self.growing.lock().ok()?.clone()
+    }
+
+    pub(crate) fn set_growing(&self, seg: Option<Segment>) {
+        if let Ok(mut g) = self.growing.lock() {
+            *g = seg;
+        }
+    }
+
+    /// Segments overlapping `[start_ms, end_ms)`, including the file being written.
+    pub fn view(&self, start_ms: i64, end_ms: i64) -> Vec<Segment> {
+        let mut out = self.index().overlapping(start_ms, end_ms).to_vec();
+        if let Some(g) = self.growing() {
+            if g.start_ms < end_ms
+                && g.end_ms() > start_ms
+                && out.iter().all(|s| s.name_s != g.name_s)
+            {
+                out.push(g);
+            }
+        }
+        out
+    }
+
+    /// Continuous stretches, including the file being written.
+    pub fn spans(&self, tolerance_ms: i64) -> Vec<index::Span> {
+        let mut spans = self.index().spans(tolerance_ms);
+        if let Some(g) = self.growing() {
+            match spans.last_mut() {
+                Some(last) if g.start_ms <= last.end_ms + tolerance_ms => {
+                    last.end_ms = last.end_ms.max(g.end_ms());
+                }
+                _ => spans.push(index::Span {
+                    start_ms: g.start_ms,
+                    end_ms: g.end_ms(),
+                }),
+            }
+        }
+        spans
     }
 
     /// A name for a file starting at `start_ms` that no other file of the stream has.
@@ -147,6 +194,7 @@ impl StreamArchive {
             s.bytes_written += seg.bytes;
         });
         let name_s = seg.name_s;
+        self.set_growing(None);
         self.index().insert(seg);
         if self.s3.is_some() {
             self.uploader.enqueue(Arc::clone(self), name_s);
@@ -191,7 +239,14 @@ impl StreamArchive {
         match (seg.location, &self.s3) {
             (Location::Remote, Some(s3)) => s3.get(&name).await,
             _ => {
-                let path = self.dir.join(&name);
+                let mut path = self.dir.join(&name);
+                if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                    // Still being written.
+                    let part = file::part_path(&self.dir, &name, seg.start_ms);
+                    if tokio::fs::try_exists(&part).await.unwrap_or(false) {
+                        path = part;
+                    }
+                }
                 let len = tokio::fs::metadata(&path)
                     .await
                     .map_err(|e| format!("{name}: {e}"))?
@@ -201,10 +256,13 @@ impl StreamArchive {
                         "{name}: {len} bytes is more than a file may have here"
                     ));
                 }
-                tokio::fs::read(&path)
+                let data = tokio::fs::read(&path)
                     .await
                     .map(Bytes::from)
-                    .map_err(|e| format!("{name}: {e}"))
+                    .map_err(|e| format!("{name}: {e}"))?;
+                // A file being written may end in half a fragment: keep whole boxes only.
+                let whole = crate::movie::top_level_boxes(&data).1;
+                Ok(data.slice(..whole))
             }
         }
     }
@@ -463,6 +521,7 @@ impl Archive {
             status: Status::default(),
             journal,
             index: Mutex::new(idx),
+            growing: Mutex::new(None),
             uploader: Arc::clone(&self.uploader),
         });
         pending.sort_unstable();

@@ -93,6 +93,14 @@ impl Writer {
             Ok(file) => {
                 self.failed = false;
                 self.archive.status.set_writing(Some(name_s));
+                self.archive.set_growing(Some(Segment {
+                    name_s,
+                    start_ms,
+                    duration_ms: 0,
+                    bytes: init.len() as u64,
+                    location: Location::Local,
+                    end: EndReason::Unknown,
+                }));
                 self.open = Some(Open {
                     file,
                     name_s,
@@ -121,6 +129,14 @@ impl Writer {
             return;
         }
         open.elapsed_90k += duration_90k;
+        self.archive.set_growing(Some(Segment {
+            name_s: open.name_s,
+            start_ms: open.start_ms,
+            duration_ms: open.elapsed_90k / 90,
+            bytes: open.file.len(),
+            location: Location::Local,
+            end: EndReason::Unknown,
+        }));
     }
 
     fn end(&mut self, duration_90k: i64) {
@@ -129,6 +145,7 @@ impl Writer {
             return;
         };
         self.archive.status.set_writing(None);
+        self.archive.set_growing(None);
         let duration_ms = (duration_90k / 90).max(0);
         if open.elapsed_90k == 0 {
             let _ = open.file.discard();

@@ -151,7 +151,7 @@ async fn session(app: Arc<App>, socket: WebSocket, q: ArchiveQuery) {
             }
         },
     };
-    if sa.with_index(|i| i.overlapping(start_ms, end_ms).is_empty()) {
+    if sa.view(start_ms, end_ms).is_empty() {
         let _ = s
             .socket
             .send(close("No segments found for this time range"))
@@ -264,12 +264,11 @@ impl Session {
             // The next file: re-read from the index each time, so files closed meanwhile
             // (a stream still recording) are played too.
             let after = last.as_ref().map(|l| (l.start_ms, l.name_s));
-            let next = sa.with_index(|i| {
-                i.overlapping(from_ms, end_ms)
-                    .iter()
-                    .find(|s| after.is_none_or(|a| (s.start_ms, s.name_s) > a))
-                    .cloned()
-            });
+            let mut candidates = sa.view(from_ms, end_ms);
+            candidates.sort_by_key(|s| (s.start_ms, s.name_s));
+            let next = candidates
+                .into_iter()
+                .find(|s| after.is_none_or(|a| (s.start_ms, s.name_s) > a));
             let Some(seg) = next else {
                 return Ok(played_any);
             };

@@ -1,0 +1,565 @@
+//! The archive against real parts: a GStreamer camera, the real binary, a real S3 server
+//! (s3s-fs) and ffprobe/ffmpeg as independent checkers of every file, object, clip, playlist
+//! and websocket playback.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::s3_server::S3Server;
+use common::{
+    collect, http, probe, rtsp_stream, ws_connect, Auth, Camera, Capture, Gateway, STREAM_A,
+    STREAM_B,
+};
+
+const BUCKET: &str = "archive-bucket";
+
+/// `[archive]` with recording on, `ms_per_file` as given, optionally S3 settings.
+fn archive_section(dir: &Path, ms_per_file: u64, s3: Option<&S3Server>) -> String {
+    let minio = s3
+        .map(|s| s.minio_settings(BUCKET, "/var/archive_data"))
+        .unwrap_or_default();
+    format!(
+        "[archive]\nrecording = true\nserving = true\ndirectory = \"{}\"\nms_per_file = {ms_per_file}\n{minio}\n",
+        dir.display()
+    )
+}
+
+fn stream_with_archive(id: &str, url: &str, kind: &str, dir: &Path, ms_per_file: u64) -> String {
+    rtsp_stream(
+        id,
+        url,
+        "\"mse\"",
+        &format!(
+            "archive = {{ recording = true, type = \"{kind}\", directory = \"{}\", ms_per_file = {ms_per_file} }}",
+            dir.display()
+        ),
+    )
+}
+
+/// `/segments` with the file being written taken out (tests look at closed files).
+async fn segments(gw: &Gateway, id: &str) -> serde_json::Value {
+    let mut v = http(gw.api, "GET", &format!("/archive/{id}/segments"), &[], b"")
+        .await
+        .expect("segments")
+        .json();
+    if let Some(list) = v["segments"].as_array_mut() {
+        list.retain(|s| s["growing"] != true);
+    }
+    v
+}
+
+/// Waits until the stream has `n` closed segments (and, with `remote`, all of them uploaded).
+async fn wait_segments(
+    gw: &Gateway,
+    id: &str,
+    n: usize,
+    remote: bool,
+    within: Duration,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = segments(gw, id).await;
+        let segs = s["segments"].as_array().cloned().unwrap_or_default();
+        if segs.len() >= n && (!remote || segs.iter().all(|g| g["location"] == "remote")) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: wanted {n} segments (remote: {remote}) within {within:?}, have {s}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.3}", ms as f64 / 1000.0)
+}
+
+/// Duration in seconds and frame count of the video in `path`, by ffprobe.
+fn video_duration(path: &Path) -> (f64, u64) {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=duration,nb_read_frames",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let s = &v["streams"][0];
+    (
+        s["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0),
+        s["nb_read_frames"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Plays `/ws/archive` to the end and returns what arrived.
+async fn ws_archive(gw: &Gateway, query: &str) -> Capture {
+    let mut ws = ws_connect(&format!("ws://{}/ws/archive?{query}", gw.video)).await;
+    let mut cap = Capture::default();
+    collect(&mut ws, &mut cap, usize::MAX, Duration::from_secs(60)).await;
+    cap
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let files = tempfile::tempdir().expect("tempdir");
+    let spool = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(&format!(
+        "{}\n{}\n{}",
+        archive_section(files.path(), 4000, Some(&s3)),
+        stream_with_archive(
+            STREAM_A,
+            &cam.url("h264aac"),
+            "filesystem",
+            files.path(),
+            4000
+        ),
+        stream_with_archive(STREAM_B, &cam.url("h264aac"), "minio", spool.path(), 4000),
+    ))
+    .await;
+    let a = wait_segments(&gw, STREAM_A, 3, false, Duration::from_secs(60)).await;
+    let b = wait_segments(&gw, STREAM_B, 3, true, Duration::from_secs(60)).await;
+
+    // Files: the original's names, each one decodes, and the index's duration is the real one.
+    let segs = a["segments"].as_array().expect("segments").clone();
+    for s in &segs {
+        let name = s["file"].as_str().expect("file");
+        let (id, secs) = name
+            .strip_suffix(".mp4")
+            .and_then(|n| n.rsplit_once('_'))
+            .expect("<uuid>_<unix>.mp4");
+        assert_eq!(id, STREAM_A);
+        assert_eq!(
+            secs.parse::<i64>().expect("unix seconds"),
+            s["start_ms"].as_i64().expect("start") / 1000
+        );
+        let path = files.path().join(name);
+        let p = probe(&path);
+        assert!(p.decode_errors.is_empty(), "{name}: {}", p.decode_errors);
+        assert_eq!(p.video_codec.as_deref(), Some("h264"));
+        assert_eq!(p.audio_codec.as_deref(), Some("aac"));
+        let (dur, frames) = video_duration(&path);
+        let indexed = s["duration_ms"].as_f64().expect("duration") / 1000.0;
+        assert!(
+            (dur - indexed).abs() <= 0.041,
+            "{name}: ffprobe {dur} s, index {indexed} s"
+        );
+        assert!(frames >= 25, "{name}: {frames} frames");
+    }
+    // Consecutive files follow each other without a gap.
+    for w in segs.windows(2) {
+        let end =
+            w[0]["start_ms"].as_i64().expect("start") + w[0]["duration_ms"].as_i64().expect("d");
+        assert!(
+            (w[1]["start_ms"].as_i64().expect("start") - end).abs() <= 40,
+            "{w:?}"
+        );
+    }
+    assert_eq!(a["gaps"].as_array().map(Vec::len), Some(0), "{a}");
+
+    // S3: every segment is an object under the prefix (no leading slash), as big as indexed,
+    // decodable, and the spool is empty of closed files.
+    let objects = s3.objects(BUCKET, "var/archive_data");
+    for s in b["segments"].as_array().expect("segments") {
+        let name = s["file"].as_str().expect("file");
+        let size = s["bytes"].as_u64().expect("bytes");
+        assert!(
+            objects.contains(&(name.to_owned(), size)),
+            "{name} ({size} B) not in {objects:?}"
+        );
+        let p = probe(&s3.object_path(BUCKET, &format!("var/archive_data/{name}")));
+        assert!(p.decode_errors.is_empty(), "{name}: {}", p.decode_errors);
+        assert!(
+            !spool.path().join(name).exists(),
+            "{name} still in the spool"
+        );
+    }
+
+    // The file being written is listed as growing, and playable as far as it is written.
+    let all = http(
+        gw.api,
+        "GET",
+        &format!("/archive/{STREAM_A}/segments"),
+        &[],
+        b"",
+    )
+    .await
+    .expect("segments")
+    .json();
+    let growing = all["segments"]
+        .as_array()
+        .and_then(|v| v.iter().find(|s| s["growing"] == true))
+        .cloned()
+        .unwrap_or_else(|| panic!("no growing segment in {all}"));
+    let g_name = growing["file"].as_str().expect("file").to_owned();
+    let r = http(
+        gw.video,
+        "GET",
+        &format!("/archive/{STREAM_A}/files/{g_name}"),
+        &[],
+        b"",
+    )
+    .await
+    .expect("growing file");
+    assert_eq!(r.status, 200);
+    let g_path = files.path().join("growing.mp4");
+    std::fs::write(&g_path, &r.body).expect("write");
+    assert!(probe(&g_path).decode_errors.is_empty());
+
+    // Ranges: the original's shape, one range covering the files.
+    for id in [STREAM_A, STREAM_B] {
+        let r = http(gw.api, "GET", &format!("/archive/{id}/ranges"), &[], b"")
+            .await
+            .expect("ranges");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["stream_id"], id);
+        assert_eq!(v["ranges"].as_array().map(Vec::len), Some(1), "{v}");
+    }
+
+    // A clip across two files, starting between keyframes: its length is the window's.
+    let first = segs[0]["start_ms"].as_i64().expect("start");
+    let (start, end) = (first + 1_500, first + 7_500);
+    let clip_path = format!(
+        "/archive/{STREAM_A}/clip.mp4?start={}&end={}",
+        seconds(start),
+        seconds(end)
+    );
+    let r = http(gw.video, "GET", &clip_path, &[], b"")
+        .await
+        .expect("clip");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("video/mp4"));
+    assert!(r
+        .header("content-disposition")
+        .is_some_and(|d| d.contains("attachment")));
+    let etag = r.header("etag").expect("etag").to_owned();
+    let clip = files.path().join("clip.mp4");
+    std::fs::write(&clip, &r.body).expect("write clip");
+    let p = probe(&clip);
+    assert!(p.decode_errors.is_empty(), "clip: {}", p.decode_errors);
+    let (dur, _) = video_duration(&clip);
+    // 6 s, plus the lead-in frames squeezed to one tick each (under a millisecond).
+    assert!((dur - 6.0).abs() <= 0.045, "clip lasts {dur} s, not 6 s");
+    // Seekable: a range gets 206, and the same ETag means 304.
+    let part = http(
+        gw.video,
+        "GET",
+        &clip_path,
+        &[("Range", "bytes=100-1099")],
+        b"",
+    )
+    .await
+    .expect("range");
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body.len(), 1000);
+    assert_eq!(&part.body[..], &r.body[100..1100]);
+    let again = http(
+        gw.video,
+        "GET",
+        &clip_path,
+        &[("If-None-Match", &etag)],
+        b"",
+    )
+    .await
+    .expect("304");
+    assert_eq!(again.status, 304);
+    let seek = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", "4", "-i"])
+        .arg(&clip)
+        .args(["-frames:v", "1", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        seek.status.success() && seek.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&seek.stderr)
+    );
+
+    // The VOD playlist plays in ffmpeg, from disk and from S3.
+    for id in [STREAM_A, STREAM_B] {
+        let out = files.path().join(format!("vod-{id}.mp4"));
+        let status = std::process::Command::new("timeout")
+            .arg("60")
+            .arg("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(format!("http://{}/archive/{id}/playlist.m3u8", gw.video))
+            .args(["-c", "copy", "-y"])
+            .arg(&out)
+            .status()
+            .expect("ffmpeg");
+        assert!(status.success(), "playlist of {id} did not play");
+        let (dur, _) = video_duration(&out);
+        assert!(dur >= 8.0, "{id}: VOD lasts {dur} s");
+    }
+
+    // /ws/archive from disk and from S3: 0x09 + codecs, init, fragments ffprobe decodes, eos.
+    for (id, listing) in [(STREAM_A, &a), (STREAM_B, &b)] {
+        let first = listing["segments"][0]["start_ms"].as_i64().expect("start");
+        let cap = ws_archive(
+            &gw,
+            &format!("stream_id={id}&start={}&duration=6", seconds(first + 1000)),
+        )
+        .await;
+        assert_eq!(cap.codecs.len(), 1, "{:?}", cap.texts);
+        assert!(cap.codecs[0].starts_with("avc1.") && cap.codecs[0].contains("mp4a.40.2"));
+        assert!(
+            cap.texts.iter().any(|t| t == "eos"),
+            "no eos: {:?} {:?}",
+            cap.texts,
+            cap.close
+        );
+        let out = files.path().join(format!("ws-{id}.mp4"));
+        cap.write(&out);
+        let p = probe(&out);
+        assert!(p.decode_errors.is_empty(), "{id}: {}", p.decode_errors);
+        let (dur, _) = video_duration(&out);
+        assert!(
+            (dur - 6.0).abs() <= 0.045,
+            "{id}: playback lasts {dur} s, not 6 s"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_loses_at_most_a_fragment_and_every_file_stays_playable() {
+    let cam = Camera::start(Auth::None);
+    let files = tempfile::tempdir().expect("tempdir");
+    let conf = format!(
+        "{}\n{}",
+        archive_section(files.path(), 4000, None),
+        stream_with_archive(STREAM_A, &cam.url("h264"), "filesystem", files.path(), 4000),
+    );
+    let gw = Gateway::start(&conf).await;
+    wait_segments(&gw, STREAM_A, 1, false, Duration::from_secs(60)).await;
+    // Kill 2.5 s into a file (files are cut every 4 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kill_ms = loop {
+        let s = segments(&gw, STREAM_A).await;
+        let last = s["segments"]
+            .as_array()
+            .and_then(|v| v.last())
+            .cloned()
+            .expect("segment");
+        let open_since =
+            last["start_ms"].as_i64().expect("start") + last["duration_ms"].as_i64().expect("d");
+        let now = chrono_now_ms();
+        if now - open_since >= 2_500 && now - open_since < 3_500 {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &gw.pid().to_string()])
+                .status();
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no point to kill at");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let parts: Vec<String> = std::fs::read_dir(files.path())
+        .expect("dir")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert_eq!(parts.len(), 1, "one file was being written: {parts:?}");
+
+    // Restart on the same directory: the file is repaired and indexed.
+    drop(gw);
+    let gw2 = Gateway::start(&conf).await;
+    // The repaired file, and a first file of the new run (so the gap between them shows).
+    let s = wait_segments(&gw2, STREAM_A, 3, false, Duration::from_secs(30)).await;
+    let crashed = s["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .find(|g| g["end_reason"] == "server_crashed")
+        .cloned()
+        .unwrap_or_else(|| panic!("no repaired segment in {s}\n{}", gw2.log()));
+    let end =
+        crashed["start_ms"].as_i64().expect("start") + crashed["duration_ms"].as_i64().expect("d");
+    // At most the fragment being built (1 s) plus the frames in flight are lost.
+    assert!(kill_ms - end <= 1_500, "lost {} ms", kill_ms - end);
+    for entry in std::fs::read_dir(files.path()).expect("dir").flatten() {
+        let name = entry.file_name().into_string().expect("utf-8");
+        if name.ends_with(".mp4") && name.starts_with(STREAM_A) {
+            let p = probe(&entry.path());
+            assert!(p.decode_errors.is_empty(), "{name}: {}", p.decode_errors);
+            assert!(p.video_frames > 0, "{name}");
+        }
+    }
+    // The gap between the runs is there, with its cause.
+    let gaps = s["gaps"].as_array().expect("gaps");
+    assert!(gaps.iter().any(|g| g["cause"] == "server_crashed"), "{s}");
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_and_a_camera_outage_lose_nothing_and_show_as_they_happened() {
+    let mut cam = Camera::start(Auth::None);
+    let mut s3 = S3Server::start();
+    let spool = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(&format!(
+        "{}\n{}",
+        archive_section(spool.path(), 3000, Some(&s3)),
+        stream_with_archive(STREAM_B, &cam.url("h264"), "minio", spool.path(), 3000),
+    ))
+    .await;
+    wait_segments(&gw, STREAM_B, 1, true, Duration::from_secs(60)).await;
+
+    // S3 down: files pile up in the spool; the camera stops for a while too.
+    s3.stop();
+    let before = segments(&gw, STREAM_B).await["segments"]
+        .as_array()
+        .map_or(0, Vec::len);
+    wait_segments(&gw, STREAM_B, before + 2, false, Duration::from_secs(30)).await;
+    cam.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cam.restart();
+    s3.restart();
+    let s = wait_segments(&gw, STREAM_B, before + 4, true, Duration::from_secs(90)).await;
+
+    // Every indexed segment is in the bucket with its size; the spool holds no closed file.
+    let objects = s3.objects(BUCKET, "var/archive_data");
+    for seg in s["segments"].as_array().expect("segments") {
+        let name = seg["file"].as_str().expect("file");
+        assert!(
+            objects.contains(&(name.to_owned(), seg["bytes"].as_u64().expect("bytes"))),
+            "{name} missing from {objects:?}"
+        );
+    }
+    let leftover: Vec<String> = std::fs::read_dir(spool.path())
+        .expect("spool")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".mp4"))
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "closed files left in the spool: {leftover:?}"
+    );
+
+    // The camera's outage is a real gap (not bridged), with its cause; ranges say two runs.
+    let gap = s["gaps"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["cause"] == "camera_offline"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no camera gap in {s}"));
+    let gap_ms = gap["duration_ms"].as_i64().expect("duration");
+    assert!(
+        (6_000..30_000).contains(&gap_ms),
+        "gap of {gap_ms} ms for an 8 s outage"
+    );
+    let r = http(
+        gw.api,
+        "GET",
+        &format!("/archive/{STREAM_B}/ranges"),
+        &[],
+        b"",
+    )
+    .await
+    .expect("ranges")
+    .json();
+    assert_eq!(r["ranges"].as_array().map(Vec::len), Some(2), "{r}");
+
+    // Playback from S3 across the gap: collapsed by default, announced with events=1.
+    let first = s["segments"][0]["start_ms"].as_i64().expect("start");
+    let cap = ws_archive(
+        &gw,
+        &format!("stream_id={STREAM_B}&start={}&events=1", seconds(first)),
+    )
+    .await;
+    assert!(
+        cap.texts.iter().any(|t| t.contains("\"gap\"")),
+        "{:?}",
+        cap.texts
+    );
+    assert_eq!(cap.texts.last().map(String::as_str), Some("eos"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_archive_requests_get_the_originals_errors() {
+    let files = tempfile::tempdir().expect("tempdir");
+    // Serving off, nothing recorded: the original's 404 reason.
+    let gw = Gateway::start("").await;
+    let r = http(
+        gw.api,
+        "GET",
+        &format!("/archive/{STREAM_A}/ranges"),
+        &[],
+        b"",
+    )
+    .await
+    .expect("ranges");
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json()["error"],
+        "archive not available: archive serving not enabled globally"
+    );
+    drop(gw);
+
+    let gw = Gateway::start(&format!(
+        "[archive]\nserving = true\ndirectory = \"{}\"\n",
+        files.path().display()
+    ))
+    .await;
+    let get = |path: String| {
+        let addr = gw.api;
+        async move { http(addr, "GET", &path, &[], b"").await.expect("request") }
+    };
+    let r = get("/archive/not-a-uuid/ranges".into()).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, "invalid stream_id".into())
+    );
+    let r = get(format!("/archive/{STREAM_A}/ranges")).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (404, "no archive segments found".into())
+    );
+    let r = get(format!("/archive/{STREAM_A}/clip.mp4")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("start")));
+    let r = get(format!("/archive/{STREAM_A}/clip.mp4?start=10&end=5")).await;
+    assert_eq!(r.status, 400);
+    let r = get(format!("/archive/{STREAM_A}/clip.mp4?start=10&end=20")).await;
+    assert_eq!(r.status, 404);
+    let r = get(format!("/archive/{STREAM_A}/files/..%2Fconf.toml")).await;
+    assert_eq!(r.status, 404);
+
+    for (query, reason) in [
+        ("stream_id=nope&start=1".to_owned(), "Invalid stream_id"),
+        (
+            format!("stream_id={STREAM_A}&start=yesterday"),
+            "Invalid start time (use Unix timestamp)",
+        ),
+        (
+            format!("stream_id={STREAM_A}&start=1"),
+            "No segments found for this time range",
+        ),
+    ] {
+        let cap = ws_archive(&gw, &query).await;
+        assert_eq!(cap.close, Some((1011, reason.to_owned())), "{query}");
+    }
+}
