@@ -90,6 +90,17 @@ pub fn top_level_boxes(data: &[u8]) -> (Vec<BoxAt>, usize) {
     (out, pos)
 }
 
+/// Length of the longest prefix of a fragmented file that ends with a whole fragment (a `moof`
+/// and its `mdat`), or `None` if there is none: what can be kept of a file cut short.
+pub fn whole_fragments_len(data: &[u8]) -> Option<usize> {
+    let (boxes, _) = top_level_boxes(data);
+    boxes
+        .windows(2)
+        .rev()
+        .find(|w| &w[0].0 == b"moof" && &w[1].0 == b"mdat")
+        .map(|w| w[1].1.end)
+}
+
 /// Byte range of the first top-level box of `kind`.
 fn find_box(data: &[u8], kind: &[u8; 4]) -> Option<Range<usize>> {
     top_level_boxes(data)

@@ -191,21 +191,28 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
     }
 
     // The file being written is listed as growing, and playable as far as it is written.
-    let all = http(
-        gw.api,
-        "GET",
-        &format!("/archive/{STREAM_A}/segments"),
-        &[],
-        b"",
-    )
-    .await
-    .expect("segments")
-    .json();
-    let growing = all["segments"]
-        .as_array()
-        .and_then(|v| v.iter().find(|s| s["growing"] == true))
-        .cloned()
-        .unwrap_or_else(|| panic!("no growing segment in {all}"));
+    // (Right after a cut the new file has no whole fragment yet and is not listed: retry.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let growing = loop {
+        let all = http(
+            gw.api,
+            "GET",
+            &format!("/archive/{STREAM_A}/segments"),
+            &[],
+            b"",
+        )
+        .await
+        .expect("segments")
+        .json();
+        if let Some(g) = all["segments"]
+            .as_array()
+            .and_then(|v| v.iter().find(|s| s["growing"] == true))
+        {
+            break g.clone();
+        }
+        assert!(Instant::now() < deadline, "no growing segment in {all}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let g_name = growing["file"].as_str().expect("file").to_owned();
     let r = http(
         gw.video,
@@ -219,7 +226,9 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
     assert_eq!(r.status, 200);
     let g_path = files.path().join("growing.mp4");
     std::fs::write(&g_path, &r.body).expect("write");
-    assert!(probe(&g_path).decode_errors.is_empty());
+    let p = probe(&g_path);
+    assert!(p.decode_errors.is_empty(), "{g_name}: {}", p.decode_errors);
+    assert!(p.video_frames > 0, "{g_name}");
 
     // Ranges: the original's shape, one range covering the files.
     for id in [STREAM_A, STREAM_B] {

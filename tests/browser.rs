@@ -11,9 +11,15 @@ use common::*;
 
 /// Runs tests/browser/play.mjs and returns its report.
 fn play(url: &str, shot: &str, secs: u32) -> serde_json::Value {
+    play_with(url, shot, secs, &[])
+}
+
+/// Like [`play`], with play.mjs's environment (`VIDEO`, `WAIT_FOR`, `BEFORE`).
+fn play_with(url: &str, shot: &str, secs: u32, env: &[(&str, &str)]) -> serde_json::Value {
     let artifacts = repo().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     let out = Command::new("node")
+        .envs(env.iter().copied())
         .arg(repo().join("tests/browser/play.mjs"))
         .arg(url)
         .arg(artifacts.join(shot))
@@ -175,4 +181,68 @@ async fn the_mse_player_plays_an_rtsp_camera_with_audio() {
     // The player jumps to live whenever it is more than 1 s behind (a busy CI machine decodes
     // slowly), so what the viewer is left with stays near the live edge.
     assert!(r["stats"]["latency"].as_f64().unwrap_or(9.0) < 1.5, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
+    let cam = Camera::start(Auth::None);
+    let files = tempfile::tempdir().expect("tempdir");
+    let dir = files.path().display().to_string();
+    let stream = rtsp_stream(
+        STREAM_A,
+        &cam.url("h264aac"),
+        "\"mse\"",
+        &format!("archive = {{ recording = true, type = \"filesystem\", directory = \"{dir}\", ms_per_file = 3000 }}"),
+    );
+    let gw = Gateway::start(&format!(
+        "[archive]\nrecording = true\ndirectory = \"{dir}\"\nms_per_file = 3000\n{stream}"
+    ))
+    .await;
+    // Three closed files (about 9 s) to play.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http(
+            gw.api,
+            "GET",
+            &format!("/archive/{STREAM_A}/segments"),
+            &[],
+            b"",
+        )
+        .await
+        .expect("segments")
+        .json();
+        let closed = r["segments"]
+            .as_array()
+            .map_or(0, |v| v.iter().filter(|s| s["growing"] != true).count());
+        if closed >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no archive: {r}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let url = format!("http://{}/#/stream/{STREAM_A}", gw.video);
+    let r = tokio::task::spawn_blocking(move || {
+        play_with(
+            &url,
+            "archive-timeline.png",
+            4,
+            &[
+                ("VIDEO", "#archvideo"),
+                ("WAIT_FOR", "window.archive"),
+                ("BEFORE", "window.archive.play(window.archive.t0 + 1500)"),
+            ],
+        )
+    })
+    .await
+    .expect("play");
+    assert_plays(&r, 4.0, 1280);
+    let text = r["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("file(s)") && text.contains("download MP4"),
+        "{text}"
+    );
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 
 use crate::fmp4::{self, DurationFields};
-use crate::movie::{top_level_boxes, Movie};
+use crate::movie::{top_level_boxes, whole_fragments_len, Movie};
 
 /// The suffix of files being written.
 pub const PART_SUFFIX: &str = ".part";
@@ -183,15 +183,8 @@ pub fn recover(part: &Path) -> Result<Option<Recovered>, String> {
     let (name, start_ms) = parse_part_name(file_name).ok_or_else(|| err(&"not a .part name"))?;
     let dest = part.with_file_name(name);
     let data = std::fs::read(part).map_err(|e| err(&e))?;
-    let (boxes, _) = top_level_boxes(&data);
     // Keep everything up to the last `mdat` that follows a `moof`.
-    let mut keep = None;
-    for w in boxes.windows(2) {
-        if &w[0].0 == b"moof" && &w[1].0 == b"mdat" {
-            keep = Some(w[1].1.end);
-        }
-    }
-    let Some(keep) = keep else {
+    let Some(keep) = whole_fragments_len(&data) else {
         std::fs::remove_file(part).map_err(|e| err(&e))?;
         return Ok(None);
     };

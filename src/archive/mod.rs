@@ -260,8 +260,9 @@ impl StreamArchive {
                     .await
                     .map(Bytes::from)
                     .map_err(|e| format!("{name}: {e}"))?;
-                // A file being written may end in half a fragment: keep whole boxes only.
-                let whole = crate::movie::top_level_boxes(&data).1;
+                // A file being written may end in half a fragment: keep whole fragments only.
+                let whole = crate::movie::whole_fragments_len(&data)
+                    .unwrap_or_else(|| crate::movie::top_level_boxes(&data).1);
                 Ok(data.slice(..whole))
             }
         }

@@ -93,14 +93,6 @@ impl Writer {
             Ok(file) => {
                 self.failed = false;
                 self.archive.status.set_writing(Some(name_s));
-                self.archive.set_growing(Some(Segment {
-                    name_s,
-                    start_ms,
-                    duration_ms: 0,
-                    bytes: init.len() as u64,
-                    location: Location::Local,
-                    end: EndReason::Unknown,
-                }));
                 self.open = Some(Open {
                     file,
                     name_s,
@@ -129,6 +121,7 @@ impl Writer {
             return;
         }
         open.elapsed_90k += duration_90k;
+        // Listed (and readable) once it holds a whole fragment.
         self.archive.set_growing(Some(Segment {
             name_s: open.name_s,
             start_ms: open.start_ms,

@@ -234,7 +234,12 @@ impl Segmenter {
         let early = lead_kind == TrackKind::Video
             && !self.targets.files
             && (catching_up || seg.first_of_epoch);
-        let target = self.next_target_90k.unwrap_or(self.targets.segment_90k);
+        let mut target = self.next_target_90k.unwrap_or(self.targets.segment_90k);
+        if self.targets.files {
+            // Camera clocks jitter: a keyframe half a frame early still ends the file, rather
+            // than the file running a whole GOP longer.
+            target -= i64::from(f.dur_90k) / 2;
+        }
         let cut_segment =
             (f.is_key && (elapsed >= target || early)) || elapsed >= self.targets.max_segment_90k();
         let key_part = self.targets.files && f.is_key && lead_kind == TrackKind::Video;

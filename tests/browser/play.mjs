@@ -1,10 +1,14 @@
 // Opens a page of the gateway in Debian's Chromium and reports whether its first <video> plays:
 //   node play.mjs <url> <screenshot.png> <seconds>
+// Optional environment: VIDEO (a CSS selector for the <video> to watch instead of the first),
+// WAIT_FOR (a JS expression to wait for after loading) and BEFORE (JS to run then, e.g. a click
+// on a timeline).
 // Prints one JSON line: first-frame time, currentTime before/after and once a second, size,
 // error, player stats and the page's text.
 import { chromium } from "playwright-core";
 
 const [url, shot, secs = "4"] = process.argv.slice(2);
+const selector = process.env.VIDEO || "video";
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -18,21 +22,23 @@ try {
   page.on("pageerror", (e) => logs.push("pageerror: " + e.message));
   const t0 = Date.now();
   await page.goto(url);
-  await page.waitForFunction(() => {
-    const v = document.querySelector("video");
+  if (process.env.WAIT_FOR) await page.waitForFunction(process.env.WAIT_FOR, null, { timeout: 20000 });
+  if (process.env.BEFORE) await page.evaluate(process.env.BEFORE);
+  await page.waitForFunction((sel) => {
+    const v = document.querySelector(sel);
     return v && v.readyState >= 2 && v.videoWidth > 0;
-  }, null, { timeout: 20000 });
+  }, selector, { timeout: 20000 });
   const firstFrameMs = Date.now() - t0;
-  const before = await page.evaluate(() => document.querySelector("video").currentTime);
+  const before = await page.evaluate((sel) => document.querySelector(sel).currentTime, selector);
   const videosBefore = await page.evaluate(() => [...document.querySelectorAll("video")].map((x) => x.currentTime));
   // currentTime once a second, to see playback stall and resume.
   const samples = [];
   for (let i = 0; i < Number(secs); i++) {
     await page.waitForTimeout(1000);
-    samples.push(await page.evaluate(() => document.querySelector("video").currentTime));
+    samples.push(await page.evaluate((sel) => document.querySelector(sel).currentTime, selector));
   }
-  const after = await page.evaluate(() => {
-    const v = document.querySelector("video");
+  const after = await page.evaluate((sel) => {
+    const v = document.querySelector(sel);
     const p = window.players ? Object.values(window.players)[0] : window.player;
     return {
       currentTime: v.currentTime,
@@ -48,7 +54,7 @@ try {
       text: document.body.innerText.slice(0, 3000),
       videos: [...document.querySelectorAll("video")].map((x) => ({ currentTime: x.currentTime, videoWidth: x.videoWidth })),
     };
-  });
+  }, selector);
   await page.screenshot({ path: shot });
   console.log(JSON.stringify({ ok: true, firstFrameMs, before, videosBefore, samples, ...after, logs }));
 } catch (e) {
