@@ -230,11 +230,7 @@ impl App {
             store
         });
         if let Some(archive) = self.archive() {
-            archive.record(
-                &config,
-                Arc::clone(&upstream.hub),
-                self.shutdown.child_token(),
-            );
+            archive.record(&config, Arc::clone(&upstream.hub));
         }
         info!(stream = %config.id, url = %config.source.display_url(), on_demand = config.on_demand, "stream added");
         streams.push((

@@ -572,3 +572,195 @@ async fn bad_archive_requests_get_the_originals_errors() {
         assert_eq!(cap.close, Some((1011, reason.to_owned())), "{query}");
     }
 }
+
+/// A progressive MP4 (moov at the end, as the original's muxer writes) of `secs` seconds,
+/// named as the original names archive files, in `dir`; returns its start, Unix seconds.
+fn original_archive_file(dir: &Path, id: &str, start_s: i64, secs: u32) -> i64 {
+    let out = dir.join(format!("{id}_{start_s}.mp4"));
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-stream_loop", "-1", "-i"])
+        .arg(common::media_dir().join("small.mp4"))
+        .args(["-t", &secs.to_string(), "-c", "copy", "-f", "mp4"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg could not write {}", out.display());
+    start_s
+}
+
+/// Reads messages until a text one arrives (or `within` passes); counts binary fragments.
+async fn until_text(ws: &mut common::Ws, within: Duration) -> (Option<String>, usize) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut fragments = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return (Some(t.to_string()), fragments),
+            Ok(Some(Ok(Message::Binary(b)))) if common::is_box(&b, b"moof") => fragments += 1,
+            Ok(Some(Ok(_))) => {}
+            _ => return (None, fragments),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_originals_files_are_listed_and_played_with_pause_more_and_seek() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = original_archive_file(dir.path(), STREAM_A, 1_700_000_000, 330);
+    // The original assumes every file lasts `ms_per_file`; so do we for files we did not write.
+    let gw = Gateway::start(&format!(
+        "[archive]\nserving = true\ndirectory = \"{}\"\nms_per_file = 330000\n",
+        dir.path().display()
+    ))
+    .await;
+    let r = http(
+        gw.api,
+        "GET",
+        &format!("/archive/{STREAM_A}/ranges"),
+        &[],
+        b"",
+    )
+    .await
+    .expect("ranges");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ranges = r.json()["ranges"].clone();
+    assert_eq!(ranges.as_array().map(Vec::len), Some(1), "{ranges}");
+
+    // 330 s of media: `pause` after 5 minutes, nothing more until `more`, then `eos`.
+    let mut ws = ws_connect(&format!(
+        "ws://{}/ws/archive?stream_id={STREAM_A}&start={start}",
+        gw.video
+    ))
+    .await;
+    let (text, before_pause) = until_text(&mut ws, Duration::from_secs(60)).await;
+    assert_eq!(
+        text.as_deref(),
+        Some("pause"),
+        "after {before_pause} fragments"
+    );
+    let (quiet, sent_while_paused) = until_text(&mut ws, Duration::from_millis(1500)).await;
+    assert_eq!((quiet, sent_while_paused), (None, 0), "sent while paused");
+    common::ws_text(&mut ws, "ping").await;
+    let (pong, _) = until_text(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(pong.as_deref(), Some("pong"));
+    common::ws_text(&mut ws, "more").await;
+    let (end, after_pause) = until_text(&mut ws, Duration::from_secs(60)).await;
+    assert_eq!(end.as_deref(), Some("eos"));
+    // 2 fragments per second of media: 300 s before the pause, 30 s after.
+    assert!(
+        (590..=610).contains(&before_pause),
+        "{before_pause} fragments before the pause"
+    );
+    assert!(
+        (55..=65).contains(&after_pause),
+        "{after_pause} fragments after it"
+    );
+
+    // Seek (paced at recording speed, so there is time to): the media timeline continues,
+    // and the next fragment starts at a keyframe.
+    let mut ws = ws_connect(&format!(
+        "ws://{}/ws/archive?stream_id={STREAM_A}&start={}&duration=20&events=1&realtime=1",
+        gw.video,
+        start + 10
+    ))
+    .await;
+    let mut cap = Capture::default();
+    collect(&mut ws, &mut cap, 6, Duration::from_secs(20)).await;
+    let last_before = cap
+        .media
+        .iter()
+        .filter_map(|m| common::fragment_info(m))
+        .map(|(_, t, _)| t)
+        .max()
+        .expect("fragments");
+    common::ws_text(
+        &mut ws,
+        &format!("{{\"type\":\"seek\",\"t\":{}}}", start + 200),
+    )
+    .await;
+    let (seeked, _) = until_text(&mut ws, Duration::from_secs(10)).await;
+    assert!(
+        seeked.as_deref().is_some_and(|t| t.contains("seeked")),
+        "{seeked:?}"
+    );
+    let mut after = Capture::default();
+    collect(&mut ws, &mut after, 2, Duration::from_secs(10)).await;
+    let (_, t, key) = after
+        .media
+        .iter()
+        .find_map(|m| common::fragment_info(m))
+        .expect("a fragment after the seek");
+    assert!(key, "the first fragment after a seek starts at a keyframe");
+    assert!(
+        t > last_before,
+        "the timeline went back: {t} <= {last_before}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_the_oldest_files_and_live_viewers_do_not_notice() {
+    let cam = Camera::start(Auth::None);
+    let files = tempfile::tempdir().expect("tempdir");
+    // Files of about 2 s at ~2 Mbit/s are ~500 kB: keep at most ~3 of them.
+    let stream = rtsp_stream(
+        STREAM_A,
+        &cam.url("h264"),
+        "\"mse\"",
+        &format!(
+            "archive = {{ recording = true, type = \"filesystem\", directory = \"{}\", ms_per_file = 2000, max_bytes = \"1.6MB\" }}",
+            files.path().display()
+        ),
+    );
+    let gw = Gateway::start(&format!(
+        "{}\n{stream}",
+        archive_section(files.path(), 2000, None)
+    ))
+    .await;
+    let mut ws = ws_connect(&gw.ws_url(STREAM_A, "")).await;
+    let mut cap = Capture::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let want = cap.fragments() + 25;
+        collect(&mut ws, &mut cap, want, Duration::from_secs(5)).await;
+        let s = segments(&gw, STREAM_A).await;
+        if s["recorder"]["deleted_files"].as_u64().unwrap_or(0) >= 2 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing deleted: {s}\n{}",
+            gw.log()
+        );
+    };
+    let kept: u64 = status["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| s["bytes"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(kept <= 1_600_000, "{kept} bytes kept");
+    // What the index lists is what is on disk, and the deleted files are gone from both.
+    let on_disk: Vec<String> = std::fs::read_dir(files.path())
+        .expect("dir")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".mp4"))
+        .collect();
+    for s in status["segments"].as_array().expect("segments") {
+        assert!(
+            on_disk
+                .iter()
+                .any(|n| n == s["file"].as_str().unwrap_or("")),
+            "{s} not on disk"
+        );
+    }
+    assert!(
+        gw.log().contains("deleted (retention limit)"),
+        "deletions are logged"
+    );
+    // The live viewer got every second of video meanwhile (25 fps, one fragment per frame).
+    let before = cap.fragments();
+    collect(&mut ws, &mut cap, before + 50, Duration::from_secs(10)).await;
+    assert!(cap.fragments() >= before + 50, "live stalled");
+}

@@ -115,6 +115,8 @@ pub struct StreamArchive {
     pub status: Status,
     journal: Journal,
     index: Mutex<StreamIndex>,
+    /// Wakes retention when a file is closed (cheap: planning stops at the first file kept).
+    retention: Arc<tokio::sync::Notify>,
     /// The file being written, as far as it is written (not in the index until closed).
     growing: Mutex<Option<Segment>>,
     uploader: Arc<upload::Uploader>,
@@ -199,6 +201,7 @@ impl StreamArchive {
         if self.s3.is_some() {
             self.uploader.enqueue(Arc::clone(self), name_s);
         }
+        self.retention.notify_one();
     }
 
     fn uploaded(&self, name_s: i64) {
@@ -280,6 +283,7 @@ pub struct Archive {
     cfg: ArchiveConfig,
     streams: RwLock<HashMap<Uuid, Arc<StreamArchive>>>,
     uploader: Arc<upload::Uploader>,
+    retention_wake: Arc<tokio::sync::Notify>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -293,6 +297,7 @@ impl Archive {
             cfg: cfg.clone(),
             streams: RwLock::new(HashMap::new()),
             uploader: Arc::new(upload::Uploader::default()),
+            retention_wake: Arc::new(tokio::sync::Notify::new()),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
         });
@@ -323,6 +328,11 @@ impl Archive {
         &self.cfg
     }
 
+    /// Notified when a file is closed.
+    pub fn retention_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.retention_wake)
+    }
+
     pub fn upload_backlog(&self) -> upload::Backlog {
         self.uploader.backlog()
     }
@@ -335,27 +345,16 @@ impl Archive {
             .unwrap_or_default()
     }
 
-    /// Starts recording `hub` if its stream records; the task ends with `cancel`.
-    pub fn record(&self, stream: &StreamConfig, hub: Arc<StreamHub>, cancel: CancellationToken) {
+    /// Starts recording `hub` if its stream records. The recorder ends (closing its file) when
+    /// the stream is removed (its hub closes) or the archive shuts down.
+    pub fn record(&self, stream: &StreamConfig, hub: Arc<StreamHub>) {
         let Some(sa) = self.get(&stream.id) else {
             return;
         };
-        if !sa.recording {
-            return;
+        if sa.recording {
+            self.tasks
+                .spawn(recorder::run(hub, sa, self.cancel.child_token()));
         }
-        let all = self.cancel.clone();
-        self.tasks.spawn(async move {
-            let stop = CancellationToken::new();
-            let s2 = stop.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = all.cancelled() => {}
-                }
-                s2.cancel();
-            });
-            recorder::run(hub, sa, stop).await;
-        });
     }
 
     fn get(&self, id: &Uuid) -> Option<Arc<StreamArchive>> {
@@ -390,7 +389,10 @@ impl Archive {
             )
             .await
             .map_err(ArchiveError::Storage)?;
-        self.insert(Arc::clone(&sa));
+        // Remember only streams that have files, so requests for random UUIDs cost nothing.
+        if !sa.with_index(|i| i.is_empty()) {
+            self.insert(Arc::clone(&sa));
+        }
         Ok(sa)
     }
 
@@ -522,6 +524,7 @@ impl Archive {
             status: Status::default(),
             journal,
             index: Mutex::new(idx),
+            retention: Arc::clone(&self.retention_wake),
             growing: Mutex::new(None),
             uploader: Arc::clone(&self.uploader),
         });

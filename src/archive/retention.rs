@@ -21,14 +21,17 @@ use super::{Archive, StreamArchive};
 const EVERY: Duration = Duration::from_secs(30);
 
 /// Names (seconds) of the segments `max_age_s` and `max_bytes` want deleted, oldest first.
+/// `total_bytes` is the sum of the segments' sizes (the index keeps it). Stops at the first
+/// segment it keeps, so it costs as much as what it deletes.
 pub fn plan(
     segments: &[Segment],
+    total_bytes: u64,
     now_ms: i64,
     max_age_s: Option<u64>,
     max_bytes: Option<u64>,
 ) -> Vec<i64> {
     let mut out = Vec::new();
-    let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+    let mut total = total_bytes;
     for s in segments {
         let too_old = max_age_s.is_some_and(|a| s.end_ms() < now_ms - (a as i64) * 1000);
         let too_big = max_bytes.is_some_and(|m| total > m);
@@ -46,7 +49,15 @@ async fn apply_limits(sa: &StreamArchive, now_ms: i64) {
     if sa.max_age_s.is_none() && sa.max_bytes.is_none() {
         return;
     }
-    let victims = sa.with_index(|i| plan(i.segments(), now_ms, sa.max_age_s, sa.max_bytes));
+    let victims = sa.with_index(|i| {
+        plan(
+            i.segments(),
+            i.total_bytes(),
+            now_ms,
+            sa.max_age_s,
+            sa.max_bytes,
+        )
+    });
     delete(sa, &victims, "retention limit").await;
 }
 
@@ -112,14 +123,17 @@ async fn ensure_free_space(streams: &[Arc<StreamArchive>], min_free: u64) {
     }
 }
 
-/// Runs retention every [`EVERY`] until `cancel` fires.
+/// Runs retention every [`EVERY`], and whenever a file is closed, until
+/// `cancel` fires.
 pub async fn run(archive: Arc<Archive>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wake = archive.retention_wake();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+            _ = wake.notified() => {}
         }
         let streams = archive.all();
         let now_ms = crate::media::unix_ms_now();
@@ -151,12 +165,13 @@ mod tests {
     #[test]
     fn age_and_size_delete_oldest_first_and_stop_when_satisfied() {
         let segs = [seg(0, 10), seg(10, 10), seg(20, 10), seg(30, 10)];
+        let plan = |now, age, bytes| plan(&segs, 40, now, age, bytes);
         // Now = 45 s, max age 20 s: segments that ended before 25 s go (0 and 10).
-        assert_eq!(plan(&segs, 45_000, Some(20), None), vec![0, 10]);
+        assert_eq!(plan(45_000, Some(20), None), vec![0, 10]);
         // 40 bytes, at most 25: the two oldest go.
-        assert_eq!(plan(&segs, 45_000, None, Some(25)), vec![0, 10]);
-        assert_eq!(plan(&segs, 45_000, None, Some(40)), Vec::<i64>::new());
-        assert_eq!(plan(&segs, 45_000, None, None), Vec::<i64>::new());
-        assert_eq!(plan(&segs, 45_000, Some(1), Some(0)), vec![0, 10, 20, 30]);
+        assert_eq!(plan(45_000, None, Some(25)), vec![0, 10]);
+        assert_eq!(plan(45_000, None, Some(40)), Vec::<i64>::new());
+        assert_eq!(plan(45_000, None, None), Vec::<i64>::new());
+        assert_eq!(plan(45_000, Some(1), Some(0)), vec![0, 10, 20, 30]);
     }
 }

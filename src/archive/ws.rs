@@ -11,8 +11,9 @@
 //! flush), one task owns the socket (no concurrent writes). Ours, opt-in: `gaps=keep` keeps
 //! gaps on the media timeline instead of collapsing them; `events=1` sends JSON text events
 //! (`{"type":"gap","from","to"}`, `{"type":"seeked","t"}`); `realtime=1` paces output at
-//! recording speed; the text command `{"type":"seek","t":<unix seconds>}` jumps (the media
-//! timeline continues, so a plain MSE client just keeps playing).
+//! recording speed; the text command `{"type":"seek","t":<unix seconds>}` jumps (the window
+//! moves with it and keeps its length; the media timeline continues, so a plain MSE client just
+//! keeps playing).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +160,7 @@ async fn session(app: Arc<App>, socket: WebSocket, q: ArchiveQuery) {
         return;
     }
     let mut from_ms = start_ms;
+    let mut end_ms = end_ms;
     loop {
         match s.play(&app, &sa, from_ms, end_ms).await {
             Ok(true) => {
@@ -179,6 +181,8 @@ async fn session(app: Arc<App>, socket: WebSocket, q: ArchiveQuery) {
             Err(Stop::Gone) => return,
             Err(Stop::Seek(t)) => {
                 debug!(t, "seek");
+                // The window moves with the seek and keeps its length.
+                end_ms = t.saturating_add(end_ms - from_ms);
                 from_ms = t;
                 if s.events {
                     let _ = s
