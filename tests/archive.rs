@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::s3_server::S3Server;
 use common::{
-    collect, http, probe, rtsp_stream, ws_connect, Auth, Camera, Capture, Gateway, STREAM_A,
+    archive_segments as segments, collect, get, http, probe, rtsp_stream,
+    wait_archive_segments as wait_segments, ws_connect, Auth, Camera, Capture, Gateway, STREAM_A,
     STREAM_B,
 };
 
@@ -36,42 +37,6 @@ fn stream_with_archive(id: &str, url: &str, kind: &str, dir: &Path, ms_per_file:
             dir.display()
         ),
     )
-}
-
-/// `/segments` with the file being written taken out (tests look at closed files).
-async fn segments(gw: &Gateway, id: &str) -> serde_json::Value {
-    let mut v = http(gw.api, "GET", &format!("/archive/{id}/segments"), &[], b"")
-        .await
-        .expect("segments")
-        .json();
-    if let Some(list) = v["segments"].as_array_mut() {
-        list.retain(|s| s["growing"] != true);
-    }
-    v
-}
-
-/// Waits until the stream has `n` closed segments (and, with `remote`, all of them uploaded).
-async fn wait_segments(
-    gw: &Gateway,
-    id: &str,
-    n: usize,
-    remote: bool,
-    within: Duration,
-) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = segments(gw, id).await;
-        let segs = s["segments"].as_array().cloned().unwrap_or_default();
-        if segs.len() >= n && (!remote || segs.iter().all(|g| g["location"] == "remote")) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id}: wanted {n} segments (remote: {remote}) within {within:?}, have {s}\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn seconds(ms: i64) -> String {
@@ -194,16 +159,9 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
     // (Right after a cut the new file has no whole fragment yet and is not listed: retry.)
     let deadline = Instant::now() + Duration::from_secs(10);
     let growing = loop {
-        let all = http(
-            gw.api,
-            "GET",
-            &format!("/archive/{STREAM_A}/segments"),
-            &[],
-            b"",
-        )
-        .await
-        .expect("segments")
-        .json();
+        let all = get(gw.api, &format!("/archive/{STREAM_A}/segments"))
+            .await
+            .json();
         if let Some(g) = all["segments"]
             .as_array()
             .and_then(|v| v.iter().find(|s| s["growing"] == true))
@@ -214,15 +172,7 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let g_name = growing["file"].as_str().expect("file").to_owned();
-    let r = http(
-        gw.video,
-        "GET",
-        &format!("/archive/{STREAM_A}/files/{g_name}"),
-        &[],
-        b"",
-    )
-    .await
-    .expect("growing file");
+    let r = get(gw.video, &format!("/archive/{STREAM_A}/files/{g_name}")).await;
     assert_eq!(r.status, 200);
     let g_path = files.path().join("growing.mp4");
     std::fs::write(&g_path, &r.body).expect("write");
@@ -232,9 +182,7 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
 
     // Ranges: the original's shape, one range covering the files.
     for id in [STREAM_A, STREAM_B] {
-        let r = http(gw.api, "GET", &format!("/archive/{id}/ranges"), &[], b"")
-            .await
-            .expect("ranges");
+        let r = get(gw.api, &format!("/archive/{id}/ranges")).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();
         assert_eq!(v["stream_id"], id);
@@ -249,9 +197,7 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
         seconds(start),
         seconds(end)
     );
-    let r = http(gw.video, "GET", &clip_path, &[], b"")
-        .await
-        .expect("clip");
+    let r = get(gw.video, &clip_path).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("video/mp4"));
     assert!(r
@@ -478,16 +424,9 @@ async fn an_s3_outage_and_a_camera_outage_lose_nothing_and_show_as_they_happened
         (6_000..30_000).contains(&gap_ms),
         "gap of {gap_ms} ms for an 8 s outage"
     );
-    let r = http(
-        gw.api,
-        "GET",
-        &format!("/archive/{STREAM_B}/ranges"),
-        &[],
-        b"",
-    )
-    .await
-    .expect("ranges")
-    .json();
+    let r = get(gw.api, &format!("/archive/{STREAM_B}/ranges"))
+        .await
+        .json();
     assert_eq!(r["ranges"].as_array().map(Vec::len), Some(2), "{r}");
 
     // Playback from S3 across the gap: collapsed by default, announced with events=1.
@@ -510,15 +449,7 @@ async fn bad_archive_requests_get_the_originals_errors() {
     let files = tempfile::tempdir().expect("tempdir");
     // Serving off, nothing recorded: the original's 404 reason.
     let gw = Gateway::start("").await;
-    let r = http(
-        gw.api,
-        "GET",
-        &format!("/archive/{STREAM_A}/ranges"),
-        &[],
-        b"",
-    )
-    .await
-    .expect("ranges");
+    let r = get(gw.api, &format!("/archive/{STREAM_A}/ranges")).await;
     assert_eq!(r.status, 404);
     assert_eq!(
         r.json()["error"],
@@ -533,7 +464,7 @@ async fn bad_archive_requests_get_the_originals_errors() {
     .await;
     let get = |path: String| {
         let addr = gw.api;
-        async move { http(addr, "GET", &path, &[], b"").await.expect("request") }
+        async move { get(addr, &path).await }
     };
     let r = get("/archive/not-a-uuid/ranges".into()).await;
     assert_eq!(
@@ -614,15 +545,7 @@ async fn the_originals_files_are_listed_and_played_with_pause_more_and_seek() {
         dir.path().display()
     ))
     .await;
-    let r = http(
-        gw.api,
-        "GET",
-        &format!("/archive/{STREAM_A}/ranges"),
-        &[],
-        b"",
-    )
-    .await
-    .expect("ranges");
+    let r = get(gw.api, &format!("/archive/{STREAM_A}/ranges")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let ranges = r.json()["ranges"].clone();
     assert_eq!(ranges.as_array().map(Vec::len), Some(1), "{ranges}");

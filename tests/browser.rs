@@ -199,31 +199,7 @@ async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
     ))
     .await;
     // Three closed files (about 9 s) to play.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = http(
-            gw.api,
-            "GET",
-            &format!("/archive/{STREAM_A}/segments"),
-            &[],
-            b"",
-        )
-        .await
-        .expect("segments")
-        .json();
-        let closed = r["segments"]
-            .as_array()
-            .map_or(0, |v| v.iter().filter(|s| s["growing"] != true).count());
-        if closed >= 3 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no archive: {r}\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_archive_segments(&gw, STREAM_A, 3, false, Duration::from_secs(60)).await;
     let url = format!("http://{}/#/stream/{STREAM_A}", gw.video);
     let r = tokio::task::spawn_blocking(move || {
         play_with(

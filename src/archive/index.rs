@@ -130,16 +130,18 @@ impl StreamIndex {
     }
 
     fn position(&self, name_s: i64) -> Option<usize> {
-        // Names follow starts within a second or two; look near the start, then everywhere.
-        let near = self
+        // A file's name is its start second, or a later free one when seconds collide, so it
+        // lies within the hour of segments that start at or before its second.
+        let to = self
             .segments
-            .partition_point(|s| s.start_ms < (name_s - 5) * 1000);
-        self.segments[near..]
+            .partition_point(|s| s.start_ms < (name_s + 1) * 1000);
+        let from = self
+            .segments
+            .partition_point(|s| s.start_ms < (name_s - 3600) * 1000);
+        self.segments[from..to]
             .iter()
-            .take(16)
-            .position(|s| s.name_s == name_s)
-            .map(|i| near + i)
-            .or_else(|| self.segments.iter().position(|s| s.name_s == name_s))
+            .rposition(|s| s.name_s == name_s)
+            .map(|i| from + i)
     }
 
     pub fn get(&self, name_s: i64) -> Option<&Segment> {

@@ -34,6 +34,33 @@ struct Line {
     x: bool,
 }
 
+impl Line {
+    /// A line about `name_s` that says nothing yet.
+    fn about(name_s: i64) -> Line {
+        Line {
+            n: name_s,
+            s: None,
+            d: None,
+            b: None,
+            e: None,
+            l: None,
+            x: false,
+        }
+    }
+
+    fn closed(seg: &Segment) -> Line {
+        Line {
+            n: seg.name_s,
+            s: Some(seg.start_ms),
+            d: Some(seg.duration_ms),
+            b: Some(seg.bytes),
+            e: Some(seg.end),
+            l: Some(seg.location),
+            x: false,
+        }
+    }
+}
+
 /// A stream's journal in one directory.
 #[derive(Clone, Debug)]
 pub struct Journal {
@@ -93,40 +120,22 @@ impl Journal {
 
     /// Records a closed file.
     pub fn closed(&self, seg: &Segment) -> io::Result<()> {
-        self.append(&Line {
-            n: seg.name_s,
-            s: Some(seg.start_ms),
-            d: Some(seg.duration_ms),
-            b: Some(seg.bytes),
-            e: Some(seg.end),
-            l: Some(seg.location),
-            x: false,
-        })
+        self.append(&Line::closed(seg))
     }
 
     /// Records a new location (uploaded).
     pub fn moved(&self, name_s: i64, location: Location) -> io::Result<()> {
         self.append(&Line {
-            n: name_s,
-            s: None,
-            d: None,
-            b: None,
-            e: None,
             l: Some(location),
-            x: false,
+            ..Line::about(name_s)
         })
     }
 
     /// Records a deletion.
     pub fn deleted(&self, name_s: i64) -> io::Result<()> {
         self.append(&Line {
-            n: name_s,
-            s: None,
-            d: None,
-            b: None,
-            e: None,
-            l: None,
             x: true,
+            ..Line::about(name_s)
         })
     }
 
@@ -138,16 +147,7 @@ impl Journal {
         let tmp = self.path.with_extension("journal.tmp");
         let mut text = String::with_capacity(segments.len() * 96);
         for seg in segments {
-            let line = Line {
-                n: seg.name_s,
-                s: Some(seg.start_ms),
-                d: Some(seg.duration_ms),
-                b: Some(seg.bytes),
-                e: Some(seg.end),
-                l: Some(seg.location),
-                x: false,
-            };
-            text.push_str(&serde_json::to_string(&line).map_err(io::Error::other)?);
+            text.push_str(&serde_json::to_string(&Line::closed(seg)).map_err(io::Error::other)?);
             text.push('\n');
         }
         std::fs::write(&tmp, text)?;

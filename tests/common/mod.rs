@@ -539,3 +539,46 @@ pub fn demo_stream(outputs: &str) -> String {
         "[[local_files]]\nguid = \"{DEMO}\"\nfile = \"assets/demo.mp4\"\noutput_types = [{outputs}]\nloop = true\n"
     )
 }
+
+/// `GET` (bounded to 10 s); panics if the request fails.
+pub async fn get(addr: SocketAddr, path: &str) -> Resp {
+    http(addr, "GET", path, &[], b"")
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// `/segments` with the file being written taken out (tests look at closed files).
+pub async fn archive_segments(gw: &Gateway, id: &str) -> serde_json::Value {
+    let mut v = http(gw.api, "GET", &format!("/archive/{id}/segments"), &[], b"")
+        .await
+        .expect("segments")
+        .json();
+    if let Some(list) = v["segments"].as_array_mut() {
+        list.retain(|s| s["growing"] != true);
+    }
+    v
+}
+
+/// Waits until the stream has `n` closed segments (and, with `remote`, all of them uploaded).
+pub async fn wait_archive_segments(
+    gw: &Gateway,
+    id: &str,
+    n: usize,
+    remote: bool,
+    within: Duration,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = archive_segments(gw, id).await;
+        let segs = s["segments"].as_array().cloned().unwrap_or_default();
+        if segs.len() >= n && (!remote || segs.iter().all(|g| g["location"] == "remote")) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: wanted {n} segments (remote: {remote}) within {within:?}, have {s}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
