@@ -70,6 +70,27 @@ fn video_duration(path: &Path) -> (f64, u64) {
     )
 }
 
+/// Presentation times of the video packets in `path`, seconds, by ffprobe.
+fn video_pts(path: &Path) -> Vec<f64> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
 /// Plays `/ws/archive` to the end and returns what arrived.
 async fn ws_archive(gw: &Gateway, query: &str) -> Capture {
     let mut ws = ws_connect(&format!("ws://{}/ws/archive?{query}", gw.video)).await;
@@ -209,6 +230,13 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
     let p = probe(&clip);
     assert!(p.decode_errors.is_empty(), "clip: {}", p.decode_errors);
     let (dur, _) = video_duration(&clip);
+    // The first frame shown is the one at `start`: the 1.5 s of the GOP before it (37 or 38
+    // frames at 25 fps) are there for the decoder but squeezed into the first millisecond.
+    let lead_in = video_pts(&clip).iter().filter(|&&t| t < 0.02).count();
+    assert!(
+        (37..=39).contains(&lead_in),
+        "{lead_in} frames before the first shown"
+    );
     // 6 s, plus the lead-in frames squeezed to one tick each (under a millisecond).
     assert!((dur - 6.0).abs() <= 0.045, "clip lasts {dur} s, not 6 s");
     // Seekable: a range gets 206, and the same ETag means 304.
@@ -686,4 +714,120 @@ async fn retention_deletes_the_oldest_files_and_live_viewers_do_not_notice() {
     let before = cap.fragments();
     collect(&mut ws, &mut cap, before + 50, Duration::from_secs(10)).await;
     assert!(cap.fragments() >= before + 50, "live stalled");
+}
+
+/// A small tmpfs, unmounted on drop: a disk that really fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_only_the_recorder_and_min_free_bytes_keeps_it_recording() {
+    let cam = Camera::start(Auth::None);
+    let recording = |dir: &Path, extra: &str| {
+        format!(
+            "{}{extra}\n{}",
+            archive_section(dir, 2000, None),
+            rtsp_stream(
+                STREAM_A,
+                &cam.url("h264"),
+                "\"mse\"",
+                &format!(
+                    "archive = {{ recording = true, type = \"filesystem\", directory = \"{}\", ms_per_file = 2000 }}",
+                    dir.display()
+                ),
+            )
+        )
+    };
+
+    // 3 MB fill up in about 12 s at 2 Mbit/s.
+    let disk = SmallDisk::mount(3 << 20);
+    let gw = Gateway::start(&recording(disk.path(), "")).await;
+    let mut ws = ws_connect(&gw.ws_url(STREAM_A, "")).await;
+    let mut cap = Capture::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let full = loop {
+        let want = cap.fragments() + 25;
+        collect(&mut ws, &mut cap, want, Duration::from_secs(5)).await;
+        let s = segments(&gw, STREAM_A).await;
+        if s["recorder"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left"))
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the disk never filled: {s}");
+    };
+    // Live goes on: another 2 s of frames arrive after the recorder failed.
+    let before = cap.fragments();
+    collect(&mut ws, &mut cap, before + 50, Duration::from_secs(10)).await;
+    assert!(
+        cap.fragments() >= before + 50,
+        "live stalled when the disk filled"
+    );
+    // What was recorded before is intact, including the file that hit the wall.
+    let listed = full["segments"].as_array().expect("segments");
+    assert!(listed.len() >= 2, "{full}");
+    for s in listed {
+        let name = s["file"].as_str().expect("file");
+        let p = probe(&disk.path().join(name));
+        assert!(p.decode_errors.is_empty(), "{name}: {}", p.decode_errors);
+    }
+    drop(ws);
+    drop(gw);
+    drop(disk);
+
+    // With min_free_bytes the oldest files make room and recording never stops.
+    let disk = SmallDisk::mount(3 << 20);
+    let gw = Gateway::start(&recording(disk.path(), "min_free_bytes = \"1.2MB\"")).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = segments(&gw, STREAM_A).await;
+        // 12 files of ~0.5 MB would not fit on 3 MB.
+        if s["recorder"]["files_written"].as_u64().unwrap_or(0) >= 12 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recording stopped: {s}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(s["recorder"]["last_error"].is_null(), "{s}");
+    assert!(
+        s["recorder"]["deleted_files"].as_u64().unwrap_or(0) >= 4,
+        "{s}"
+    );
+    assert!(gw.log().contains("deleted (disk low)"));
 }

@@ -116,6 +116,10 @@ impl OpenFile {
 
     /// Closes the file: `mfra`, durations, sync, rename.
     pub fn finish(mut self, duration_ms: u64) -> io::Result<Closed> {
+        // After a failed append (disk full), drop its partial bytes: the file ends with the
+        // last whole fragment, and the room freed takes the small `mfra`.
+        self.file.set_len(self.len)?;
+        self.file.seek(SeekFrom::Start(self.len))?;
         let mut tail = BytesMut::new();
         fmp4::write_mfra(&mut tail, self.lead_track, &self.points);
         self.file.write_all(&tail)?;
