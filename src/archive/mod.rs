@@ -24,14 +24,14 @@ pub mod playback;
 pub mod recorder;
 pub mod retention;
 pub mod s3;
+pub mod stream;
 pub mod upload;
 pub mod ws;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -39,10 +39,10 @@ use uuid::Uuid;
 
 use crate::config::{ArchiveConfig, StorageKind, StreamConfig};
 use crate::hub::StreamHub;
-use crate::movie::Movie;
 use index::{EndReason, Location, Segment, StreamIndex};
 use journal::Journal;
 use s3::S3Store;
+pub use stream::{Status, StatusInner, StreamArchive};
 
 /// Why an archive request cannot be answered.
 #[derive(Debug, thiserror::Error)]
@@ -57,225 +57,6 @@ pub enum ArchiveError {
     TooLarge(String),
     #[error("{0}")]
     Storage(String),
-}
-
-/// What a recorder reports.
-#[derive(Debug, Default)]
-pub struct Status {
-    inner: Mutex<StatusInner>,
-}
-
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct StatusInner {
-    /// Name seconds of the file being written.
-    pub writing: Option<i64>,
-    pub files_written: u64,
-    pub bytes_written: u64,
-    pub frames_lost_lagging: u64,
-    pub last_error: Option<String>,
-    pub deleted_files: u64,
-    pub deleted_bytes: u64,
-}
-
-impl Status {
-    fn with(&self, f: impl FnOnce(&mut StatusInner)) {
-        if let Ok(mut s) = self.inner.lock() {
-            f(&mut s);
-        }
-    }
-
-    pub fn set_writing(&self, name_s: Option<i64>) {
-        self.with(|s| s.writing = name_s);
-    }
-
-    pub fn error(&self, message: &str) {
-        self.with(|s| s.last_error = Some(message.to_owned()));
-    }
-
-    pub fn lagged(&self, frames: u64) {
-        self.with(|s| s.frames_lost_lagging += frames);
-    }
-
-    pub fn snapshot(&self) -> StatusInner {
-        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
-/// One stream's archive storage and index.
-pub struct StreamArchive {
-    pub id: Uuid,
-    /// The stream's files (filesystem), or its upload spool (S3).
-    pub dir: PathBuf,
-    pub s3: Option<S3Store>,
-    pub ms_per_file: i64,
-    pub fragment_ms: i64,
-    pub max_age_s: Option<u64>,
-    pub max_bytes: Option<u64>,
-    pub recording: bool,
-    pub status: Status,
-    journal: Journal,
-    index: Mutex<StreamIndex>,
-    /// Wakes retention when a file is closed (cheap: planning stops at the first file kept).
-    retention: Arc<tokio::sync::Notify>,
-    /// The file being written, as far as it is written (not in the index until closed).
-    growing: Mutex<Option<Segment>>,
-    uploader: Arc<upload::Uploader>,
-}
-
-impl StreamArchive {
-    fn index(&self) -> std::sync::MutexGuard<'_, StreamIndex> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reads the index under its lock.
-    pub fn with_index<T>(&self, f: impl FnOnce(&StreamIndex) -> T) -> T {
-        f(&self.index())
-    }
-
-    pub fn segment(&self, name_s: i64) -> Option<Segment> {
-        self.index()
-            .get(name_s)
-            .cloned()
-            .or_else(|| self.growing().filter(|g| g.name_s == name_s))
-    }
-
-    /// The file being written, with its duration so far.
-    pub fn growing(&self) -> Option<Segment> {
-        self.growing.lock().ok()?.clone()
-    }
-
-    pub(crate) fn set_growing(&self, seg: Option<Segment>) {
-        if let Ok(mut g) = self.growing.lock() {
-            *g = seg;
-        }
-    }
-
-    /// Segments overlapping `[start_ms, end_ms)`, including the file being written.
-    pub fn view(&self, start_ms: i64, end_ms: i64) -> Vec<Segment> {
-        let mut out = self.index().overlapping(start_ms, end_ms).to_vec();
-        if let Some(g) = self.growing() {
-            if g.start_ms < end_ms
-                && g.end_ms() > start_ms
-                && out.iter().all(|s| s.name_s != g.name_s)
-            {
-                out.push(g);
-            }
-        }
-        out
-    }
-
-    /// Continuous stretches, including the file being written.
-    pub fn spans(&self, tolerance_ms: i64) -> Vec<index::Span> {
-        let mut spans = self.index().spans(tolerance_ms);
-        if let Some(g) = self.growing() {
-            match spans.last_mut() {
-                Some(last) if g.start_ms <= last.end_ms + tolerance_ms => {
-                    last.end_ms = last.end_ms.max(g.end_ms());
-                }
-                _ => spans.push(index::Span {
-                    start_ms: g.start_ms,
-                    end_ms: g.end_ms(),
-                }),
-            }
-        }
-        spans
-    }
-
-    /// A name for a file starting at `start_ms` that no other file of the stream has.
-    pub fn free_name(&self, start_ms: i64) -> i64 {
-        self.index().free_name(start_ms)
-    }
-
-    /// A file was closed: index it, journal it, queue its upload.
-    pub fn closed(self: &Arc<Self>, seg: Segment) {
-        if let Err(e) = self.journal.closed(&seg) {
-            warn!("cannot append to the archive journal: {e}");
-        }
-        self.status.with(|s| {
-            s.files_written += 1;
-            s.bytes_written += seg.bytes;
-        });
-        let name_s = seg.name_s;
-        self.set_growing(None);
-        self.index().insert(seg);
-        if self.s3.is_some() {
-            self.uploader.enqueue(Arc::clone(self), name_s);
-        }
-        self.retention.notify_one();
-    }
-
-    fn uploaded(&self, name_s: i64) {
-        self.index().set_location(name_s, Location::Remote);
-        if let Err(e) = self.journal.moved(name_s, Location::Remote) {
-            warn!("cannot append to the archive journal: {e}");
-        }
-    }
-
-    /// Deletes a segment wherever it is; returns its size.
-    pub async fn delete(&self, name_s: i64) -> Result<u64, String> {
-        let Some(seg) = self.segment(name_s) else {
-            return Ok(0);
-        };
-        let name = seg.file_name(&self.id);
-        match (seg.location, &self.s3) {
-            (Location::Remote, Some(s3)) => s3.delete(&name).await?,
-            _ => match tokio::fs::remove_file(self.dir.join(&name)).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{name}: {e}")),
-            },
-        }
-        self.index().remove(name_s);
-        if let Err(e) = self.journal.deleted(name_s) {
-            warn!("cannot append to the archive journal: {e}");
-        }
-        self.status.with(|s| {
-            s.deleted_files += 1;
-            s.deleted_bytes += seg.bytes;
-        });
-        Ok(seg.bytes)
-    }
-
-    /// Reads a segment's bytes from wherever it is.
-    pub async fn read(&self, seg: &Segment) -> Result<Bytes, String> {
-        let name = seg.file_name(&self.id);
-        match (seg.location, &self.s3) {
-            (Location::Remote, Some(s3)) => s3.get(&name).await,
-            _ => {
-                let mut path = self.dir.join(&name);
-                if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                    // Still being written.
-                    let part = file::part_path(&self.dir, &name, seg.start_ms);
-                    if tokio::fs::try_exists(&part).await.unwrap_or(false) {
-                        path = part;
-                    }
-                }
-                let len = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|e| format!("{name}: {e}"))?
-                    .len();
-                if len > crate::movie::MAX_FILE_BYTES {
-                    return Err(format!(
-                        "{name}: {len} bytes is more than a file may have here"
-                    ));
-                }
-                let data = tokio::fs::read(&path)
-                    .await
-                    .map(Bytes::from)
-                    .map_err(|e| format!("{name}: {e}"))?;
-                // A file being written may end in half a fragment: keep whole fragments only.
-                let whole = crate::movie::whole_fragments_len(&data)
-                    .unwrap_or_else(|| crate::movie::top_level_boxes(&data).1);
-                Ok(data.slice(..whole))
-            }
-        }
-    }
-
-    /// Reads and demuxes a segment from wherever it is.
-    pub async fn open(&self, seg: &Segment) -> Result<Movie, String> {
-        let bytes = self.read(seg).await?;
-        Movie::parse(bytes).map_err(|e| format!("{}: {e}", seg.file_name(&self.id)))
-    }
 }
 
 /// Every stream's archive, the upload spool and the background tasks.
