@@ -401,12 +401,12 @@ async fn an_s3_outage_and_a_camera_outage_lose_nothing_and_show_as_they_happened
     let mut cam = Camera::start(Auth::None);
     let mut s3 = S3Server::start();
     let spool = tempfile::tempdir().expect("tempdir");
-    let gw = Gateway::start(&format!(
+    let conf = format!(
         "{}\n{}",
         archive_section(spool.path(), 3000, Some(&s3)),
         stream_with_archive(STREAM_B, &cam.url("h264"), "minio", spool.path(), 3000),
-    ))
-    .await;
+    );
+    let gw = Gateway::start(&conf).await;
     wait_segments(&gw, STREAM_B, 1, true, Duration::from_secs(60)).await;
 
     // S3 down: files pile up in the spool; the camera stops for a while too.
@@ -470,6 +470,32 @@ async fn an_s3_outage_and_a_camera_outage_lose_nothing_and_show_as_they_happened
         cap.texts
     );
     assert_eq!(cap.texts.last().map(String::as_str), Some("eos"));
+
+    // S3 down again and the gateway killed with files in the spool: the next run uploads them.
+    s3.stop();
+    let before = s["segments"].as_array().map_or(0, Vec::len);
+    wait_segments(&gw, STREAM_B, before + 2, false, Duration::from_secs(30)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &gw.pid().to_string()])
+        .status();
+    drop(gw);
+    let spooled = std::fs::read_dir(spool.path())
+        .expect("spool")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".mp4"))
+        .count();
+    assert!(spooled >= 2, "{spooled} files waiting in the spool");
+    s3.restart();
+    let gw = Gateway::start(&conf).await;
+    let s = wait_segments(&gw, STREAM_B, before + 3, true, Duration::from_secs(60)).await;
+    let objects = s3.objects(BUCKET, "var/archive_data");
+    for seg in s["segments"].as_array().expect("segments") {
+        let name = seg["file"].as_str().expect("file");
+        assert!(
+            objects.iter().any(|(n, _)| n == name),
+            "{name} never uploaded"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,9 +195,15 @@ impl Archive {
                 &a.minio_path,
             )?),
         };
+        // `[[local_files]]` get no defaults filled in (as in the original): use the global
+        // directory rather than the working directory.
+        let dir = [a.directory.as_str(), self.cfg.directory.as_str(), "./mp4"]
+            .into_iter()
+            .find(|d| !d.is_empty())
+            .unwrap_or("./mp4");
         self.load(
             s.id,
-            Path::new(&a.directory),
+            Path::new(dir),
             s3,
             a.ms_per_file,
             a.recording,
