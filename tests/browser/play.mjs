@@ -2,7 +2,7 @@
 //   node play.mjs <url> <screenshot.png> <seconds>
 // Optional environment: VIDEO (a CSS selector for the <video> to watch instead of the first),
 // WAIT_FOR (a JS expression to wait for after loading) and BEFORE (JS to run then, e.g. a click
-// on a timeline).
+// on a timeline), FULL_PAGE (screenshot the whole page).
 // Prints one JSON line: first-frame time, currentTime before/after and once a second, size,
 // error, player stats and the page's text.
 import { chromium } from "playwright-core";
@@ -55,7 +55,7 @@ try {
       videos: [...document.querySelectorAll("video")].map((x) => ({ currentTime: x.currentTime, videoWidth: x.videoWidth })),
     };
   }, selector);
-  await page.screenshot({ path: shot });
+  await page.screenshot({ path: shot, fullPage: Boolean(process.env.FULL_PAGE) });
   console.log(JSON.stringify({ ok: true, firstFrameMs, before, videosBefore, samples, ...after, logs }));
 } catch (e) {
   console.log(JSON.stringify({ ok: false, error: String(e) }));
