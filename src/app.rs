@@ -154,6 +154,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// The archive, once opened by [`serve`] (absent in tests that build an `App` by hand).
     archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
+    /// What `/metrics` renders.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A stream as the API shows it.
@@ -174,6 +176,7 @@ impl App {
             streams: Mutex::new(Vec::new()),
             shutdown: CancellationToken::new(),
             archive: std::sync::OnceLock::new(),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -302,6 +305,13 @@ impl App {
             return Err("Stream does not have this output type");
         };
         Ok((Arc::clone(store), r.upstream.acquire()))
+    }
+
+    /// A stream's HLS window for reading its state (no viewer activity is counted).
+    pub fn hls_store(&self, id: &Uuid) -> Option<Arc<crate::hls::Store>> {
+        let streams = self.streams();
+        let (_, r) = streams.iter().find(|(s, _)| s == id)?;
+        r.hls.clone()
     }
 
     /// Stops every stream (for shutdown).

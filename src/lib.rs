@@ -19,6 +19,7 @@ pub mod fmp4;
 pub mod hls;
 pub mod hub;
 pub mod media;
+pub mod metrics;
 pub mod movie;
 pub mod mse;
 pub mod source;

@@ -37,7 +37,10 @@ pub fn api_router(app: Arc<App>) -> Router {
         .route("/list", get(streams::list))
         .route("/status", get(streams::status))
         .route("/enable_camera", post(streams::enable_camera))
-        .route("/disable_camera", post(streams::disable_camera));
+        .route("/disable_camera", post(streams::disable_camera))
+        .route("/metrics", get(metrics))
+        .route("/health", get(streams::health))
+        .route("/streams/{id}", get(streams::stream_details));
     finish(archive_routes(r), app)
 }
 
@@ -47,6 +50,8 @@ pub fn video_router(app: Arc<App>) -> Router {
         .route("/ws/{segment}", get(crate::mse::live_handler))
         .route("/hls/{file}", get(crate::hls::http::handler))
         .route("/streams", get(streams::video_streams))
+        .route("/streams/{id}", get(streams::stream_details))
+        .route("/health", get(streams::health))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/", get(|| asset("/")))
         .route("/players/{player}/", get(player_page))
@@ -100,6 +105,19 @@ const ASSETS: &[(&str, &[u8], &str)] = &[
         "text/javascript; charset=utf-8",
     ),
 ];
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    let text = app.metrics.render(&app);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
 
 async fn player_page(Path(player): Path<String>) -> Response {
     asset(&format!("/players/{player}/")).await

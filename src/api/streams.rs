@@ -99,6 +99,59 @@ fn stream_json(s: &StreamView) -> Value {
     })
 }
 
+/// `GET /streams/{id}` (ours): one stream with everything known about it: the `/status` entry
+/// plus measured rates, uptime, and its HLS and archive state.
+pub async fn stream_details(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = Uuid::parse_str(id.trim())
+        .map_err(|_| ApiError::BadRequest(format!("Not valid UUID: '{id}'")))?;
+    let s = app
+        .list()
+        .into_iter()
+        .find(|s| s.config.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("Stream not found: {id}")))?;
+    let mut v = stream_json(&s);
+    let h = s.hub.health();
+    let now = crate::media::unix_ms_now();
+    let rates = s.hub.recent_rates();
+    v["stream_id"] = json!(id);
+    v["fps_measured"] = json!(rates.map(|r| (r.0 * 100.0).round() / 100.0));
+    v["bitrate_bps"] = json!(rates.map(|r| r.1.round()));
+    v["uptime_s"] = json!((h.online && h.since_ms > 0).then(|| (now - h.since_ms) / 1000));
+    v["keyframe_interval_s"] =
+        json!(s.hub.stats.keyframe_interval_90k.load(Ordering::Relaxed) as f64 / 90_000.0);
+    v["outputs"] = json!({"mse": s.config.outputs.mse, "hls": s.config.outputs.hls});
+    if let Some(store) = app.hls_store(&id) {
+        v["hls"] = json!({
+            "active": store.idle_ms() < crate::hls::IDLE.as_millis() as i64,
+            "last_media_sequence": store.lock().last_msn(),
+        });
+    }
+    if let Some(sa) = app.archive().and_then(|a| a.known(&id)) {
+        let (segments, bytes) = sa.with_index(|i| (i.segments().len(), i.total_bytes()));
+        v["archive"] = json!({
+            "recording": sa.recording,
+            "segments": segments,
+            "bytes": bytes,
+            "recorder": sa.status.snapshot(),
+        });
+    }
+    Ok(Json(v))
+}
+
+/// `GET /health` (ours): for load balancers and orchestrators; 200 while the process serves.
+pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
+    let streams = app.list();
+    let online = streams.iter().filter(|s| s.hub.health().online).count();
+    Json(json!({
+        "status": "ok",
+        "streams": streams.len(),
+        "online": online,
+    }))
+}
+
 /// The `/status` document (the original's newer shape).
 pub fn status_doc(app: &App) -> Value {
     let c = &app.config;

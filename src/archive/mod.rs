@@ -114,8 +114,9 @@ impl Archive {
         Arc::clone(&self.retention_wake)
     }
 
-    pub fn upload_backlog(&self) -> upload::Backlog {
-        self.uploader.backlog()
+    /// Files waiting for upload, per stream.
+    pub fn upload_backlog_by_stream(&self) -> HashMap<Uuid, upload::Backlog> {
+        self.uploader.backlog_by_stream()
     }
 
     /// Every stream archive known now.
@@ -136,6 +137,11 @@ impl Archive {
             self.tasks
                 .spawn(recorder::run(hub, sa, self.cancel.child_token()));
         }
+    }
+
+    /// The archive of a stream that has one now (no lookup in the serving directory).
+    pub fn known(&self, id: &Uuid) -> Option<Arc<StreamArchive>> {
+        self.get(id)
     }
 
     fn get(&self, id: &Uuid) -> Option<Arc<StreamArchive>> {

@@ -30,6 +30,9 @@ pub struct Uploader {
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Backlog {
     pub files: usize,
+    pub bytes: u64,
+    /// Start of the oldest file waiting, Unix ms.
+    pub oldest_start_ms: Option<i64>,
 }
 
 impl Uploader {
@@ -40,10 +43,27 @@ impl Uploader {
         self.wake.notify_one();
     }
 
-    pub fn backlog(&self) -> Backlog {
-        Backlog {
-            files: self.queue.lock().map_or(0, |q| q.len()),
+    /// The backlog of each stream.
+    pub fn backlog_by_stream(&self) -> std::collections::HashMap<uuid::Uuid, Backlog> {
+        let queued: Vec<(Arc<StreamArchive>, i64)> = self
+            .queue
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut out: std::collections::HashMap<uuid::Uuid, Backlog> = Default::default();
+        for (sa, name_s) in queued {
+            let Some(seg) = sa.segment(name_s).filter(|s| s.location == Location::Local) else {
+                continue;
+            };
+            let b = out.entry(sa.id).or_default();
+            b.files += 1;
+            b.bytes += seg.bytes;
+            b.oldest_start_ms = Some(
+                b.oldest_start_ms
+                    .map_or(seg.start_ms, |t| t.min(seg.start_ms)),
+            );
         }
+        out
     }
 
     fn front(&self) -> Option<(Arc<StreamArchive>, i64)> {

@@ -32,7 +32,7 @@ const BATCH: usize = 64;
 /// A frame older than this when the task reads it comes from the GOP cache.
 const CACHED_AGE: Duration = Duration::from_millis(500);
 /// HLS muxing stops this long after the last HLS request (unless `always_remux`).
-const IDLE: Duration = Duration::from_secs(60);
+pub const IDLE: Duration = Duration::from_secs(60);
 
 /// The segment and part targets of a configuration.
 pub fn targets(cfg: &HlsConfig) -> Targets {

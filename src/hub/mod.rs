@@ -44,6 +44,12 @@ pub struct Health {
 pub struct Stats {
     pub frames_in: AtomicU64,
     pub bytes_in: AtomicU64,
+    /// Video keyframes received.
+    pub keyframes_in: AtomicU64,
+    /// Decode time of the latest video keyframe, 90 kHz (meaningless before the first).
+    pub last_key_90k: std::sync::atomic::AtomicI64,
+    /// Interval between the last two video keyframes, 90 kHz (0 until known).
+    pub keyframe_interval_90k: std::sync::atomic::AtomicI64,
     pub sessions: AtomicU64,
     pub discontinuities: AtomicU64,
     pub mse_viewers: AtomicU64,
@@ -98,6 +104,18 @@ impl StreamHub {
         self.stats
             .bytes_in
             .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        if frame.is_video_key() {
+            let before = self.stats.keyframes_in.fetch_add(1, Ordering::Relaxed);
+            let last = self
+                .stats
+                .last_key_90k
+                .swap(frame.dts_90k, Ordering::Relaxed);
+            if before > 0 && frame.dts_90k > last {
+                self.stats
+                    .keyframe_interval_90k
+                    .store(frame.dts_90k - last, Ordering::Relaxed);
+            }
+        }
         let seq = self.ring().push(frame);
         self.notify.send_replace(seq + 1);
     }
@@ -138,6 +156,11 @@ impl StreamHub {
     }
 
     /// Frames and payload bytes held in the ring now.
+    /// Frames and bits per second over the GOP cache (about the last two GOPs).
+    pub fn recent_rates(&self) -> Option<(f64, f64)> {
+        self.ring().rates()
+    }
+
     pub fn buffered(&self) -> (usize, usize) {
         let r = self.ring();
         (r.len(), r.bytes())

@@ -89,6 +89,24 @@ impl Ring {
         self.bytes
     }
 
+    /// Frames per second and bits per second over what the ring holds (about two GOPs), or
+    /// `None` with less than a tenth of a second of media.
+    pub fn rates(&self) -> Option<(f64, f64)> {
+        let (first, last) = (self.frames.front()?, self.frames.back()?);
+        let span_s = (last.dts_90k - first.dts_90k) as f64 / 90_000.0;
+        if span_s < 0.1 {
+            return None;
+        }
+        let video = self
+            .frames
+            .iter()
+            .filter(|f| f.track == crate::media::TrackKind::Video)
+            .count();
+        // n frames span n − 1 intervals.
+        let fps = video.saturating_sub(1) as f64 / span_s;
+        Some((fps, self.bytes as f64 * 8.0 / span_s))
+    }
+
     /// Appends a frame and trims the ring; returns the frame's sequence number.
     pub fn push(&mut self, frame: Frame) -> u64 {
         let seq = self.end_seq();

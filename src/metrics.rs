@@ -1,0 +1,390 @@
+//! `GET /metrics`: Prometheus text format, rendered by metrics-exporter-prometheus.
+//!
+//! The gateway keeps its numbers where they are cheapest to keep (relaxed atomics in the hub,
+//! the archive's status, the HLS window); a scrape copies them into a private (not global)
+//! recorder and renders it. So nothing on the media path calls into a metrics library, and the
+//! values are exactly what `/status` shows.
+//!
+//! Label names are stable: `stream` (the stream UUID), `output` (`mse`, `hls`). Every metric
+//! and its meaning is listed in `docs/operations.md`.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use metrics::{counter, gauge, Label};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::app::App;
+use crate::media::unix_ms_now;
+
+/// The recorder behind `/metrics` and what rates are computed from.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// Per stream: (Unix ms, frames in, bytes in) at the previous scrape, for fps and bitrate.
+    last: Mutex<HashMap<uuid::Uuid, (i64, u64, u64)>>,
+    started_ms: i64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Every metric with its help text (the table in docs/operations.md follows this one).
+const HELP: &[(&str, &str)] = &[
+    (
+        "video_server_streams",
+        "Streams configured or added through the API.",
+    ),
+    (
+        "video_server_stream_up",
+        "1 while frames flow from the camera.",
+    ),
+    (
+        "video_server_stream_upstream_running",
+        "1 while the source task runs (on-demand streams stop it when idle).",
+    ),
+    (
+        "video_server_stream_sessions_total",
+        "Camera sessions started (connects that delivered media).",
+    ),
+    (
+        "video_server_stream_reconnects_total",
+        "Camera sessions after the first one.",
+    ),
+    (
+        "video_server_stream_frames_total",
+        "Frames received (video and audio).",
+    ),
+    ("video_server_stream_bytes_total", "Payload bytes received."),
+    (
+        "video_server_stream_keyframes_total",
+        "Video keyframes received.",
+    ),
+    (
+        "video_server_stream_discontinuities_total",
+        "Reconnects, timestamp jumps and parameter changes (new epochs).",
+    ),
+    (
+        "video_server_stream_keyframe_interval_seconds",
+        "Time between the last two keyframes.",
+    ),
+    (
+        "video_server_stream_nominal_fps",
+        "Frame rate the stream declares or shows.",
+    ),
+    (
+        "video_server_stream_gop_frames",
+        "Frames per GOP (keyframe interval times the frame rate).",
+    ),
+    (
+        "video_server_stream_frames_per_second",
+        "Frames received per second since the previous scrape.",
+    ),
+    (
+        "video_server_stream_bitrate_bps",
+        "Bits received per second since the previous scrape.",
+    ),
+    (
+        "video_server_stream_gop_cache_frames",
+        "Frames in the stream's ring (the GOP cache).",
+    ),
+    (
+        "video_server_stream_gop_cache_bytes",
+        "Bytes in the stream's ring (the GOP cache).",
+    ),
+    ("video_server_viewers", "Connected viewers, by output."),
+    (
+        "video_server_frames_dropped_for_slow_viewers_total",
+        "Frames slow viewers skipped when moved to a newer keyframe.",
+    ),
+    (
+        "video_server_mse_send_delay_p99_seconds",
+        "99th percentile (bucket bound) of frame arrival to websocket write.",
+    ),
+    (
+        "video_server_hls_active",
+        "1 while HLS is being requested (muxing runs).",
+    ),
+    (
+        "video_server_hls_segments_total",
+        "HLS segments produced (the media sequence of the newest one, plus one).",
+    ),
+    (
+        "video_server_archive_recording",
+        "1 while a file is being written.",
+    ),
+    (
+        "video_server_archive_files_written_total",
+        "Archive files closed.",
+    ),
+    (
+        "video_server_archive_bytes_written_total",
+        "Bytes of archive files closed.",
+    ),
+    (
+        "video_server_archive_frames_lost_total",
+        "Frames the recorder skipped because it fell behind.",
+    ),
+    (
+        "video_server_archive_deleted_files_total",
+        "Archive files deleted by retention.",
+    ),
+    (
+        "video_server_archive_deleted_bytes_total",
+        "Bytes deleted by retention.",
+    ),
+    (
+        "video_server_archive_error",
+        "1 if the recorder's or uploader's last attempt failed.",
+    ),
+    ("video_server_archive_segments", "Archive files indexed."),
+    (
+        "video_server_archive_bytes",
+        "Bytes of archive files indexed.",
+    ),
+    (
+        "video_server_archive_oldest_age_seconds",
+        "Age of the oldest archive file.",
+    ),
+    (
+        "video_server_archive_write_lag_seconds",
+        "How far the file being written trails the wall clock.",
+    ),
+    (
+        "video_server_archive_upload_backlog_files",
+        "Files waiting in the S3 upload spool.",
+    ),
+    (
+        "video_server_archive_upload_backlog_bytes",
+        "Bytes waiting in the S3 upload spool.",
+    ),
+    (
+        "video_server_archive_upload_backlog_oldest_age_seconds",
+        "Age of the oldest file waiting for upload.",
+    ),
+    (
+        "video_server_uptime_seconds",
+        "Time since the process started.",
+    ),
+    (
+        "process_start_time_seconds",
+        "Start of the process, Unix seconds.",
+    ),
+    (
+        "process_cpu_seconds",
+        "CPU time used by the process, user and system.",
+    ),
+    ("process_resident_memory_bytes", "Resident memory."),
+    ("process_virtual_memory_bytes", "Virtual memory."),
+    ("process_threads", "Threads."),
+    ("process_open_fds", "Open file descriptors."),
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for (name, help) in HELP {
+                // The kind is decided by how a metric is recorded; the help is shared.
+                metrics::describe_gauge!(*name, *help);
+                metrics::describe_counter!(*name, *help);
+            }
+        });
+        Metrics {
+            recorder,
+            handle,
+            last: Mutex::new(HashMap::new()),
+            started_ms: unix_ms_now(),
+        }
+    }
+
+    /// Copies the current values in and renders the text format.
+    pub fn render(&self, app: &App) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.collect(app));
+        self.handle.render()
+    }
+
+    fn collect(&self, app: &App) {
+        let now = unix_ms_now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let streams = app.list();
+        last.retain(|id, _| streams.iter().any(|s| s.config.id == *id));
+        gauge!("video_server_streams").set(streams.len() as f64);
+        for s in &streams {
+            let id = s.config.id.to_string();
+            let l = || vec![Label::new("stream", id.clone())];
+            let h = s.hub.health();
+            let st = &s.hub.stats;
+            let frames = st.frames_in.load(Ordering::Relaxed);
+            let bytes = st.bytes_in.load(Ordering::Relaxed);
+            gauge!("video_server_stream_up", l()).set(f64::from(u8::from(h.online)));
+            gauge!("video_server_stream_upstream_running", l())
+                .set(f64::from(u8::from(s.streaming)));
+            counter!("video_server_stream_sessions_total", l())
+                .absolute(st.sessions.load(Ordering::Relaxed));
+            counter!("video_server_stream_reconnects_total", l())
+                .absolute(st.sessions.load(Ordering::Relaxed).saturating_sub(1));
+            counter!("video_server_stream_frames_total", l()).absolute(frames);
+            counter!("video_server_stream_bytes_total", l()).absolute(bytes);
+            counter!("video_server_stream_keyframes_total", l())
+                .absolute(st.keyframes_in.load(Ordering::Relaxed));
+            counter!("video_server_stream_discontinuities_total", l())
+                .absolute(st.discontinuities.load(Ordering::Relaxed));
+            let gop_90k = st.keyframe_interval_90k.load(Ordering::Relaxed);
+            gauge!("video_server_stream_keyframe_interval_seconds", l())
+                .set(gop_90k as f64 / 90_000.0);
+            if let Some(fps) = h
+                .params
+                .as_ref()
+                .and_then(|p| p.video.as_ref())
+                .and_then(|v| v.frame_rate)
+                .filter(|&(_, d)| d > 0)
+                .map(|(n, d)| f64::from(n) / f64::from(d))
+            {
+                gauge!("video_server_stream_nominal_fps", l()).set(fps);
+                if gop_90k > 0 {
+                    gauge!("video_server_stream_gop_frames", l())
+                        .set((gop_90k as f64 / 90_000.0 * fps).round());
+                }
+            }
+            // Measured rates since the previous scrape (0 until there is one).
+            let (fps, bps) = match last.insert(s.config.id, (now, frames, bytes)) {
+                Some((t, f, b)) if now > t => {
+                    let secs = (now - t) as f64 / 1000.0;
+                    (
+                        frames.saturating_sub(f) as f64 / secs,
+                        bytes.saturating_sub(b) as f64 * 8.0 / secs,
+                    )
+                }
+                _ => (0.0, 0.0),
+            };
+            gauge!("video_server_stream_frames_per_second", l()).set(fps);
+            gauge!("video_server_stream_bitrate_bps", l()).set(bps);
+            let (buffered_frames, buffered_bytes) = s.hub.buffered();
+            gauge!("video_server_stream_gop_cache_frames", l()).set(buffered_frames as f64);
+            gauge!("video_server_stream_gop_cache_bytes", l()).set(buffered_bytes as f64);
+            let mse = vec![
+                Label::new("stream", id.clone()),
+                Label::new("output", "mse"),
+            ];
+            gauge!("video_server_viewers", mse.clone())
+                .set(st.mse_viewers.load(Ordering::Relaxed) as f64);
+            counter!("video_server_frames_dropped_for_slow_viewers_total", mse)
+                .absolute(st.frames_dropped_for_slow_viewers.load(Ordering::Relaxed));
+            let delay = st.mse_send_delay.summary();
+            if let Some(p99) = delay.p99_ms_at_most {
+                gauge!("video_server_mse_send_delay_p99_seconds", l()).set(p99 / 1000.0);
+            }
+            if let Some(store) = app.hls_store(&s.config.id) {
+                let hls = vec![
+                    Label::new("stream", id.clone()),
+                    Label::new("output", "hls"),
+                ];
+                let active = store.idle_ms() < crate::hls::IDLE.as_millis() as i64;
+                gauge!("video_server_hls_active", hls).set(f64::from(u8::from(active)));
+                if let Some(msn) = store.lock().last_msn() {
+                    counter!("video_server_hls_segments_total", l()).absolute(msn + 1);
+                }
+            }
+        }
+        if let Some(archive) = app.archive() {
+            self.collect_archive(archive, now);
+        }
+        self.collect_process(now);
+    }
+
+    fn collect_archive(&self, archive: &crate::archive::Archive, now: i64) {
+        let backlog = archive.upload_backlog_by_stream();
+        for sa in archive.all() {
+            let id = sa.id.to_string();
+            let l = || vec![Label::new("stream", id.clone())];
+            let st = sa.status.snapshot();
+            gauge!("video_server_archive_recording", l())
+                .set(f64::from(u8::from(st.writing.is_some())));
+            counter!("video_server_archive_files_written_total", l()).absolute(st.files_written);
+            counter!("video_server_archive_bytes_written_total", l()).absolute(st.bytes_written);
+            counter!("video_server_archive_frames_lost_total", l())
+                .absolute(st.frames_lost_lagging);
+            counter!("video_server_archive_deleted_files_total", l()).absolute(st.deleted_files);
+            counter!("video_server_archive_deleted_bytes_total", l()).absolute(st.deleted_bytes);
+            gauge!("video_server_archive_error", l())
+                .set(f64::from(u8::from(st.last_error.is_some())));
+            let (segments, bytes, oldest) = sa.with_index(|i| {
+                (
+                    i.segments().len(),
+                    i.total_bytes(),
+                    i.segments().first().map(|s| s.start_ms),
+                )
+            });
+            gauge!("video_server_archive_segments", l()).set(segments as f64);
+            gauge!("video_server_archive_bytes", l()).set(bytes as f64);
+            if let Some(oldest) = oldest {
+                gauge!("video_server_archive_oldest_age_seconds", l())
+                    .set((now - oldest) as f64 / 1000.0);
+            }
+            // The recorder's lag: how far the file being written trails the wall clock.
+            if let Some(g) = sa.growing() {
+                gauge!("video_server_archive_write_lag_seconds", l())
+                    .set(((now - g.end_ms()) as f64 / 1000.0).max(0.0));
+            }
+            if sa.s3.is_some() {
+                let b = backlog.get(&sa.id).copied().unwrap_or_default();
+                gauge!("video_server_archive_upload_backlog_files", l()).set(b.files as f64);
+                gauge!("video_server_archive_upload_backlog_bytes", l()).set(b.bytes as f64);
+                gauge!(
+                    "video_server_archive_upload_backlog_oldest_age_seconds",
+                    l()
+                )
+                .set(
+                    b.oldest_start_ms
+                        .map_or(0.0, |t| ((now - t) as f64 / 1000.0).max(0.0)),
+                );
+            }
+        }
+    }
+
+    fn collect_process(&self, now: i64) {
+        gauge!("video_server_uptime_seconds").set((now - self.started_ms) as f64 / 1000.0);
+        gauge!("process_start_time_seconds").set(self.started_ms as f64 / 1000.0);
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name (which may contain spaces): utime is 14, stime 15.
+            if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+                if let (Some(u), Some(s)) = (ticks(14), ticks(15)) {
+                    // Linux reports in USER_HZ, 100 on every platform Rust targets.
+                    gauge!("process_cpu_seconds").set((u + s) / 100.0);
+                }
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            for (key, name) in [
+                ("VmRSS:", "process_resident_memory_bytes"),
+                ("VmSize:", "process_virtual_memory_bytes"),
+            ] {
+                if let Some(kb) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                {
+                    gauge!(name).set(kb * 1024.0);
+                }
+            }
+            if let Some(threads) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+            {
+                gauge!("process_threads").set(threads);
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauge!("process_open_fds").set(fds.count() as f64);
+        }
+    }
+}

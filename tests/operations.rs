@@ -1,0 +1,197 @@
+//! Operations: `/metrics` parsed by an independent Prometheus text parser and moving with a
+//! real camera's death and return, `/health`, `/streams/{id}`, and no secret in any of them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{collect, get, rtsp_stream, ws_connect, Auth, Camera, Capture, Gateway, STREAM_A};
+
+/// One parsed sample: name, sorted labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Scrapes `/metrics` and parses it; returns the text and every sample.
+async fn scrape(gw: &Gateway) -> (String, Vec<Sample>) {
+    let r = get(gw.api, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain")));
+    let text = r.text();
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let samples = scrape
+        .samples
+        .iter()
+        .map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            (s.metric.clone(), labels, v)
+        })
+        .collect();
+    (text, samples)
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+/// Scrapes until `cond` holds for the stream's samples (bounded).
+async fn scrape_until(
+    gw: &Gateway,
+    within: Duration,
+    what: &str,
+    cond: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let deadline = Instant::now() + within;
+    loop {
+        let (text, samples) = scrape(gw).await;
+        if cond(&samples) {
+            return samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within {within:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_camera_that_dies_and_returns_and_leak_no_secret() {
+    let mut cam = Camera::start(Auth::Basic("viewer", "s3cret-pa55"));
+    let files = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(&format!(
+        "[archive]\nrecording = true\ndirectory = \"{}\"\nms_per_file = 2000\n{}",
+        files.path().display(),
+        rtsp_stream(
+            STREAM_A,
+            &cam.url("h264aac"),
+            "\"mse\", \"hls\"",
+            "archive = { recording = true, type = \"filesystem\", ms_per_file = 2000 }",
+        )
+    ))
+    .await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let mut ws = ws_connect(&gw.ws_url(STREAM_A, "")).await;
+    let mut cap = Capture::default();
+    collect(&mut ws, &mut cap, 10, Duration::from_secs(10)).await;
+
+    let stream = [("stream", STREAM_A)];
+    let s = scrape_until(&gw, Duration::from_secs(20), "a closed archive file", |s| {
+        value(s, "video_server_archive_files_written_total", &stream).unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert_eq!(value(&s, "video_server_stream_up", &stream), Some(1.0));
+    assert!(value(&s, "video_server_stream_frames_total", &stream).unwrap_or(0.0) > 50.0);
+    assert_eq!(
+        value(
+            &s,
+            "video_server_viewers",
+            &[("stream", STREAM_A), ("output", "mse")]
+        ),
+        Some(1.0)
+    );
+    let gop = value(&s, "video_server_stream_keyframe_interval_seconds", &stream).unwrap_or(0.0);
+    assert!((gop - 2.0).abs() < 0.05, "keyframe interval {gop} s");
+    assert_eq!(
+        value(&s, "video_server_stream_gop_frames", &stream),
+        Some(50.0)
+    );
+    assert!(value(&s, "process_resident_memory_bytes", &[]).unwrap_or(0.0) > 1e6);
+    // A second scrape measures rates: about 25 video + 47 audio frames/s, ~2 Mbit/s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, s) = scrape(&gw).await;
+    let fps = value(&s, "video_server_stream_frames_per_second", &stream).unwrap_or(0.0);
+    let bps = value(&s, "video_server_stream_bitrate_bps", &stream).unwrap_or(0.0);
+    assert!((40.0..120.0).contains(&fps), "{fps} frames/s");
+    assert!((5e5..8e6).contains(&bps), "{bps} bit/s");
+
+    // The camera dies: up goes to 0; it returns: up is 1 again and a reconnect is counted.
+    cam.kill();
+    scrape_until(&gw, Duration::from_secs(30), "stream_up 0", |s| {
+        value(s, "video_server_stream_up", &stream) == Some(0.0)
+    })
+    .await;
+    cam.restart();
+    let s = scrape_until(
+        &gw,
+        Duration::from_secs(30),
+        "stream_up 1 after a reconnect",
+        |s| {
+            value(s, "video_server_stream_up", &stream) == Some(1.0)
+                && value(s, "video_server_stream_reconnects_total", &stream).unwrap_or(0.0) >= 1.0
+        },
+    )
+    .await;
+    assert!(value(&s, "video_server_stream_discontinuities_total", &stream).unwrap_or(0.0) >= 1.0);
+
+    // No secret anywhere an operator looks.
+    let (text, _) = scrape(&gw).await;
+    let status = get(gw.api, "/status").await.text();
+    let details = get(gw.api, &format!("/streams/{STREAM_A}")).await.text();
+    for (what, body) in [
+        ("metrics", &text),
+        ("status", &status),
+        ("details", &details),
+        ("log", &gw.log()),
+    ] {
+        assert!(
+            !body.contains("s3cret-pa55"),
+            "the camera password is in {what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_stream_details_answer_for_load_balancers_and_operators() {
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264aac"), "\"mse\"", "")).await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    for addr in [gw.api, gw.video] {
+        let h = get(addr, "/health").await;
+        assert_eq!(h.status, 200);
+        assert_eq!(h.json()["status"], "ok");
+    }
+    // Rates come from the GOP cache, so they are there once it holds a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let d = loop {
+        let d = get(gw.api, &format!("/streams/{STREAM_A}")).await.json();
+        if d["fps_measured"].as_f64().is_some() && d["uptime_s"].as_i64().unwrap_or(0) >= 3 {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "{d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(d["stream_id"], STREAM_A);
+    let fps = d["fps_measured"].as_f64().expect("fps");
+    assert!((23.0..27.0).contains(&fps), "{d}");
+    let bps = d["bitrate_bps"].as_f64().expect("bitrate");
+    assert!((5e5..8e6).contains(&bps), "{d}");
+    let gop = d["keyframe_interval_s"].as_f64().unwrap_or(0.0);
+    assert!((gop - 2.0).abs() < 0.05, "{d}");
+    assert_eq!(d["codecs"][0]["width"], 1280);
+    let bad = get(gw.api, "/streams/not-a-uuid").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["Error"].is_string());
+    let missing = get(gw.api, "/streams/566bfe72-1f85-4e7d-9c0a-424e6c3b29f3").await;
+    assert_eq!(missing.status, 404);
+}
