@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use video_server::{app, config::Config, telemetry};
+use video_server::config::{Config, StorageKind};
+use video_server::{app, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -134,7 +135,9 @@ fn print_banner(config: &Config, video: std::net::SocketAddr, api: Option<std::n
     tracing::info!(version = env!("CARGO_PKG_VERSION"), conf = %config.path.display(), "video-server starting");
     tracing::info!("video server (MSE websocket, web page): http://{video}/");
     match api {
-        Some(a) => tracing::info!("API server: http://{a}/status"),
+        Some(a) => tracing::info!(
+            "API server: http://{a}/status  metrics http://{a}/metrics  health http://{a}/health"
+        ),
         None => tracing::info!("API server: disabled ([api] enabled = false)"),
     }
     for s in &config.streams {
@@ -143,8 +146,25 @@ fn print_banner(config: &Config, video: std::net::SocketAddr, api: Option<std::n
             .filter(|(on, _)| *on)
             .map(|(_, n)| *n)
             .collect();
+        let hls = if s.outputs.hls {
+            format!("  http://{video}/hls/{}.m3u8", s.id)
+        } else {
+            String::new()
+        };
+        let archive = match &s.archive {
+            Some(a) if a.recording => match a.kind {
+                StorageKind::Filesystem => format!("  records to {}", a.directory),
+                StorageKind::Minio => format!(
+                    "  records to s3://{}/{} (spool {})",
+                    a.minio_bucket,
+                    a.minio_path.trim_matches('/'),
+                    a.directory
+                ),
+            },
+            _ => String::new(),
+        };
         tracing::info!(
-            "stream {}  {}  outputs [{}]  ws://{video}/ws/live?stream_id={}",
+            "stream {}  {}  outputs [{}]  ws://{video}/ws/live?stream_id={}{hls}{archive}",
             s.id,
             s.source.display_url(),
             outs.join(","),

@@ -195,3 +195,54 @@ async fn health_and_stream_details_answer_for_load_balancers_and_operators() {
     let missing = get(gw.api, "/streams/566bfe72-1f85-4e7d-9c0a-424e6c3b29f3").await;
     assert_eq!(missing.status, 404);
 }
+
+#[test]
+fn the_deployment_files_agree_with_each_other() {
+    use std::process::Command;
+    // Both container configurations are valid for this binary.
+    for conf in ["deploy/conf.docker.toml", "deploy/conf.compose.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_video-server"))
+            .args(["check", "--conf"])
+            .arg(common::repo().join(conf))
+            .output()
+            .expect("run check");
+        assert!(
+            out.status.success(),
+            "{conf}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The compose file: the gateway built from this repo, its config mounted, MinIO with the
+    // credentials that config uses.
+    let text =
+        std::fs::read_to_string(common::repo().join("docker-compose.yaml")).expect("compose");
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&text).expect("docker-compose.yaml is YAML");
+    let gateway = &compose["services"]["gateway"];
+    assert_eq!(gateway["build"].as_str(), Some("."));
+    let mounts: Vec<&str> = gateway["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let conf_mount = mounts
+        .iter()
+        .find(|m| m.ends_with(":/etc/video-server/conf.toml:ro"))
+        .expect("the config is mounted");
+    let host_conf = conf_mount.split(':').next().expect("host path");
+    let conf_text = std::fs::read_to_string(common::repo().join(host_conf)).expect("mounted conf");
+    let minio = &compose["services"]["minio"]["environment"];
+    for key in ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"] {
+        let v = minio[key].as_str().expect(key);
+        assert!(
+            conf_text.contains(&format!("\"{v}\"")),
+            "{key} differs from {host_conf}"
+        );
+    }
+    assert!(conf_text.contains("host = \"minio\"") && conf_text.contains("port = 29199"));
+    // The Dockerfile copies what the default config needs, and runs unprivileged.
+    let docker = std::fs::read_to_string(common::repo().join("Dockerfile")).expect("Dockerfile");
+    assert!(docker.contains("COPY deploy/conf.docker.toml /etc/video-server/conf.toml"));
+    assert!(docker.contains("USER video-server"));
+}
