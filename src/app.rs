@@ -156,6 +156,8 @@ pub struct App {
     archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
     /// What `/metrics` renders.
     pub metrics: crate::metrics::Metrics,
+    /// Credential checks, when `[auth]` is on.
+    authority: Option<crate::auth::Authority>,
 }
 
 /// A stream as the API shows it.
@@ -171,13 +173,22 @@ pub struct StreamView {
 impl App {
     pub fn new(config: Config) -> Arc<App> {
         Arc::new(App {
-            config,
             hub: Hub::new(Limits::default()),
             streams: Mutex::new(Vec::new()),
             shutdown: CancellationToken::new(),
             archive: std::sync::OnceLock::new(),
             metrics: crate::metrics::Metrics::new(),
+            authority: config
+                .auth
+                .enabled
+                .then(|| crate::auth::Authority::new(&config.auth)),
+            config,
         })
+    }
+
+    /// Credential checks, if `[auth]` is on.
+    pub fn authority(&self) -> Option<&crate::auth::Authority> {
+        self.authority.as_ref()
     }
 
     /// The archive (recording and serving), once opened.
@@ -433,16 +444,22 @@ pub async fn serve(
         let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(VIEWER_SEND_BUFFER);
     });
     servers.push(tokio::spawn(
-        axum::serve(video, video_router)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            video,
+            video_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.clone().cancelled_owned())
+        .into_future(),
     ));
     if let Some(api) = api {
         let api_router = crate::api::api_router(Arc::clone(&app));
         servers.push(tokio::spawn(
-            axum::serve(api, api_router)
-                .with_graceful_shutdown(token.clone().cancelled_owned())
-                .into_future(),
+            axum::serve(
+                api,
+                api_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future(),
         ));
     }
     token.cancelled().await;

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod app;
 pub mod archive;
+pub mod auth;
 pub mod config;
 pub mod fmp4;
 pub mod hls;

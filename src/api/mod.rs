@@ -4,6 +4,7 @@
 //! Belongs here: routes, request parsing, response shapes. Does not belong here: stream
 //! lifecycle (`app`), websocket media sessions (`mse`).
 
+pub mod auth;
 pub mod cors;
 pub mod error;
 pub mod ranged;
@@ -24,6 +25,10 @@ fn finish(router: Router<Arc<App>>, app: Arc<App>) -> Router {
     let mut router = router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            auth::layer,
+        ))
         .with_state(Arc::clone(&app));
     if let Some(c) = cors::Cors::new(&app.config.cors) {
         router = router.layer(axum::middleware::from_fn_with_state(c, cors::layer));
@@ -69,6 +74,7 @@ fn archive_routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
         .route("/archive/{id}/clip.mp4", get(http::clip))
         .route("/archive/{id}/playlist.m3u8", get(http::playlist))
         .route("/archive/{id}/files/{name}", get(http::file))
+        .route("/archive/{id}/share", post(http::share))
 }
 
 /// Web assets compiled into the binary, so the pages work with nothing else installed:

@@ -238,10 +238,20 @@ pub async fn disable_camera(
 }
 
 /// `GET /streams` on the video port: what the built-in page needs.
-pub async fn video_streams(State(app): State<Arc<App>>) -> Json<Value> {
+pub async fn video_streams(
+    State(app): State<Arc<App>>,
+    grant: Option<axum::Extension<crate::auth::Grant>>,
+) -> Json<Value> {
+    // With auth on, a credential sees the streams it may watch.
+    let visible = |id: &Uuid| {
+        grant
+            .as_ref()
+            .is_none_or(|g| g.0.allows(crate::config::auth::Action::Live, Some(id)))
+    };
     let list: Vec<Value> = app
         .list()
         .iter()
+        .filter(|s| visible(&s.config.id))
         .map(|s| {
             let h = s.hub.health();
             json!({

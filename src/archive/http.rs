@@ -303,7 +303,11 @@ pub async fn playlist(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Query(w): Query<Window>,
+    token: Option<axum::Extension<crate::api::auth::QueryToken>>,
 ) -> Result<Response, ArchiveError> {
+    let token = token.map_or_else(String::new, |axum::Extension(t)| {
+        format!("&token={}", crate::api::auth::percent_encode(&t.0))
+    });
     let sa = stream(&app, &id).await?;
     let (start, end) = window(&w, false)?;
     let segs = sa.with_index(|i| i.overlapping(start, end).to_vec());
@@ -325,7 +329,7 @@ pub async fn playlist(
             m3u8.push_str("#EXT-X-DISCONTINUITY\n");
         }
         m3u8.push_str(&format!(
-            "#EXT-X-MAP:URI=\"files/{name}?part=init\"\n#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nfiles/{name}?part=media\n",
+            "#EXT-X-MAP:URI=\"files/{name}?part=init{token}\"\n#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nfiles/{name}?part=media{token}\n",
             utc_time(s.start_ms),
             s.duration_ms as f64 / 1000.0
         ));
@@ -401,4 +405,83 @@ pub async fn file(
             ),
         ],
     ))
+}
+
+/// The body of `POST /archive/{id}/share`.
+#[derive(Debug, Deserialize)]
+pub struct ShareRequest {
+    pub start: serde_json::Value,
+    pub end: serde_json::Value,
+    /// Seconds the link stays valid (default one day), or `expires` (Unix seconds).
+    pub expires_in: Option<i64>,
+    pub expires: Option<i64>,
+}
+
+fn json_time(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().map(|s| (s * 1000.0).round() as i64),
+        serde_json::Value::String(s) => parse_time(s),
+        _ => None,
+    }
+}
+
+/// `POST /archive/{id}/share` (admin): a clip link for one window of one stream that works
+/// without any other credential until it expires, and for nothing else.
+pub async fn share(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ArchiveError> {
+    let id =
+        Uuid::parse_str(&id).map_err(|_| ArchiveError::BadRequest("invalid stream_id".into()))?;
+    let req: ShareRequest = serde_json::from_slice(&body).map_err(|e| {
+        ArchiveError::BadRequest(format!(
+            "expected {{\"start\", \"end\", \"expires_in\"}}: {e}"
+        ))
+    })?;
+    let (Some(start), Some(end)) = (json_time(&req.start), json_time(&req.end)) else {
+        return Err(ArchiveError::BadRequest(
+            "`start` and `end` must be Unix seconds or RFC 3339".into(),
+        ));
+    };
+    let max_clip = app.archive().map_or(0, |a| a.config().max_clip_ms);
+    if end <= start || end - start > max_clip {
+        return Err(ArchiveError::BadRequest(format!(
+            "the window must be positive and at most {} s",
+            max_clip / 1000
+        )));
+    }
+    let now_s = crate::media::unix_ms_now() / 1000;
+    let exp = req
+        .expires
+        .unwrap_or_else(|| now_s + req.expires_in.unwrap_or(86_400));
+    if exp <= now_s {
+        return Err(ArchiveError::BadRequest("the expiry is in the past".into()));
+    }
+    let sig = app
+        .authority()
+        .and_then(|a| a.sign_link(&id, start, end, exp))
+        .ok_or_else(|| {
+            ArchiveError::BadRequest(
+                "signed links need [auth] enabled with a link_secret or jwt_secret".into(),
+            )
+        })?;
+    let url = format!(
+        "/archive/{id}/clip.mp4?start={}&end={}&exp={exp}&sig={sig}",
+        format_seconds(start),
+        format_seconds(end)
+    );
+    Ok(Json(json!({
+        "url": url,
+        "expires": utc_time(exp * 1000),
+        "stream_id": id,
+        "start": utc_time(start),
+        "end": utc_time(end),
+    }))
+    .into_response())
+}
+
+/// Unix seconds with milliseconds, as `parse_time` reads them back exactly.
+fn format_seconds(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }

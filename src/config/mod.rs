@@ -6,6 +6,7 @@
 //! 30 ms `ms_per_file` fallback: ours is 30000), and masking credentials for display. Does not
 //! belong here: acting on the settings (`app`).
 
+pub mod auth;
 mod raw;
 mod streams;
 
@@ -245,6 +246,7 @@ pub struct Config {
     pub archive: ArchiveConfig,
     pub cors: CorsConfig,
     pub on_demand: OnDemandConfig,
+    pub auth: auth::AuthConfig,
     pub streams: Vec<StreamConfig>,
     /// Things worth telling the user that do not stop the start (unknown keys, aliases, …).
     #[serde(skip)]
@@ -577,6 +579,13 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         min_free_bytes: amount(&a.min_free_bytes, "archive.min_free_bytes", Unit::Bytes)?,
     };
 
+    let auth = auth::resolve(raw.auth).map_err(|(key, message)| ConfigError {
+        file: path.to_owned(),
+        line: line_of_key(text, key.rsplit('.').next().unwrap_or(&key)),
+        key,
+        message,
+    })?;
+
     let od = raw.on_demand;
     let on_demand = OnDemandConfig {
         enabled: od.enabled,
@@ -743,6 +752,7 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         archive,
         cors,
         on_demand,
+        auth,
         streams,
         warnings,
     })

@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub archive: RawArchive,
     pub cors: RawCors,
     pub on_demand: RawOnDemand,
+    /// Ours: off unless this section turns it on.
+    pub auth: RawAuth,
     pub rtsp_streams: Vec<RawStream>,
     pub local_files: Vec<RawLocalFile>,
 }
@@ -181,4 +183,23 @@ pub struct RawLocalFile {
     pub verbose: String,
     pub archive: RawStreamArchive,
     pub on_demand: Option<bool>,
+}
+
+/// `[auth]` (ours).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawAuth {
+    pub enabled: bool,
+    pub tokens: Vec<RawToken>,
+    pub jwt_secret: String,
+    pub link_secret: String,
+}
+
+/// One static bearer token of `[auth] tokens`.
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default)]
+pub struct RawToken {
+    pub token: String,
+    pub streams: Vec<String>,
+    pub actions: Vec<String>,
 }

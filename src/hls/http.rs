@@ -91,6 +91,7 @@ pub async fn handler(
     State(app): State<Arc<App>>,
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
+    token: Option<axum::Extension<crate::api::auth::QueryToken>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (id, kind) = parse_name(&file).map_err(ApiError::BadRequest)?;
@@ -137,6 +138,17 @@ pub async fn handler(
                 return Err(ApiError::NotFound(format!(
                     "no HLS segment yet for stream {id}; retry shortly"
                 )));
+            };
+            // A player that came with `?token=` gets it on every URI of the playlist.
+            let body = match token {
+                Some(axum::Extension(t)) => {
+                    let text = String::from_utf8_lossy(&body).replace(
+                        "?v=",
+                        &format!("?token={}&v=", crate::api::auth::percent_encode(&t.0)),
+                    );
+                    bytes::Bytes::from(text)
+                }
+                None => body,
             };
             Ok((
                 [

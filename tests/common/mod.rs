@@ -184,7 +184,7 @@ impl Gateway {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = http(gw.video, "GET", "/streams", &[], b"").await {
+            if let Ok(r) = http(gw.video, "GET", "/health", &[], b"").await {
                 if r.status == 200 {
                     break;
                 }

@@ -1,0 +1,217 @@
+//! `[auth]` against the real binary: every route refuses without a credential, a token scoped
+//! to one stream gets nothing of another, JWTs and signed clip links work until they expire and
+//! only for what they say, websockets check `Origin`, and no secret reaches a log or a body.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    collect, get, http, rtsp_stream, ws_connect, Auth, Camera, Capture, Gateway, STREAM_A, STREAM_B,
+};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const ADMIN: &str = "admin-token-0123456789";
+const ONLY_A: &str = "live-a-token-0123456789";
+const JWT_SECRET: &str = "jwt-secret-0123456789-0123456789-xyz";
+
+fn bearer(t: &str) -> (&'static str, String) {
+    ("Authorization", format!("Bearer {t}"))
+}
+
+async fn get_with(addr: std::net::SocketAddr, path: &str, token: &str) -> common::Resp {
+    let (k, v) = bearer(token);
+    http(addr, "GET", path, &[(k, &v)], b"")
+        .await
+        .expect("request")
+}
+
+/// The HTTP status a websocket upgrade got (101 when it was accepted).
+async fn ws_status(url: &str, origin: Option<&str>) -> u16 {
+    let mut req = url.into_client_request().expect("request");
+    if let Some(o) = origin {
+        req.headers_mut()
+            .insert("Origin", o.parse().expect("origin"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("websocket: {e}"),
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
+    let cam = Camera::start(Auth::None);
+    let files = tempfile::tempdir().expect("tempdir");
+    let conf = format!(
+        "[auth]\nenabled = true\njwt_secret = \"{JWT_SECRET}\"\ntokens = [\n  {{ token = \"{ADMIN}\", streams = [\"*\"], actions = [\"live\", \"archive\", \"admin\", \"metrics\"] }},\n  {{ token = \"{ONLY_A}\", streams = [\"{STREAM_A}\"], actions = [\"live\"] }},\n]\n\
+         [archive]\nrecording = true\ndirectory = \"{dir}\"\nms_per_file = 2000\n{a}{b}",
+        dir = files.path().display(),
+        a = rtsp_stream(
+            STREAM_A,
+            &cam.url("h264aac"),
+            "\"mse\", \"hls\"",
+            "archive = { recording = true, type = \"filesystem\", ms_per_file = 2000 }"
+        ),
+        b = rtsp_stream(STREAM_B, &cam.url("h264"), "\"mse\", \"hls\"", ""),
+    );
+    let gw = Gateway::start(&conf).await;
+
+    // Without a credential: 401 everywhere but /health.
+    for (addr, path) in [
+        (gw.api, "/status".to_owned()),
+        (gw.api, "/list".to_owned()),
+        (gw.api, "/metrics".to_owned()),
+        (gw.api, format!("/archive/{STREAM_A}/ranges")),
+        (gw.video, "/".to_owned()),
+        (gw.video, "/streams".to_owned()),
+        (gw.video, format!("/hls/{STREAM_A}.m3u8")),
+        (
+            gw.video,
+            format!("/archive/{STREAM_A}/clip.mp4?start=1&end=2"),
+        ),
+    ] {
+        let r = get(addr, &path).await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert!(r.json()["error"].is_string());
+    }
+    assert_eq!(get(gw.api, "/health").await.status, 200);
+    let live_a = format!("ws://{}/ws/live?stream_id={STREAM_A}", gw.video);
+    assert_eq!(ws_status(&live_a, None).await, 401);
+
+    // A token for stream A's live view: A plays, B and everything else is refused.
+    let mut ws = ws_connect(&format!("{live_a}&token={ONLY_A}")).await;
+    let mut cap = Capture::default();
+    collect(&mut ws, &mut cap, 5, Duration::from_secs(20)).await;
+    assert!(cap.fragments() >= 5, "stream A did not play with its token");
+    let live_b = format!(
+        "ws://{}/ws/live?stream_id={STREAM_B}&token={ONLY_A}",
+        gw.video
+    );
+    assert_eq!(ws_status(&live_b, None).await, 403);
+    assert_eq!(
+        get_with(gw.video, &format!("/hls/{STREAM_B}.m3u8"), ONLY_A)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(get_with(gw.api, "/status", ONLY_A).await.status, 403);
+    assert_eq!(
+        get_with(gw.api, &format!("/archive/{STREAM_A}/ranges"), ONLY_A)
+            .await
+            .status,
+        403
+    );
+    let listed = get_with(gw.video, "/streams", ONLY_A).await.json();
+    let ids: Vec<&str> = listed["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter_map(|s| s["stream_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![STREAM_A], "a scoped token sees only its streams");
+    // HLS with ?token=: the playlist passes it on to every URI, and they load.
+    let pl = get(gw.video, &format!("/hls/{STREAM_A}.m3u8?token={ONLY_A}")).await;
+    assert_eq!(pl.status, 200, "{}", pl.text());
+    let text = pl.text();
+    let seg = text
+        .lines()
+        .find(|l| l.contains(".m4s") && !l.starts_with('#'))
+        .expect("a segment URI");
+    assert!(seg.contains(&format!("token={ONLY_A}")), "{seg}");
+    assert_eq!(get(gw.video, &format!("/hls/{seg}")).await.status, 200);
+
+    // Websocket Origin: a foreign page cannot use a token it got hold of.
+    assert_eq!(
+        ws_status(
+            &format!("{live_a}&token={ONLY_A}"),
+            Some("http://evil.example")
+        )
+        .await,
+        403
+    );
+
+    // JWT: scoped claims; an expired one is refused.
+    let jwt = video_server::auth::make_jwt(
+        JWT_SECRET,
+        &serde_json::json!({"sub": "grafana", "exp": now_s() + 60, "streams": ["*"], "actions": ["metrics"]}),
+    );
+    assert_eq!(get_with(gw.api, "/metrics", &jwt).await.status, 200);
+    assert_eq!(get_with(gw.api, "/status", &jwt).await.status, 403);
+    let old = video_server::auth::make_jwt(
+        JWT_SECRET,
+        &serde_json::json!({"exp": now_s() - 1, "streams": ["*"], "actions": ["metrics"]}),
+    );
+    assert_eq!(get_with(gw.api, "/metrics", &old).await.status, 401);
+
+    // A signed clip link: works alone, for its stream and window, until it expires.
+    let (k, v) = bearer(ADMIN);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = get_with(gw.api, &format!("/archive/{STREAM_A}/segments"), ADMIN)
+            .await
+            .json();
+        let closed = s["segments"]
+            .as_array()
+            .map_or(0, |v| v.iter().filter(|g| g["growing"] != true).count());
+        if closed >= 2 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no archive: {s}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let first = s["segments"][0]["start_ms"].as_i64().expect("start");
+    let body = serde_json::json!({"start": (first + 500) as f64 / 1000.0, "end": (first + 2500) as f64 / 1000.0, "expires_in": 4});
+    let r = http(
+        gw.api,
+        "POST",
+        &format!("/archive/{STREAM_A}/share"),
+        &[(k, &v), ("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await
+    .expect("share");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = r.json()["url"].as_str().expect("url").to_owned();
+    let issued = Instant::now();
+    let clip = get(gw.video, &url).await;
+    assert_eq!(clip.status, 200, "{}", clip.text());
+    assert_eq!(clip.header("content-type"), Some("video/mp4"));
+    let wider = url.replacen("&end=", "&end=9", 1);
+    assert_eq!(get(gw.video, &wider).await.status, 401, "another window");
+    let other = url.replace(STREAM_A, STREAM_B);
+    assert_eq!(get(gw.video, &other).await.status, 401, "another stream");
+    let live_with_sig = format!(
+        "/hls/{STREAM_A}.m3u8?{}",
+        url.split_once('?').expect("query").1
+    );
+    assert_eq!(get(gw.video, &live_with_sig).await.status, 401, "live view");
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(issued.elapsed())).await;
+    assert_eq!(get(gw.video, &url).await.status, 401, "expired");
+
+    // No secret in what operators read.
+    let status = get_with(gw.api, "/status", ADMIN).await.text();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_video-server"))
+        .args(["check", "--conf"])
+        .arg(&gw.conf)
+        .output()
+        .expect("check");
+    let check = String::from_utf8_lossy(&check.stdout).into_owned();
+    for secret in [ADMIN, ONLY_A, JWT_SECRET] {
+        for (what, body) in [
+            ("log", gw.log()),
+            ("status", status.clone()),
+            ("check", check.clone()),
+        ] {
+            assert!(!body.contains(secret), "a secret is in the {what}");
+        }
+    }
+    assert!(gw.log().contains("refused"), "refusals are logged");
+}
