@@ -138,6 +138,8 @@ impl Drop for DemandGuard {
 /// A stream that exists.
 struct Running {
     config: StreamConfig,
+    /// Came from the configuration file (reload may stop or restart it), not from the API.
+    from_config: bool,
     upstream: Arc<Upstream>,
     started_ms: i64,
     /// Its HLS window, if it has the `hls` output; the task feeding it ends with the stream.
@@ -211,12 +213,30 @@ impl App {
     /// Starts every configured stream.
     pub fn start_configured(self: &Arc<Self>) {
         for s in self.config.streams.clone() {
-            self.start_stream(s);
+            self.start(s, true);
         }
+    }
+
+    /// The configuration of every stream that came from the file, by id.
+    pub fn configured_streams(&self) -> Vec<StreamConfig> {
+        self.streams()
+            .iter()
+            .filter(|(_, r)| r.from_config)
+            .map(|(_, r)| r.config.clone())
+            .collect()
+    }
+
+    /// Starts a stream from the configuration file (see [`App::start_stream`]).
+    pub fn start_configured_stream(self: &Arc<Self>, config: StreamConfig) -> bool {
+        self.start(config, true)
     }
 
     /// Starts a stream unless one with the same id exists; returns whether it started.
     pub fn start_stream(self: &Arc<Self>, config: StreamConfig) -> bool {
+        self.start(config, false)
+    }
+
+    fn start(self: &Arc<Self>, config: StreamConfig, from_config: bool) -> bool {
         let mut streams = self.streams();
         if streams.iter().any(|(id, _)| *id == config.id) {
             return false;
@@ -251,6 +271,7 @@ impl App {
             config.id,
             Running {
                 config,
+                from_config,
                 upstream,
                 started_ms: crate::media::unix_ms_now(),
                 hls,

@@ -23,5 +23,6 @@ pub mod media;
 pub mod metrics;
 pub mod movie;
 pub mod mse;
+pub mod reload;
 pub mod source;
 pub mod telemetry;

@@ -80,7 +80,7 @@ pub fn need(method: &Method, path: &str, query: &str) -> Need {
         ["archive", id, "share"] => Some((Action::Admin, one_or_any(Uuid::parse_str(id).ok()))),
         ["archive", id, ..] => Some((Action::Archive, one_or_any(Uuid::parse_str(id).ok()))),
         ["metrics"] => Some((Action::Metrics, Scope::Any)),
-        ["list"] | ["status"] | ["enable_camera"] | ["disable_camera"] => {
+        ["list"] | ["status"] | ["enable_camera"] | ["disable_camera"] | ["config", "reload"] => {
             Some((Action::Admin, Scope::All))
         }
         // Unknown routes answer 404 whoever asks.

@@ -44,6 +44,7 @@ pub fn api_router(app: Arc<App>) -> Router {
         .route("/enable_camera", post(streams::enable_camera))
         .route("/disable_camera", post(streams::disable_camera))
         .route("/metrics", get(metrics))
+        .route("/config/reload", post(reload))
         .route("/health", get(streams::health))
         .route("/streams/{id}", get(streams::stream_details));
     finish(archive_routes(r), app)
@@ -111,6 +112,15 @@ const ASSETS: &[(&str, &[u8], &str)] = &[
         "text/javascript; charset=utf-8",
     ),
 ];
+
+/// `POST /config/reload`: re-reads the configuration file and applies its stream changes;
+/// 400 with the file, line and key of an error (nothing is changed then).
+async fn reload(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    match crate::reload::reload(&app).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => error::ApiError::BadRequest(e.to_string()).into_response(),
+    }
+}
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {

@@ -63,6 +63,8 @@ pub enum ArchiveError {
 pub struct Archive {
     cfg: ArchiveConfig,
     streams: RwLock<HashMap<Uuid, Arc<StreamArchive>>>,
+    /// Each recording stream's recorder, to wait for it when the stream stops.
+    recorders: Mutex<HashMap<Uuid, tokio::task::JoinHandle<()>>>,
     uploader: Arc<upload::Uploader>,
     retention_wake: Arc<tokio::sync::Notify>,
     tasks: TaskTracker,
@@ -77,6 +79,7 @@ impl Archive {
         let archive = Arc::new(Archive {
             cfg: cfg.clone(),
             streams: RwLock::new(HashMap::new()),
+            recorders: Mutex::new(HashMap::new()),
             uploader: Arc::new(upload::Uploader::default()),
             retention_wake: Arc::new(tokio::sync::Notify::new()),
             tasks: TaskTracker::new(),
@@ -134,8 +137,44 @@ impl Archive {
             return;
         };
         if sa.recording {
-            self.tasks
+            let handle = self
+                .tasks
                 .spawn(recorder::run(hub, sa, self.cancel.child_token()));
+            if let Ok(mut r) = self.recorders.lock() {
+                r.insert(stream.id, handle);
+            }
+        }
+    }
+
+    /// Waits (at most 10 s) for a stopped stream's recorder to close its file.
+    pub async fn wait_recorder(&self, id: &Uuid) {
+        let handle = self.recorders.lock().ok().and_then(|mut r| r.remove(id));
+        if let Some(h) = handle {
+            if tokio::time::timeout(std::time::Duration::from_secs(10), h)
+                .await
+                .is_err()
+            {
+                warn!(stream = %id, "the recorder did not finish within 10 s");
+            }
+        }
+    }
+
+    /// Brings a stream's archive in line with its (re-read) settings before it starts: kept
+    /// if they did not change, opened anew if they did, dropped if it has none now.
+    pub async fn update_stream(&self, s: &StreamConfig) {
+        let current = self.get(&s.id);
+        match (&s.archive, current) {
+            (None, Some(_)) => {
+                if let Ok(mut m) = self.streams.write() {
+                    m.remove(&s.id);
+                }
+            }
+            (Some(a), Some(sa)) if sa.settings.as_ref() == Some(a) => {}
+            (Some(_), _) => match self.load_stream(s).await {
+                Ok(sa) => self.insert(sa),
+                Err(e) => warn!(stream = %s.id, "archive unavailable: {e}"),
+            },
+            (None, None) => {}
         }
     }
 
@@ -168,6 +207,7 @@ impl Archive {
             .load(
                 *id,
                 Path::new(&dir),
+                None,
                 None,
                 self.ms_per_file_default(),
                 false,
@@ -211,6 +251,7 @@ impl Archive {
             s.id,
             Path::new(dir),
             s3,
+            Some(a.clone()),
             a.ms_per_file,
             a.recording,
             a.max_age_s,
@@ -226,6 +267,7 @@ impl Archive {
         id: Uuid,
         dir: &Path,
         s3: Option<S3Store>,
+        settings: Option<crate::config::StreamArchiveConfig>,
         ms_per_file: i64,
         recording: bool,
         max_age_s: Option<u64>,
@@ -307,6 +349,7 @@ impl Archive {
         );
         let sa = Arc::new(StreamArchive {
             id,
+            settings,
             dir,
             s3,
             ms_per_file,

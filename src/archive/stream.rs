@@ -59,6 +59,8 @@ impl Status {
 /// One stream's archive storage and index.
 pub struct StreamArchive {
     pub id: Uuid,
+    /// The stream's own archive settings (`None` for the global serving directory).
+    pub settings: Option<crate::config::StreamArchiveConfig>,
     /// The stream's files (filesystem), or its upload spool (S3).
     pub dir: PathBuf,
     pub s3: Option<S3Store>,
