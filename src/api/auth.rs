@@ -57,7 +57,7 @@ pub fn need(method: &Method, path: &str, query: &str) -> Need {
     let one_or_any = |id: Option<Uuid>| id.map_or(Scope::Any, Scope::One);
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
-        ["health"] | ["favicon.ico"] => None,
+        ["health"] | ["favicon.ico"] | ["openapi.json"] => None,
         // Scripts of the players carry no data; the pages do (through their requests).
         ["players", _, file] if !file.is_empty() => None,
         ["players", _, ""] | ["players", _] => {

@@ -44,9 +44,7 @@ pub fn api_router(app: Arc<App>) -> Router {
         .route("/enable_camera", post(streams::enable_camera))
         .route("/disable_camera", post(streams::disable_camera))
         .route("/metrics", get(metrics))
-        .route("/config/reload", post(reload))
-        .route("/health", get(streams::health))
-        .route("/streams/{id}", get(streams::stream_details));
+        .route("/config/reload", post(reload));
     finish(archive_routes(r), app)
 }
 
@@ -56,8 +54,6 @@ pub fn video_router(app: Arc<App>) -> Router {
         .route("/ws/{segment}", get(crate::mse::live_handler))
         .route("/hls/{file}", get(crate::hls::http::handler))
         .route("/streams", get(streams::video_streams))
-        .route("/streams/{id}", get(streams::stream_details))
-        .route("/health", get(streams::health))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/", get(|| asset("/")))
         .route("/players/{player}/", get(player_page))
@@ -66,11 +62,15 @@ pub fn video_router(app: Arc<App>) -> Router {
     finish(archive_routes(r), app)
 }
 
-/// The archive's REST routes, on both servers (the original has `ranges` on the API server;
-/// players reach clips and playlists on the video server).
+/// Routes on both servers: the archive's REST routes (the original has `ranges` on the API
+/// server; players reach clips and playlists on the video server), health, stream details and
+/// the OpenAPI document.
 fn archive_routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
     use crate::archive::http;
-    r.route("/archive/{id}/ranges", get(http::ranges))
+    r.route("/openapi.json", get(openapi))
+        .route("/health", get(streams::health))
+        .route("/streams/{id}", get(streams::stream_details))
+        .route("/archive/{id}/ranges", get(http::ranges))
         .route("/archive/{id}/segments", get(http::segments))
         .route("/archive/{id}/clip.mp4", get(http::clip))
         .route("/archive/{id}/playlist.m3u8", get(http::playlist))
@@ -112,6 +112,21 @@ const ASSETS: &[(&str, &[u8], &str)] = &[
         "text/javascript; charset=utf-8",
     ),
 ];
+
+/// The OpenAPI 3 document of every route (checked against the live server by a fuzz test).
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        OPENAPI,
+    )
+        .into_response()
+}
 
 /// `POST /config/reload`: re-reads the configuration file and applies its stream changes;
 /// 400 with the file, line and key of an error (nothing is changed then).
