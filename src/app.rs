@@ -160,6 +160,10 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// Credential checks, when `[auth]` is on.
     authority: Option<crate::auth::Authority>,
+    /// `[[webhooks]]` (empty when none are configured).
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Serialises edits of the configuration file (`[api] persist`).
+    persist_lock: tokio::sync::Mutex<()>,
 }
 
 /// A stream as the API shows it.
@@ -173,11 +177,16 @@ pub struct StreamView {
 }
 
 impl App {
+    /// Must be called inside the runtime (webhooks start their sender tasks).
     pub fn new(config: Config) -> Arc<App> {
+        let shutdown = CancellationToken::new();
+        let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, &shutdown);
         Arc::new(App {
+            webhooks,
             hub: Hub::new(Limits::default()),
             streams: Mutex::new(Vec::new()),
-            shutdown: CancellationToken::new(),
+            shutdown,
+            persist_lock: tokio::sync::Mutex::new(()),
             archive: std::sync::OnceLock::new(),
             metrics: crate::metrics::Metrics::new(),
             authority: config
@@ -201,8 +210,12 @@ impl App {
     /// Opens the archive: repairs, indexes, starts uploads and retention. Call before
     /// [`App::start_configured`] so recorders start with their streams.
     pub async fn open_archive(&self) {
-        let archive =
-            crate::archive::Archive::open(&self.config.archive, &self.config.streams).await;
+        let archive = crate::archive::Archive::open(
+            &self.config.archive,
+            &self.config.streams,
+            Arc::clone(&self.webhooks),
+        )
+        .await;
         let _ = self.archive.set(archive);
     }
 
@@ -214,6 +227,56 @@ impl App {
     pub fn start_configured(self: &Arc<Self>) {
         for s in self.config.streams.clone() {
             self.start(s, true);
+        }
+    }
+
+    /// With `[api] persist`: writes a stream added (`Some`) or removed (`None`) through the API
+    /// into the configuration file, so it survives a restart (and reload treats it as the
+    /// file's). Failures are logged; the API answer stays the original's.
+    pub async fn persist(&self, id: &Uuid, added: Option<&StreamConfig>) {
+        if !self.config.api.persist {
+            return;
+        }
+        let path = &self.config.path;
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            warn!(
+                "api.persist works with TOML files only; {} is left as it is",
+                path.display()
+            );
+            return;
+        }
+        let _guard = self.persist_lock.lock().await;
+        let text = match tokio::fs::read_to_string(path).await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!("cannot read {} to persist stream {id}: {e}", path.display());
+                return;
+            }
+        };
+        let edited = match added {
+            Some(s) => crate::persist::append_stream(&text, s),
+            None => crate::persist::remove_stream(&text, id),
+        };
+        let Some(edited) = edited else {
+            return; // not in the file (removal), or not an RTSP stream
+        };
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || crate::persist::write_atomically(&p, &edited))
+            .await
+        {
+            Ok(Ok(())) => {
+                info!(stream = %id, file = %path.display(), "configuration file updated");
+                if added.is_some() {
+                    if let Some((_, r)) = self.streams().iter_mut().find(|(s, _)| s == id) {
+                        r.from_config = true;
+                    }
+                }
+            }
+            Ok(Err(e)) => warn!("cannot write {}: {e}", path.display()),
+            Err(e) => warn!("cannot write {}: {e}", path.display()),
         }
     }
 
@@ -265,6 +328,12 @@ impl App {
         });
         if let Some(archive) = self.archive() {
             archive.record(&config, Arc::clone(&upstream.hub));
+        }
+        if !self.webhooks.is_empty() {
+            tokio::spawn(crate::webhooks::watch_stream(
+                Arc::clone(&self.webhooks),
+                Arc::clone(&upstream.hub),
+            ));
         }
         info!(stream = %config.id, url = %config.source.display_url(), on_demand = config.on_demand, "stream added");
         streams.push((

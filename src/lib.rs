@@ -23,6 +23,8 @@ pub mod media;
 pub mod metrics;
 pub mod movie;
 pub mod mse;
+pub mod persist;
 pub mod reload;
 pub mod source;
 pub mod telemetry;
+pub mod webhooks;

@@ -56,7 +56,11 @@ async fn fuzzing_every_documented_operation_finds_no_server_error() {
         // Its console entry point, through the Python on PATH (where scripts/test installs it).
         let out = Command::new("timeout")
             .arg("300")
-            .args(["python3", "-c", "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"])
+            .args([
+                "python3",
+                "-c",
+                "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())",
+            ])
             .args(["run", &format!("{url}/openapi.json"), "--url", &url])
             .args(["--exclude-tag", other_server])
             .args(["--checks", "not_a_server_error", "-n", "15"])

@@ -136,3 +136,69 @@ async fn reload_adds_removes_and_restarts_streams_while_others_play_on() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_persist_writes_enabled_and_disabled_cameras_to_the_file() {
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start_with_api(
+        "persist = true # ours",
+        &format!(
+            "# my camera\n{}",
+            rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "")
+        ),
+    )
+    .await;
+    let before = std::fs::read_to_string(&gw.conf).expect("conf");
+    let body =
+        serde_json::json!({"guid": STREAM_B, "url": cam.url("h264aac"), "output_types": ["mse"]});
+    let r = http(
+        gw.api,
+        "POST",
+        "/enable_camera",
+        &[],
+        body.to_string().as_bytes(),
+    )
+    .await
+    .expect("enable");
+    assert_eq!(r.status, 200, "{}", r.text());
+    gw.wait_online(STREAM_B, Duration::from_secs(20)).await;
+    let after = std::fs::read_to_string(&gw.conf).expect("conf");
+    assert!(
+        after.starts_with(before.trim_end()),
+        "the file was rewritten, not appended to"
+    );
+    assert!(after.contains(STREAM_B) && after.contains("# my camera") && after.contains("# ours"));
+    let bak = std::fs::read_to_string(format!("{}.bak", gw.conf.display())).expect(".bak");
+    assert_eq!(bak, before);
+    // The file is valid and lists both; a reload sees nothing to do.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_video-server"))
+        .args(["check", "--conf"])
+        .arg(&gw.conf)
+        .output()
+        .expect("check");
+    assert!(check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains(STREAM_B));
+    let r = http(gw.api, "POST", "/config/reload", &[], b"")
+        .await
+        .expect("reload");
+    assert_eq!(r.json()["unchanged"], 2, "{}", r.text());
+
+    let body = serde_json::json!({"guid": STREAM_B});
+    let r = http(
+        gw.api,
+        "POST",
+        "/disable_camera",
+        &[],
+        body.to_string().as_bytes(),
+    )
+    .await
+    .expect("disable");
+    assert_eq!(r.status, 200);
+    let after = std::fs::read_to_string(&gw.conf).expect("conf");
+    assert_eq!(
+        after.trim_end(),
+        before.trim_end(),
+        "disable_camera took the stream out again"
+    );
+    wait_listed(&gw, &[STREAM_A]).await;
+}

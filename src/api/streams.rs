@@ -213,7 +213,7 @@ pub async fn enable_camera(
             crate::config::mask_url(&b.url)
         )));
     }
-    app.start_stream(StreamConfig {
+    let stream = StreamConfig {
         id,
         source: SourceSpec::Rtsp {
             url: b.url,
@@ -223,7 +223,10 @@ pub async fn enable_camera(
         verbose: String::new(),
         on_demand: b.on_demand.unwrap_or(app.config.on_demand.enabled),
         archive: None,
-    });
+    };
+    if app.start_stream(stream.clone()) {
+        app.persist(&id, Some(&stream)).await;
+    }
     Ok(Json(status_doc(&app)))
 }
 
@@ -233,7 +236,9 @@ pub async fn disable_camera(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let (id, _) = parse_body(&body)?;
-    app.stop_stream(&id).await;
+    if app.stop_stream(&id).await {
+        app.persist(&id, None).await;
+    }
     Ok(Json(status_doc(&app)))
 }
 

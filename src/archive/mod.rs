@@ -67,6 +67,8 @@ pub struct Archive {
     recorders: Mutex<HashMap<Uuid, tokio::task::JoinHandle<()>>>,
     uploader: Arc<upload::Uploader>,
     retention_wake: Arc<tokio::sync::Notify>,
+    /// Where `segment_closed`, `upload_done`, `retention_deleted` and `disk_low` go.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -75,8 +77,13 @@ impl Archive {
     /// Opens the archive of every configured stream: repairs files a crash left, rebuilds the
     /// indexes from the journals and listings, queues pending uploads, starts the uploader and
     /// retention. Recorders are started per stream with [`Archive::record`].
-    pub async fn open(cfg: &ArchiveConfig, streams: &[StreamConfig]) -> Arc<Archive> {
+    pub async fn open(
+        cfg: &ArchiveConfig,
+        streams: &[StreamConfig],
+        webhooks: Arc<crate::webhooks::Webhooks>,
+    ) -> Arc<Archive> {
         let archive = Arc::new(Archive {
+            webhooks,
             cfg: cfg.clone(),
             streams: RwLock::new(HashMap::new()),
             recorders: Mutex::new(HashMap::new()),
@@ -361,6 +368,7 @@ impl Archive {
             journal,
             index: Mutex::new(idx),
             retention: Arc::clone(&self.retention_wake),
+            webhooks: Arc::clone(&self.webhooks),
             growing: Mutex::new(None),
             uploader: Arc::clone(&self.uploader),
         });

@@ -67,6 +67,15 @@ async fn delete(sa: &StreamArchive, names: &[i64], why: &str) -> u64 {
         match sa.delete(name_s).await {
             Ok(bytes) => {
                 freed += bytes;
+                sa.webhooks.emit(
+                    "retention_deleted",
+                    Some(&sa.id),
+                    serde_json::json!({
+                        "file": super::index::file_name(&sa.id, name_s),
+                        "bytes": bytes,
+                        "reason": why,
+                    }),
+                );
                 info!(stream = %sa.id, file = %super::index::file_name(&sa.id, name_s), bytes, "deleted ({why})");
             }
             Err(e) => {
@@ -94,6 +103,13 @@ async fn ensure_free_space(streams: &[Arc<StreamArchive>], min_free: u64) {
         }
         let mut need = min_free - free;
         warn!(dir = %dir.display(), free, min_free, "disk low: deleting the oldest local files");
+        if let Some(sa) = group.first() {
+            sa.webhooks.emit(
+                "disk_low",
+                None,
+                serde_json::json!({ "dir": dir.display().to_string(), "free_bytes": free, "min_free_bytes": min_free }),
+            );
+        }
         // Oldest local segments across the streams of this directory.
         let mut local: Vec<(i64, &Arc<StreamArchive>, i64)> = group
             .iter()

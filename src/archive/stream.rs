@@ -74,6 +74,7 @@ pub struct StreamArchive {
     pub(super) index: Mutex<StreamIndex>,
     /// Wakes retention when a file is closed (cheap: planning stops at the first file kept).
     pub(super) retention: Arc<tokio::sync::Notify>,
+    pub(super) webhooks: Arc<crate::webhooks::Webhooks>,
     /// The file being written, as far as it is written (not in the index until closed).
     pub(super) growing: Mutex<Option<Segment>>,
     pub(super) uploader: Arc<upload::Uploader>,
@@ -153,6 +154,17 @@ impl StreamArchive {
             s.bytes_written += seg.bytes;
         });
         let name_s = seg.name_s;
+        self.webhooks.emit(
+            "segment_closed",
+            Some(&self.id),
+            serde_json::json!({
+                "file": seg.file_name(&self.id),
+                "start_ms": seg.start_ms,
+                "duration_ms": seg.duration_ms,
+                "bytes": seg.bytes,
+                "end_reason": seg.end,
+            }),
+        );
         self.set_growing(None);
         self.index().insert(seg);
         if self.s3.is_some() {
@@ -162,6 +174,14 @@ impl StreamArchive {
     }
 
     pub(super) fn uploaded(&self, name_s: i64) {
+        if let Some(s3) = &self.s3 {
+            let name = index::file_name(&self.id, name_s);
+            self.webhooks.emit(
+                "upload_done",
+                Some(&self.id),
+                serde_json::json!({ "file": name, "key": s3.key(&name) }),
+            );
+        }
         self.index().set_location(name_s, Location::Remote);
         if let Err(e) = self.journal.moved(name_s, Location::Remote) {
             warn!("cannot append to the archive journal: {e}");

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub port: u16,
     pub mode: String,
     pub verbose: String,
+    /// `[api]` only (ours): persist `enable_camera`/`disable_camera` to the file.
+    pub persist: bool,
 }
 
 impl ServerConfig {
@@ -225,6 +227,25 @@ pub struct StreamArchiveConfig {
     pub max_bytes: Option<u64>,
 }
 
+/// Events a webhook can receive.
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "stream_online",
+    "stream_offline",
+    "segment_closed",
+    "upload_done",
+    "retention_deleted",
+    "disk_low",
+];
+
+/// One `[[webhooks]]` entry (ours): where to POST which events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WebhookConfig {
+    #[serde(serialize_with = "ser_masked_url")]
+    pub url: String,
+    /// Empty: every event.
+    pub events: Vec<String>,
+}
+
 /// One stream, resolved.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StreamConfig {
@@ -247,6 +268,7 @@ pub struct Config {
     pub cors: CorsConfig,
     pub on_demand: OnDemandConfig,
     pub auth: auth::AuthConfig,
+    pub webhooks: Vec<WebhookConfig>,
     pub streams: Vec<StreamConfig>,
     /// Things worth telling the user that do not stop the start (unknown keys, aliases, …).
     #[serde(skip)]
@@ -586,6 +608,37 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         message,
     })?;
 
+    let mut webhooks = Vec::new();
+    for (i, w) in raw.webhooks.iter().enumerate() {
+        let err = |key: &str, message: String| ConfigError {
+            file: path.to_owned(),
+            line: line_of_value(text, &w.url),
+            key: format!("webhooks[{i}].{key}"),
+            message,
+        };
+        match url::Url::parse(&w.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => return Err(err("url", format!("`{}` is not an http(s) URL", w.url))),
+        }
+        if let Some(bad) = w
+            .events
+            .iter()
+            .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+        {
+            return Err(err(
+                "events",
+                format!(
+                    "`{bad}` is not an event: expected one of {}",
+                    WEBHOOK_EVENTS.join(", ")
+                ),
+            ));
+        }
+        webhooks.push(WebhookConfig {
+            url: w.url.clone(),
+            events: w.events.clone(),
+        });
+    }
+
     let od = raw.on_demand;
     let on_demand = OnDemandConfig {
         enabled: od.enabled,
@@ -753,6 +806,7 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         cors,
         on_demand,
         auth,
+        webhooks,
         streams,
         warnings,
     })
@@ -765,6 +819,7 @@ fn server(r: raw::RawServer) -> ServerConfig {
         port: r.port,
         mode: r.mode,
         verbose: r.verbose,
+        persist: r.persist,
     }
 }
 

@@ -14,6 +14,8 @@ pub struct RawConfig {
     pub on_demand: RawOnDemand,
     /// Ours: off unless this section turns it on.
     pub auth: RawAuth,
+    /// Ours: `[[webhooks]]`.
+    pub webhooks: Vec<RawWebhook>,
     pub rtsp_streams: Vec<RawStream>,
     pub local_files: Vec<RawLocalFile>,
 }
@@ -32,6 +34,8 @@ pub struct RawServer {
     pub mode: String,
     /// `""`, `v`, `vv`, `vvv`. Default "".
     pub verbose: String,
+    /// Ours, `[api]` only: write streams added or removed through the API back to the file.
+    pub persist: bool,
 }
 
 /// `[hls]`.
@@ -202,4 +206,12 @@ pub struct RawToken {
     pub token: String,
     pub streams: Vec<String>,
     pub actions: Vec<String>,
+}
+
+/// One `[[webhooks]]` entry (ours).
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default)]
+pub struct RawWebhook {
+    pub url: String,
+    pub events: Vec<String>,
 }

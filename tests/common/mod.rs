@@ -157,12 +157,17 @@ pub struct Gateway {
 impl Gateway {
     /// Starts with `[api]`/`[video]` on free ports and `extra` appended (streams, cors, …).
     pub async fn start(extra: &str) -> Gateway {
+        Self::start_with_api("", extra).await
+    }
+
+    /// Like [`Gateway::start`], with more keys in `[api]` (e.g. `persist = true`).
+    pub async fn start_with_api(api_extra: &str, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let video_port = free_port();
         let api_port = free_port();
         let conf = dir.path().join("conf.toml");
         let text = format!(
-            "[api]\nenabled = true\nhost = \"127.0.0.1\"\nport = {api_port}\n\n[video]\nhost = \"127.0.0.1\"\nport = {video_port}\n\n{extra}\n"
+            "[api]\nenabled = true\nhost = \"127.0.0.1\"\nport = {api_port}\n{api_extra}\n\n[video]\nhost = \"127.0.0.1\"\nport = {video_port}\n\n{extra}\n"
         );
         std::fs::write(&conf, text).expect("write conf");
         let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
