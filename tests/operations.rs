@@ -241,6 +241,17 @@ fn the_deployment_files_agree_with_each_other() {
         );
     }
     assert!(conf_text.contains("host = \"minio\"") && conf_text.contains("port = 29199"));
+    // docker-compose (Debian's) accepts it.
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yaml", "config", "-q"])
+        .current_dir(common::repo())
+        .output()
+        .expect("docker-compose (scripts/test installs Debian's)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The Dockerfile copies what the default config needs, and runs unprivileged.
     let docker = std::fs::read_to_string(common::repo().join("Dockerfile")).expect("Dockerfile");
     assert!(docker.contains("COPY deploy/conf.docker.toml /etc/video-server/conf.toml"));
