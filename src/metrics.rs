@@ -295,6 +295,10 @@ impl Metrics {
         if let Some(archive) = app.archive() {
             self.collect_archive(archive, now);
         }
+        if !app.webhooks.is_empty() {
+            counter!("video_server_webhook_events_dropped_total")
+                .absolute(app.webhooks.dropped.load(Ordering::Relaxed));
+        }
         self.collect_process(now);
     }
 

@@ -161,6 +161,12 @@ async fn webhooks_announce_online_offline_and_closed_files_with_retries() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(*rx.requests.lock().expect("lock") >= 4);
+    // Nothing was dropped, and /metrics says so.
+    let metrics = common::get(gw.api, "/metrics").await.text();
+    assert!(
+        metrics.contains("video_server_webhook_events_dropped_total 0"),
+        "{metrics}"
+    );
     // Only the chosen events were sent.
     assert!(rx.bodies.lock().expect("lock").iter().all(|v| [
         "stream_online",
