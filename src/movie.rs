@@ -348,11 +348,14 @@ fn read_fragments(
             let mut t = traf
                 .tfdt
                 .as_ref()
-                .map_or(next_dts[ti], |d| d.base_media_decode_time as i64);
+                // Bounded so that sums and differences of times cannot overflow.
+                .map_or(next_dts[ti], |d| {
+                    d.base_media_decode_time.min(1 << 53) as i64
+                });
             let mut offset = base as i64;
             for trun in &traf.trun {
                 if let Some(o) = trun.data_offset {
-                    offset = base as i64 + i64::from(o);
+                    offset = (base as i64).saturating_add(i64::from(o));
                 }
                 for (n, e) in trun.samples.iter().enumerate() {
                     let dur = e
@@ -381,8 +384,8 @@ fn read_fragments(
                         offset: usize::try_from(offset).map_err(|_| "negative data offset")?,
                         size: size as usize,
                     });
-                    offset += i64::from(size);
-                    t += i64::from(dur);
+                    offset = offset.saturating_add(i64::from(size));
+                    t = t.saturating_add(i64::from(dur));
                 }
             }
             next_dts[ti] = t;

@@ -541,6 +541,17 @@ async fn bad_archive_requests_get_the_originals_errors() {
     assert_eq!(r.status, 404);
     let r = get(format!("/archive/{STREAM_A}/files/..%2Fconf.toml")).await;
     assert_eq!(r.status, 404);
+    // Absurd times are refused, not overflowed.
+    let r = get(format!(
+        "/archive/{STREAM_A}/clip.mp4?start=-1e300&end=1e300"
+    ))
+    .await;
+    assert_eq!(r.status, 400);
+    let r = get(format!(
+        "/archive/{STREAM_A}/segments?start=-1e300&end=1e300"
+    ))
+    .await;
+    assert!(r.status == 200 || r.status == 404, "{}", r.status);
 
     for (query, reason) in [
         ("stream_id=nope&start=1".to_owned(), "Invalid stream_id"),
@@ -550,6 +561,10 @@ async fn bad_archive_requests_get_the_originals_errors() {
         ),
         (
             format!("stream_id={STREAM_A}&start=1"),
+            "No segments found for this time range",
+        ),
+        (
+            format!("stream_id={STREAM_A}&start=1e300&duration=1e300"),
             "No segments found for this time range",
         ),
     ] {

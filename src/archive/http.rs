@@ -228,7 +228,7 @@ pub async fn clip(
         .archive()
         .map(|a| a.config().clone())
         .ok_or_else(|| ArchiveError::NotAvailable("no archive".into()))?;
-    if end - start > cfg.max_clip_ms {
+    if end.saturating_sub(start) > cfg.max_clip_ms {
         return Err(ArchiveError::TooLarge(format!(
             "a clip may be at most {} s long (archive.max_clip_ms)",
             cfg.max_clip_ms / 1000
@@ -445,7 +445,7 @@ pub async fn share(
         ));
     };
     let max_clip = app.archive().map_or(0, |a| a.config().max_clip_ms);
-    if end <= start || end - start > max_clip {
+    if end <= start || end.saturating_sub(start) > max_clip {
         return Err(ArchiveError::BadRequest(format!(
             "the window must be positive and at most {} s",
             max_clip / 1000
@@ -454,7 +454,7 @@ pub async fn share(
     let now_s = crate::media::unix_ms_now() / 1000;
     let exp = req
         .expires
-        .unwrap_or_else(|| now_s + req.expires_in.unwrap_or(86_400));
+        .unwrap_or_else(|| now_s.saturating_add(req.expires_in.unwrap_or(86_400)));
     if exp <= now_s {
         return Err(ArchiveError::BadRequest("the expiry is in the past".into()));
     }

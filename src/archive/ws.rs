@@ -129,7 +129,7 @@ async fn session(app: Arc<App>, socket: WebSocket, q: ArchiveQuery) {
         .as_deref()
         .and_then(|d| d.trim().parse::<f64>().ok())
         .filter(|d| d.is_finite() && *d > 0.0)
-        .map(|d| start_ms + (d * 1000.0).round() as i64)
+        .map(|d| start_ms.saturating_add((d * 1000.0).round() as i64))
         .unwrap_or_else(|| crate::media::unix_ms_now() + 365 * 86_400_000);
     let sa = match app.archive() {
         None => {
@@ -182,7 +182,7 @@ async fn session(app: Arc<App>, socket: WebSocket, q: ArchiveQuery) {
             Err(Stop::Seek(t)) => {
                 debug!(t, "seek");
                 // The window moves with the seek and keeps its length.
-                end_ms = t.saturating_add(end_ms - from_ms);
+                end_ms = t.saturating_add(end_ms.saturating_sub(from_ms));
                 from_ms = t;
                 if s.events {
                     let _ = s
