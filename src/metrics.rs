@@ -96,7 +96,7 @@ const HELP: &[(&str, &str)] = &[
         "video_server_stream_gop_cache_bytes",
         "Bytes in the stream's ring (the GOP cache).",
     ),
-    ("video_server_viewers", "Connected viewers, by output."),
+    ("video_server_viewers", "Viewers, by output: MSE websockets; HLS clients (address and User-Agent) that polled the playlist in the last 30 s."),
     (
         "video_server_frames_dropped_for_slow_viewers_total",
         "Frames slow viewers skipped when moved to a newer keyframe.",
@@ -286,7 +286,8 @@ impl Metrics {
                     Label::new("output", "hls"),
                 ];
                 let active = store.idle_ms() < crate::hls::IDLE.as_millis() as i64;
-                gauge!("video_server_hls_active", hls).set(f64::from(u8::from(active)));
+                gauge!("video_server_hls_active", hls.clone()).set(f64::from(u8::from(active)));
+                gauge!("video_server_viewers", hls).set(store.sessions.count(now) as f64);
                 if let Some(msn) = store.lock().last_msn() {
                     counter!("video_server_hls_segments_total", l()).absolute(msn + 1);
                 }

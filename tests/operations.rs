@@ -95,6 +95,19 @@ async fn metrics_follow_a_camera_that_dies_and_returns_and_leak_no_secret() {
     let mut cap = Capture::default();
     collect(&mut ws, &mut cap, 10, Duration::from_secs(10)).await;
 
+    // Two HLS clients (different User-Agents) polling the playlist count as two viewers.
+    for agent in ["player-one", "player-two"] {
+        let r = common::http(
+            gw.video,
+            "GET",
+            &format!("/hls/{STREAM_A}.m3u8"),
+            &[("User-Agent", agent)],
+            b"",
+        )
+        .await
+        .expect("playlist");
+        assert_eq!(r.status, 200);
+    }
     let stream = [("stream", STREAM_A)];
     let s = scrape_until(&gw, Duration::from_secs(20), "a closed archive file", |s| {
         value(s, "video_server_archive_files_written_total", &stream).unwrap_or(0.0) >= 1.0
@@ -109,6 +122,14 @@ async fn metrics_follow_a_camera_that_dies_and_returns_and_leak_no_secret() {
             &[("stream", STREAM_A), ("output", "mse")]
         ),
         Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "video_server_viewers",
+            &[("stream", STREAM_A), ("output", "hls")]
+        ),
+        Some(2.0)
     );
     let gop = value(&s, "video_server_stream_keyframe_interval_seconds", &stream).unwrap_or(0.0);
     assert!((gop - 2.0).abs() < 0.05, "keyframe interval {gop} s");

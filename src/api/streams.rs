@@ -126,6 +126,7 @@ pub async fn stream_details(
     if let Some(store) = app.hls_store(&id) {
         v["hls"] = json!({
             "active": store.idle_ms() < crate::hls::IDLE.as_millis() as i64,
+            "viewers": store.sessions.count(now),
             "last_media_sequence": store.lock().last_msn(),
         });
     }

@@ -92,6 +92,7 @@ pub async fn handler(
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
     token: Option<axum::Extension<crate::api::auth::QueryToken>>,
+    remote: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (id, kind) = parse_name(&file).map_err(ApiError::BadRequest)?;
@@ -113,6 +114,14 @@ pub async fn handler(
     };
     match kind {
         FileKind::Playlist => {
+            let agent = headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            store.sessions.seen(
+                super::sessions::client_key(remote.map(|r| r.0 .0.ip()), agent),
+                crate::media::unix_ms_now(),
+            );
             let blocking = if low_latency {
                 blocking_params(query.as_deref()).map_err(ApiError::BadRequest)?
             } else {

@@ -14,6 +14,7 @@ pub mod http;
 mod mirror;
 pub mod playlist;
 pub mod segmenter;
+pub mod sessions;
 pub mod store;
 
 use std::sync::Arc;

@@ -328,6 +328,8 @@ pub struct Store {
     version: watch::Sender<u64>,
     last_request_ms: AtomicI64,
     requested: Notify,
+    /// Who is watching (clients polling the playlist).
+    pub sessions: super::sessions::Sessions,
 }
 
 impl Store {
@@ -337,6 +339,7 @@ impl Store {
             version: watch::Sender::new(0),
             last_request_ms: AtomicI64::new(0),
             requested: Notify::new(),
+            sessions: super::sessions::Sessions::default(),
         }
     }
 
