@@ -208,8 +208,11 @@ async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
             4,
             &[
                 ("VIDEO", "#archvideo"),
-                ("WAIT_FOR", "window.archive"),
-                ("BEFORE", "window.archive.play(window.archive.t0 + 1500)"),
+                ("WAIT_FOR", "window.archiveTimeline"),
+                (
+                    "BEFORE",
+                    "window.archiveTimeline.play(window.archiveTimeline.t0 + 1500)",
+                ),
                 ("FULL_PAGE", "1"),
             ],
         )
