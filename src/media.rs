@@ -166,6 +166,15 @@ impl StreamParams {
         }
     }
 
+    /// The track that decides cuts and random access points: video, or audio without video.
+    pub fn lead(&self) -> TrackKind {
+        if self.video.is_some() {
+            TrackKind::Video
+        } else {
+            TrackKind::Audio
+        }
+    }
+
     /// Media timescale of a track: 90 kHz for video, the sample rate for audio.
     pub fn timescale(&self, kind: TrackKind) -> u32 {
         match (kind, &self.audio) {

@@ -285,8 +285,8 @@ impl Metrics {
                     Label::new("stream", id.clone()),
                     Label::new("output", "hls"),
                 ];
-                let active = store.idle_ms() < crate::hls::IDLE.as_millis() as i64;
-                gauge!("video_server_hls_active", hls.clone()).set(f64::from(u8::from(active)));
+                gauge!("video_server_hls_active", hls.clone())
+                    .set(f64::from(u8::from(store.active())));
                 gauge!("video_server_viewers", hls).set(store.sessions.count(now) as f64);
                 if let Some(msn) = store.lock().last_msn() {
                     counter!("video_server_hls_segments_total", l()).absolute(msn + 1);

@@ -341,7 +341,7 @@ async fn a_killed_gateway_loses_at_most_a_fragment_and_every_file_stays_playable
             .expect("segment");
         let open_since =
             last["start_ms"].as_i64().expect("start") + last["duration_ms"].as_i64().expect("d");
-        let now = chrono_now_ms();
+        let now = common::unix_ms();
         if now - open_since >= 2_500 && now - open_since < 3_500 {
             let _ = std::process::Command::new("kill")
                 .args(["-9", &gw.pid().to_string()])
@@ -387,13 +387,6 @@ async fn a_killed_gateway_loses_at_most_a_fragment_and_every_file_stays_playable
     // The gap between the runs is there, with its cause.
     let gaps = s["gaps"].as_array().expect("gaps");
     assert!(gaps.iter().any(|g| g["cause"] == "server_crashed"), "{s}");
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,9 +41,7 @@ async fn ws_status(url: &str, origin: Option<&str>) -> u16 {
 }
 
 fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    common::unix_ms() / 1000
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

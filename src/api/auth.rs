@@ -37,16 +37,16 @@ pub type Need = Option<(Action, Scope)>;
 #[derive(Clone, Debug)]
 pub struct QueryToken(pub String);
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+/// The first value of `name` in a query string, decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
-fn uuid_prefix(s: &str) -> Option<Uuid> {
-    s.get(..36).and_then(|p| Uuid::parse_str(p).ok())
+/// Encodes a value (a token) for a query string; [`query_param`] decodes it.
+pub fn encode_query_value(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// The action and streams a route needs.
@@ -55,28 +55,24 @@ pub fn need(method: &Method, path: &str, query: &str) -> Need {
         return None; // CORS preflight
     }
     let one_or_any = |id: Option<Uuid>| id.map_or(Scope::Any, Scope::One);
+    let stream_id = || query_param(query, "stream_id").and_then(|v| Uuid::parse_str(&v).ok());
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segs.as_slice() {
         ["health"] | ["favicon.ico"] | ["openapi.json"] => None,
         // Scripts of the players carry no data; the pages do (through their requests).
         ["players", _, file] if !file.is_empty() => None,
-        ["players", _, ""] | ["players", _] => {
-            let id = query_param(query, "stream_id").and_then(|v| Uuid::parse_str(v).ok());
-            Some((Action::Live, one_or_any(id)))
-        }
+        ["players", _, ""] | ["players", _] => Some((Action::Live, one_or_any(stream_id()))),
         [""] | ["streams"] => Some((Action::Live, Scope::Any)),
         ["streams", id] => Some((Action::Live, one_or_any(Uuid::parse_str(id).ok()))),
-        ["ws", "archive"] => {
-            let id = query_param(query, "stream_id").and_then(|v| Uuid::parse_str(v).ok());
-            Some((Action::Archive, one_or_any(id)))
-        }
+        ["ws", "archive"] => Some((Action::Archive, one_or_any(stream_id()))),
         ["ws", seg] => {
-            let id = query_param(query, "stream_id")
-                .and_then(|v| Uuid::parse_str(v).ok())
-                .or_else(|| Uuid::parse_str(seg).ok());
+            let id = stream_id().or_else(|| Uuid::parse_str(seg).ok());
             Some((Action::Live, one_or_any(id)))
         }
-        ["hls", file] => Some((Action::Live, one_or_any(uuid_prefix(file)))),
+        ["hls", file] => {
+            let id = crate::hls::http::parse_name(file).ok().map(|(id, _)| id);
+            Some((Action::Live, one_or_any(id)))
+        }
         ["archive", id, "share"] => Some((Action::Admin, one_or_any(Uuid::parse_str(id).ok()))),
         ["archive", id, ..] => Some((Action::Archive, one_or_any(Uuid::parse_str(id).ok()))),
         ["metrics"] => Some((Action::Metrics, Scope::Any)),
@@ -167,19 +163,15 @@ pub async fn layer(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
         query_param(&query, "exp"),
     ) {
         (Scope::One(id), Some(sig), Some(exp)) if path.ends_with("/clip.mp4") => {
-            let t = |k| {
-                query_param(&query, k)
-                    .map(percent_decode)
-                    .and_then(|v| crate::archive::http::parse_time(&v))
-            };
+            let t = |k| query_param(&query, k).and_then(|v| crate::archive::http::parse_time(&v));
             Some(match (t("start"), t("end"), exp.parse::<i64>()) {
-                (Some(s), Some(e), Ok(exp)) => authority.check_link(&id, s, e, exp, sig, now_s),
+                (Some(s), Some(e), Ok(exp)) => authority.check_link(&id, s, e, exp, &sig, now_s),
                 _ => Err(crate::auth::Refused::Malformed),
             })
         }
         _ => None,
     };
-    let from_query = query_param(&query, "token").map(percent_decode);
+    let from_query = query_param(&query, "token");
     let result = match signed {
         Some(r) => r,
         None => match bearer(req.headers())
@@ -212,37 +204,6 @@ pub async fn layer(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     }
     req.extensions_mut().insert(grant);
     next.run(req).await
-}
-
-/// `%XX` escapes of a query value (tokens are base64url or plain text).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encodes a token for a query string.
-pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -291,7 +252,9 @@ mod tests {
     #[test]
     fn tokens_survive_query_encoding() {
         let t = "a b/c+d=e%f";
-        assert_eq!(percent_decode(&percent_encode(t)), t);
-        assert_eq!(percent_decode("abc"), "abc");
+        let query = format!("x=1&token={}", encode_query_value(t));
+        assert_eq!(query_param(&query, "token").as_deref(), Some(t));
+        assert_eq!(query_param("token=abc", "token").as_deref(), Some("abc"));
+        assert_eq!(query_param("token=abc", "sig"), None);
     }
 }

@@ -125,7 +125,7 @@ pub async fn stream_details(
     v["outputs"] = json!({"mse": s.config.outputs.mse, "hls": s.config.outputs.hls});
     if let Some(store) = app.hls_store(&id) {
         v["hls"] = json!({
-            "active": store.idle_ms() < crate::hls::IDLE.as_millis() as i64,
+            "active": store.active(),
             "viewers": store.sessions.count(now),
             "last_media_sequence": store.lock().last_msn(),
         });

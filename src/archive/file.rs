@@ -194,49 +194,40 @@ pub fn recover(part: &Path) -> Result<Option<Recovered>, String> {
     };
     let data = Bytes::from(data).slice(..keep);
     let movie = Movie::parse(data.clone()).map_err(|e| err(&e))?;
-    let lead_track = 1;
-    let timescale_lead = if movie.params.video.is_some() {
-        90_000
-    } else {
-        movie
-            .params
-            .audio
-            .as_ref()
-            .map_or(90_000, |a| a.sample_rate)
-    };
+    let lead_timescale = movie.params.timescale(movie.params.lead());
     let points: Vec<(u64, u64)> = movie
         .fragments
         .iter()
         .filter(|f| f.key)
         .map(|f| {
             (
-                crate::media::rescale(f.start_90k, 90_000, timescale_lead).max(0) as u64,
+                crate::media::rescale(f.start_90k, 90_000, lead_timescale).max(0) as u64,
                 f.bytes.start as u64,
             )
         })
         .collect();
     let duration_ms = (movie.duration_90k / 90).max(0);
-    let mut tail = BytesMut::new();
-    fmp4::write_mfra(&mut tail, lead_track, &points);
-    let mut file = OpenOptions::new()
+    let fields = duration_fields(&data).ok_or_else(|| err(&"no mvhd/mehd to patch"))?;
+    let file = OpenOptions::new()
         .write(true)
         .open(part)
         .map_err(|e| err(&e))?;
-    file.set_len(keep as u64).map_err(|e| err(&e))?;
-    file.seek(SeekFrom::Start(keep as u64))
-        .map_err(|e| err(&e))?;
-    file.write_all(&tail).map_err(|e| err(&e))?;
-    let fields = duration_fields(&data).ok_or_else(|| err(&"no mvhd/mehd to patch"))?;
-    for (at, bytes) in fields.patches(duration_ms as u64) {
-        file.seek(SeekFrom::Start(at as u64)).map_err(|e| err(&e))?;
-        file.write_all(&bytes).map_err(|e| err(&e))?;
+    // Closed exactly as the recorder closes a file: cut to `keep`, `mfra`, durations, rename.
+    let closed = OpenFile {
+        file,
+        part: part.to_owned(),
+        dest,
+        len: keep as u64,
+        fields,
+        points,
+        lead_track: 1,
     }
-    file.sync_data().map_err(|e| err(&e))?;
-    std::fs::rename(part, &dest).map_err(|e| err(&e))?;
+    .finish(duration_ms as u64)
+    .map_err(|e| err(&e))?;
     Ok(Some(Recovered {
-        path: dest,
+        path: closed.path,
         start_ms,
         duration_ms,
-        bytes: keep as u64 + tail.len() as u64,
+        bytes: closed.bytes,
     }))
 }

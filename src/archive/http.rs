@@ -30,7 +30,6 @@ use super::playback::{self, Planner};
 use super::{ArchiveError, StreamArchive};
 use crate::app::App;
 use crate::fmp4;
-use crate::media::TrackKind;
 use crate::movie::top_level_boxes;
 
 /// Window query parameters.
@@ -260,11 +259,7 @@ pub async fn clip(
         .unwrap_or(0)
         / 90;
     let (init, _) = fmp4::file_init_segment(&params, duration_ms.max(0) as u64);
-    let lead_ts = if params.video.is_some() {
-        params.timescale(TrackKind::Video)
-    } else {
-        params.timescale(TrackKind::Audio)
-    };
+    let lead_ts = params.timescale(params.lead());
     let mut offset = init.len() as u64;
     let mut points = Vec::new();
     let mut chunks = vec![init];
@@ -306,7 +301,7 @@ pub async fn playlist(
     token: Option<axum::Extension<crate::api::auth::QueryToken>>,
 ) -> Result<Response, ArchiveError> {
     let token = token.map_or_else(String::new, |axum::Extension(t)| {
-        format!("&token={}", crate::api::auth::percent_encode(&t.0))
+        format!("&token={}", crate::api::auth::encode_query_value(&t.0))
     });
     let sa = stream(&app, &id).await?;
     let (start, end) = window(&w, false)?;

@@ -140,7 +140,7 @@ impl Archive {
     /// Starts recording `hub` if its stream records. The recorder ends (closing its file) when
     /// the stream is removed (its hub closes) or the archive shuts down.
     pub fn record(&self, stream: &StreamConfig, hub: Arc<StreamHub>) {
-        let Some(sa) = self.get(&stream.id) else {
+        let Some(sa) = self.known(&stream.id) else {
             return;
         };
         if sa.recording {
@@ -169,7 +169,7 @@ impl Archive {
     /// Brings a stream's archive in line with its (re-read) settings before it starts: kept
     /// if they did not change, opened anew if they did, dropped if it has none now.
     pub async fn update_stream(&self, s: &StreamConfig) {
-        let current = self.get(&s.id);
+        let current = self.known(&s.id);
         match (&s.archive, current) {
             (None, Some(_)) => {
                 if let Ok(mut m) = self.streams.write() {
@@ -187,17 +187,13 @@ impl Archive {
 
     /// The archive of a stream that has one now (no lookup in the serving directory).
     pub fn known(&self, id: &Uuid) -> Option<Arc<StreamArchive>> {
-        self.get(id)
-    }
-
-    fn get(&self, id: &Uuid) -> Option<Arc<StreamArchive>> {
         self.streams.read().ok()?.get(id).cloned()
     }
 
     /// The archive of `id` for serving (§9.3): the stream's own storage, else with
     /// `archive.serving` the global directory for any UUID.
     pub async fn resolve(&self, id: &Uuid) -> Result<Arc<StreamArchive>, ArchiveError> {
-        if let Some(sa) = self.get(id) {
+        if let Some(sa) = self.known(id) {
             return Ok(sa);
         }
         if !self.cfg.serving {

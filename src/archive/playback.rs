@@ -168,11 +168,7 @@ pub fn fragments(
     max_90k: i64,
     sequence: &mut u32,
 ) -> Vec<OutFragment> {
-    let lead = if params.video.is_some() {
-        TrackKind::Video
-    } else {
-        TrackKind::Audio
-    };
+    let lead = params.lead();
     let mut out = Vec::new();
     let mut from = 0;
     while from < samples.len() {

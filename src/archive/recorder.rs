@@ -23,7 +23,7 @@ use super::StreamArchive;
 use crate::fmp4;
 use crate::hls::segmenter::{Event, Segmenter, Targets};
 use crate::hub::{RecvError, StreamHub};
-use crate::media::{rescale, StreamParams, TrackKind};
+use crate::media::{rescale, StreamParams};
 
 const BATCH: usize = 64;
 
@@ -84,11 +84,7 @@ impl Writer {
         let name_s = self.archive.free_name(start_ms);
         let name = super::index::file_name(&self.archive.id, name_s);
         let (init, fields) = fmp4::file_init_segment(&params, 0);
-        let lead_timescale = if params.video.is_some() {
-            params.timescale(TrackKind::Video)
-        } else {
-            params.timescale(TrackKind::Audio)
-        };
+        let lead_timescale = params.timescale(params.lead());
         match OpenFile::create(&self.archive.dir, &name, start_ms, &init, fields, 1) {
             Ok(file) => {
                 self.failed = false;

@@ -122,6 +122,33 @@ impl StreamArchive {
         out
     }
 
+    /// The first segment overlapping `[start_ms, end_ms)` that sorts after `after` (start,
+    /// name), the file being written included: playback's next file, found without copying
+    /// the window.
+    pub fn next_segment(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        after: Option<(i64, i64)>,
+    ) -> Option<Segment> {
+        let key = |s: &Segment| (s.start_ms, s.name_s);
+        let later = |s: &Segment| after.is_none_or(|a| key(s) > a);
+        let indexed = {
+            let index = self.index();
+            let window = index.overlapping(start_ms, end_ms);
+            let from = window.partition_point(|s| !later(s));
+            window.get(from).cloned()
+        };
+        let growing = self
+            .growing()
+            .filter(|g| g.start_ms < end_ms && g.end_ms() > start_ms && later(g));
+        match (indexed, growing) {
+            (Some(i), Some(g)) if key(&g) < key(&i) => Some(g),
+            (Some(i), _) => Some(i),
+            (None, g) => g,
+        }
+    }
+
     /// Continuous stretches, including the file being written.
     pub fn spans(&self, tolerance_ms: i64) -> Vec<index::Span> {
         let mut spans = self.index().spans(tolerance_ms);

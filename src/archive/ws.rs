@@ -260,7 +260,7 @@ impl Session {
         end_ms: i64,
     ) -> Result<bool, Stop> {
         let tolerance = app.archive().map_or(500, |a| a.config().gap_tolerance_ms);
-        let base_90k = self.timeline_end_90k();
+        let base_90k = self.end_90k;
         let mut planner = Planner::new(from_ms, end_ms);
         let mut last: Option<Segment> = None;
         let mut played_any = false;
@@ -268,12 +268,7 @@ impl Session {
             // The next file: re-read from the index each time, so files closed meanwhile
             // (a stream still recording) are played too.
             let after = last.as_ref().map(|l| (l.start_ms, l.name_s));
-            let mut candidates = sa.view(from_ms, end_ms);
-            candidates.sort_by_key(|s| (s.start_ms, s.name_s));
-            let next = candidates
-                .into_iter()
-                .find(|s| after.is_none_or(|a| (s.start_ms, s.name_s) > a));
-            let Some(seg) = next else {
+            let Some(seg) = sa.next_segment(from_ms, end_ms, after) else {
                 return Ok(played_any);
             };
             self.poll_client().await?;
@@ -335,10 +330,6 @@ impl Session {
                 self.poll_client().await?;
             }
         }
-    }
-
-    fn timeline_end_90k(&self) -> i64 {
-        self.end_90k
     }
 
     /// Sleeps until media time `t_90k` is due at recording speed.

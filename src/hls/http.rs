@@ -153,7 +153,7 @@ pub async fn handler(
                 Some(axum::Extension(t)) => {
                     let text = String::from_utf8_lossy(&body).replace(
                         "?v=",
-                        &format!("?token={}&v=", crate::api::auth::percent_encode(&t.0)),
+                        &format!("?token={}&v=", crate::api::auth::encode_query_value(&t.0)),
                     );
                     bytes::Bytes::from(text)
                 }

@@ -127,7 +127,7 @@ async fn mux(
         let got = tokio::select! {
             _ = cancel.cancelled() => return Ended::Stop,
             _ = idle_check.tick() => {
-                if !always && store.idle_ms() > IDLE.as_millis() as i64 {
+                if !always && !store.active() {
                     return Ended::Idle;
                 }
                 continue;

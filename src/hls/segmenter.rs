@@ -199,11 +199,7 @@ impl Segmenter {
         if params.track_id(f.track).is_none() {
             return;
         }
-        let lead_kind = if params.video.is_some() {
-            TrackKind::Video
-        } else {
-            TrackKind::Audio
-        };
+        let lead_kind = params.lead();
         let track_i = usize::from(f.track == TrackKind::Audio);
         if f.dts_90k < self.floor_90k[track_i] || self.base_90k.is_some_and(|b| f.dts_90k < b) {
             return; // would go back in time on its track

@@ -355,6 +355,11 @@ impl Store {
         self.requested.notified().await;
     }
 
+    /// Someone asked for HLS within [`super::IDLE`]: the muxer runs.
+    pub fn active(&self) -> bool {
+        self.idle_ms() < super::IDLE.as_millis() as i64
+    }
+
     /// Milliseconds since the last request.
     pub fn idle_ms(&self) -> i64 {
         crate::media::unix_ms_now() - self.last_request_ms.load(Ordering::Relaxed)

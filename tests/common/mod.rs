@@ -587,3 +587,10 @@ pub async fn wait_archive_segments(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Wall-clock now, Unix milliseconds.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
