@@ -26,12 +26,19 @@ pub fn repo() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A port for a server a test starts in another process. It is taken below the kernel's
+/// ephemeral range (32768–60999 on Debian): a port released by `bind(0)` is handed out again
+/// as the source port of the next outgoing connection, so the child (whose RTSP client may
+/// connect before its API listener binds) could lose it to its own socket. Random, and checked
+/// free, so tests running in parallel processes rarely pick the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// Where the camera clips live; made once (under a lock, tests run in parallel).
