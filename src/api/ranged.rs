@@ -51,6 +51,19 @@ pub fn response(
     headers: &[(HeaderName, HeaderValue)],
 ) -> Response {
     let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    lazy_response(len, request, headers, |skip, n| {
+        Body::new(Chunks::new(chunks, skip, n))
+    })
+}
+
+/// Like [`response`], for a body of `len` bytes made on demand: `body(skip, n)` gives the
+/// `n` bytes from offset `skip` (the whole, or the requested range).
+pub fn lazy_response(
+    len: u64,
+    request: &HeaderMap,
+    headers: &[(HeaderName, HeaderValue)],
+    body: impl FnOnce(u64, u64) -> Body,
+) -> Response {
     let mut out = match range(request, len) {
         Err(Unsatisfiable) => {
             return (
@@ -59,11 +72,11 @@ pub fn response(
             )
                 .into_response()
         }
-        Ok(None) => Body::new(Chunks::new(chunks, 0, len)).into_response(),
+        Ok(None) => body(0, len).into_response(),
         Ok(Some((start, end))) => (
             StatusCode::PARTIAL_CONTENT,
             [(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))],
-            Body::new(Chunks::new(chunks, start, end + 1 - start)),
+            body(start, end + 1 - start),
         )
             .into_response(),
     };

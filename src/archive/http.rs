@@ -19,17 +19,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::BytesMut;
 use chrono::{DateTime, Local, SecondsFormat, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::index::{file_name, parse_file_name, Segment};
-use super::playback::{self, Planner};
+use super::clip::ClipPlan;
+use super::index::{file_name, parse_file_name};
 use super::{ArchiveError, StreamArchive};
 use crate::app::App;
-use crate::fmp4;
 use crate::movie::top_level_boxes;
 
 /// Window query parameters.
@@ -175,45 +173,6 @@ pub async fn segments(
     .into_response())
 }
 
-/// The files of a window, loaded, with the playback plan; stops at a codec change (one MP4
-/// has one set of sample entries).
-async fn plan(
-    sa: &StreamArchive,
-    segs: &[Segment],
-    start: i64,
-    end: i64,
-    tolerance: i64,
-) -> Result<(Vec<playback::OutSample>, Arc<crate::media::StreamParams>), ArchiveError> {
-    let mut planner = Planner::new(start, end);
-    let mut samples = Vec::new();
-    let mut params: Option<Arc<crate::media::StreamParams>> = None;
-    for seg in segs {
-        let movie = match sa.open(seg).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(stream = %sa.id, "skipping an unreadable archive file: {e}");
-                continue;
-            }
-        };
-        if params
-            .as_ref()
-            .is_some_and(|p| !p.same_codecs(&movie.params))
-        {
-            tracing::info!(stream = %sa.id, "codec parameters change inside the window: the clip ends there");
-            break;
-        }
-        let p = planner.file(&movie, seg.start_ms, tolerance);
-        params.get_or_insert_with(|| Arc::clone(&movie.params));
-        samples.extend(p.samples);
-    }
-    match params {
-        Some(p) if !samples.is_empty() => Ok((samples, p)),
-        _ => Err(ArchiveError::NotFound(
-            "no readable recording in this window".into(),
-        )),
-    }
-}
-
 /// `GET /archive/{id}/clip.mp4?start&end`.
 pub async fn clip(
     State(app): State<Arc<App>>,
@@ -249,33 +208,7 @@ pub async fn clip(
     {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let (samples, params) = plan(&sa, &segs, start, end, cfg.gap_tolerance_ms).await?;
-    let mut sequence = 0;
-    let frags = playback::fragments(&samples, &params, 90_000, &mut sequence);
-    let duration_ms = frags
-        .iter()
-        .map(|f| f.start_90k + f.duration_90k)
-        .max()
-        .unwrap_or(0)
-        / 90;
-    let (init, _) = fmp4::file_init_segment(&params, duration_ms.max(0) as u64);
-    let lead_ts = params.timescale(params.lead());
-    let mut offset = init.len() as u64;
-    let mut points = Vec::new();
-    let mut chunks = vec![init];
-    for f in frags {
-        if f.key {
-            points.push((
-                crate::media::rescale(f.start_90k, 90_000, lead_ts).max(0) as u64,
-                offset,
-            ));
-        }
-        offset += f.len as u64;
-        chunks.extend(f.chunks);
-    }
-    let mut mfra = BytesMut::new();
-    fmp4::write_mfra(&mut mfra, 1, &points);
-    chunks.push(mfra.freeze());
+    let plan = Arc::new(ClipPlan::build(&sa, &segs, start, end, cfg.gap_tolerance_ms).await?);
     let filename = format!("{}_{}-{}.mp4", sa.id, start / 1000, end / 1000);
     let headers: Vec<(HeaderName, HeaderValue)> = [
         (header::CONTENT_TYPE, "video/mp4".to_owned()),
@@ -289,7 +222,13 @@ pub async fn clip(
     .into_iter()
     .filter_map(|(k, v)| Some((k, HeaderValue::from_str(&v).ok()?)))
     .collect();
-    Ok(crate::api::ranged::response(chunks, &request, &headers))
+    let len = plan.size();
+    Ok(crate::api::ranged::lazy_response(
+        len,
+        &request,
+        &headers,
+        |skip, n| axum::body::Body::new(plan.body(sa, skip, n)),
+    ))
 }
 
 /// `GET /archive/{id}/playlist.m3u8?start&end`: every file is one segment (its media section),

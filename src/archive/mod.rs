@@ -16,6 +16,7 @@
 //! own archive settings uses them; otherwise, with `archive.serving`, any UUID is looked up in
 //! the global directory.
 
+pub mod clip;
 pub mod file;
 pub mod http;
 pub mod index;

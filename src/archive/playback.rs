@@ -257,7 +257,7 @@ fn fragment(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fmp4;
     use crate::fmp4::tests::real_params;
@@ -266,7 +266,7 @@ mod tests {
 
     /// A fragmented file of `secs` seconds (25 fps, a keyframe every 50 frames, AAC), as the
     /// recorder writes it.
-    fn file(secs: i64) -> Movie {
+    pub(crate) fn file(secs: i64) -> Movie {
         let p = real_params(true);
         let mut seg = Segmenter::new(Targets::files(3_600 * 90_000, 90_000));
         let mut events = Vec::new();
