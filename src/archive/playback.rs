@@ -34,8 +34,10 @@ pub struct OutSample {
 pub struct Planner {
     start_ms: i64,
     end_ms: i64,
-    /// Where the next file starts on the output timeline, 90 kHz.
+    /// Where the next file's lead track starts on the output timeline, 90 kHz.
     next_90k: i64,
+    /// End of the last audio frame sent, output timeline (when the lead track is video).
+    audio_end_90k: i64,
     started: bool,
     /// End of the last file played, wall-clock ms.
     last_end_ms: Option<i64>,
@@ -56,6 +58,7 @@ impl Planner {
             start_ms,
             end_ms,
             next_90k: 0,
+            audio_end_90k: 0,
             started: false,
             last_end_ms: None,
         }
@@ -68,7 +71,15 @@ impl Planner {
             params: Some(Arc::clone(&movie.params)),
             ..FilePlan::default()
         };
-        let Some(first) = movie.samples.first() else {
+        let lead = movie.params.lead();
+        // The file's start time is its first lead-track frame's (the keyframe it starts with);
+        // audio that begins a little before it must not shift the file's clock.
+        let Some(first) = movie
+            .samples
+            .iter()
+            .find(|s| s.track == lead)
+            .or(movie.samples.first())
+        else {
             return plan;
         };
         let base_90k = first.dts_90k;
@@ -86,7 +97,13 @@ impl Planner {
                 }
             }
         }
-        let first_dts = movie.samples[from].dts_90k;
+        // Files join on the lead track: its first frame here follows the last one before.
+        // Audio keeps its offset to it, so it joins up too; a frame that would overlap the
+        // previous file's last one (cameras' audio packets straddle the cut) is dropped.
+        let first_dts = movie.samples[from..]
+            .iter()
+            .find(|s| s.track == lead)
+            .map_or(movie.samples[from].dts_90k, |s| s.dts_90k);
         let pre_start = |s: &crate::movie::Sample| !self.started && wall(s.dts_90k) < self.start_ms;
         // Audio starts at `start`, after all the squeezed video.
         let total_squeeze_90k: i64 = movie.samples[from..]
@@ -115,6 +132,12 @@ impl Planner {
                 total_squeeze_90k
             };
             let dts_90k = self.next_90k + (s.dts_90k - first_dts) - squeeze;
+            if s.track != lead {
+                if dts_90k < self.audio_end_90k || dts_90k < 0 {
+                    continue;
+                }
+                self.audio_end_90k = dts_90k + dur_90k;
+            }
             if before_start {
                 squeezed_90k += i64::from(s.dur_90k) - 1;
             }
@@ -133,7 +156,13 @@ impl Planner {
                 plan.gap_before = Some((last_end, file_start_ms));
             }
         }
-        if let Some(end) = plan.samples.iter().map(|s| s.dts_90k + s.dur_90k).max() {
+        if let Some(end) = plan
+            .samples
+            .iter()
+            .filter(|s| s.track == lead)
+            .map(|s| s.dts_90k + s.dur_90k)
+            .max()
+        {
             self.next_90k = end;
             self.started = true;
         }
@@ -152,7 +181,7 @@ impl Planner {
 pub struct OutFragment {
     pub chunks: Vec<Bytes>,
     pub len: usize,
-    /// Output decode time of its first sample, 90 kHz.
+    /// Output decode time of its first lead-track sample, 90 kHz.
     pub start_90k: i64,
     /// Starts with a video keyframe.
     pub key: bool,
@@ -241,7 +270,13 @@ fn fragment(
         chunks.extend(v.iter().map(|s| s.data.clone()));
     }
     let lead_samples: Vec<&OutSample> = group.iter().filter(|s| s.track == lead).collect();
-    let start_90k = group.first().map_or(0, |s| s.dts_90k);
+    // Times on the lead track: an audio frame ahead of the keyframe (and G.711 cameras send
+    // long ones) must not stretch the fragment.
+    let start_90k = lead_samples
+        .first()
+        .map(|s| s.dts_90k)
+        .or(group.first().map(|s| s.dts_90k))
+        .unwrap_or(0);
     let duration_90k = lead_samples
         .last()
         .map_or(0, |s| s.dts_90k + s.dur_90k - start_90k);
