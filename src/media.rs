@@ -111,14 +111,14 @@ pub struct VideoParams {
     pub sample_entry: Bytes,
 }
 
-/// Parameters of an audio track (AAC only for now).
+/// Parameters of an audio track: AAC, or FLAC (what G.711 cameras become at ingest).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AudioParams {
     /// e.g. `mp4a.40.2`.
     pub rfc6381: String,
     pub sample_rate: u32,
     pub channels: u16,
-    /// A complete `mp4a` box (with `esds`), ready for `stsd`.
+    /// A complete `mp4a` box (with `esds`) or `fLaC` box (with `dfLa`), ready for `stsd`.
     pub sample_entry: Bytes,
 }
 

@@ -173,7 +173,9 @@ impl Movie {
             samples.extend(flatten(stbl, timescale, kind)?);
         }
         if params.video.is_none() && params.audio.is_none() {
-            return Err("no H.264 (avc1), H.265 (hvc1/hev1) or AAC (mp4a) track".into());
+            return Err(
+                "no H.264 (avc1), H.265 (hvc1/hev1), AAC (mp4a) or FLAC (fLaC) track".into(),
+            );
         }
         let lead = if params.video.is_some() {
             TrackKind::Video
@@ -285,6 +287,17 @@ fn adopt_codec(
                 rfc6381: format!("mp4a.40.{profile}"),
                 sample_rate: timescale,
                 channels: mp4a.audio.channel_count,
+                sample_entry: entry.freeze(),
+            });
+            TrackKind::Audio
+        }
+        // What we make of G.711 cameras (see `source::g711`).
+        Codec::Flac(flac) if params.audio.is_none() => {
+            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            params.audio = Some(AudioParams {
+                rfc6381: "flac".into(),
+                sample_rate: timescale,
+                channels: flac.audio.channel_count,
                 sample_entry: entry.freeze(),
             });
             TrackKind::Audio

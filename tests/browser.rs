@@ -101,11 +101,11 @@ async fn the_stream_page_plays_mse_and_ll_hls_side_by_side() {
 }
 
 /// hls.js on the HLS player page, against a camera with 2 s GOPs and 1 s segment targets.
-async fn hls_js_on_camera(low_latency: bool, shot: &'static str) -> serde_json::Value {
+async fn hls_js_on_camera(mount: &str, low_latency: bool, shot: &'static str) -> serde_json::Value {
     let cam = Camera::start(Auth::None);
     let gw = Gateway::start(&format!(
         "[hls]\nms_per_segment = 1000\nlow_latency = {low_latency}\n\n{}",
-        rtsp_stream(STREAM_A, &cam.url("h264aac"), "\"hls\"", "")
+        rtsp_stream(STREAM_A, &cam.url(mount), "\"hls\"", "")
     ))
     .await;
     gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
@@ -122,8 +122,14 @@ async fn hls_js_on_camera(low_latency: bool, shot: &'static str) -> serde_json::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_a_g711_camera_with_its_audio_as_flac() {
+    let r = hls_js_on_camera("h264pcma", true, "hls-js-g711.png").await;
+    assert!(r["audioDecodedBytes"].as_u64().unwrap_or(0) > 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_a_camera_over_ll_hls() {
-    let r = hls_js_on_camera(true, "hls-ll-camera.png").await;
+    let r = hls_js_on_camera("h264aac", true, "hls-ll-camera.png").await;
     assert_eq!(r["stats"]["mode"], "hls.js LL-HLS", "{r}");
     // hls.js measured its distance to the live edge (reported in docs, not asserted: it
     // depends on how fast this machine decodes).
@@ -132,7 +138,7 @@ async fn hls_js_plays_a_camera_over_ll_hls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_a_camera_over_plain_hls() {
-    let r = hls_js_on_camera(false, "hls-plain-camera.png").await;
+    let r = hls_js_on_camera("h264aac", false, "hls-plain-camera.png").await;
     assert_eq!(r["stats"]["mode"], "hls.js", "{r}");
 }
 
@@ -181,6 +187,26 @@ async fn the_mse_player_plays_an_rtsp_camera_with_audio() {
     // The player jumps to live whenever it is more than 1 s behind (a busy CI machine decodes
     // slowly), so what the viewer is left with stays near the live edge.
     assert!(r["stats"]["latency"].as_f64().unwrap_or(9.0) < 1.5, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mse_player_plays_a_g711_camera_with_its_audio_as_flac() {
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264pcma"), "\"mse\"", "")).await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let url = format!("http://{}/players/mse/?stream_id={STREAM_A}", gw.video);
+    let r = tokio::task::spawn_blocking(move || play(&url, "mse-player-g711.png", 4))
+        .await
+        .expect("join");
+    assert_plays(&r, 4.0, 1280);
+    assert!(
+        r["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("avc1.64001F,flac")),
+        "{r}"
+    );
+    // Chromium decoded the audio track, not only the video.
+    assert!(r["audioDecodedBytes"].as_u64().unwrap_or(0) > 0, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

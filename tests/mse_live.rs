@@ -217,12 +217,50 @@ async fn timestamps_stay_monotonic_when_a_second_client_joins_the_camera() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsupported_audio_is_dropped_once_and_video_flows() {
+async fn g711_audio_is_repackaged_as_flac_that_decodes_to_the_cameras_tone() {
+    // The camera sends H.264 + G.711 A-law: a 300 Hz tone at 8 kHz.
     let (_cam, gw) = camera_and_gateway(Auth::None, "h264pcma", "").await;
-    let cap = watch(&gw, STREAM_A, "", 30).await;
-    assert!(!cap.codecs[0].contains(','), "video only: {:?}", cap.codecs);
-    decode(&cap, "pcma.mp4");
-    let log = gw.log();
-    assert_eq!(log.matches("unsupported track ignored").count(), 1, "{log}");
-    assert!(log.contains("audio pcma"), "{log}");
+    let cap = watch(&gw, STREAM_A, "", 100).await;
+    assert!(
+        cap.codecs[0].starts_with("avc1.") && cap.codecs[0].ends_with(",flac"),
+        "codecs {:?}",
+        cap.codecs
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pcma.mp4");
+    cap.write(&path);
+    let p = decode(&cap, "pcma.mp4");
+    assert_eq!(p.audio_codec.as_deref(), Some("flac"));
+    // The camera sends about 1400 samples (175 ms) per packet: one FLAC frame each.
+    assert!(p.audio_frames >= 8, "{} audio frames", p.audio_frames);
+    // Decoded by ffmpeg, the audio is the camera's tone: 8 kHz mono, about 600 zero crossings
+    // a second, at the level the clip was made with (lavfi's sine: amplitude 1/8).
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-map", "0:a", "-f", "s16le", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pcm: Vec<i16> = out
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let secs = pcm.len() as f64 / 8000.0;
+    assert!(secs >= 1.5, "{secs} s of audio");
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count() as f64;
+    let per_s = crossings / secs;
+    assert!((540.0..=660.0).contains(&per_s), "{per_s} zero crossings/s");
+    let rms = (pcm.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+    let expected = 32768.0 / 8.0 / 2f64.sqrt();
+    assert!(
+        (rms / expected - 1.0).abs() < 0.2,
+        "RMS {rms}, expected about {expected}"
+    );
+    assert!(!gw.log().contains("unsupported track ignored"));
 }

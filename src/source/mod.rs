@@ -7,6 +7,7 @@
 //! `media` types leave this module. Does not belong here: what happens to frames afterwards.
 
 pub mod file;
+pub mod g711;
 pub mod probe;
 pub mod rtsp;
 pub mod timeline;

@@ -1,7 +1,8 @@
 //! RTSP ingest through retina: the only file that imports `retina`.
 //!
 //! One call of [`run_session`] is one RTSP session: DESCRIBE, SETUP of the first H.264/H.265
-//! video stream and the first AAC audio stream, PLAY, then frames until an error, a stall or
+//! video stream and the first audio stream we carry (AAC, else G.711 repackaged as FLAC by
+//! [`super::g711`]), PLAY, then frames until an error, a stall or
 //! cancellation. retina refuses URLs with credentials and has no connect timeout: credentials
 //! are moved out of the URL into retina's `Credentials`, and every step is wrapped in a timeout.
 //! Dropping the session (cancellation) closes the TCP connection after a TEARDOWN attempt.
@@ -19,6 +20,7 @@ use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec}
 
 use tokio::time::Instant;
 
+use super::g711::{FlacPacker, Law};
 use super::{Emitter, SourceError};
 use crate::config::{mask_url, Transport};
 use crate::media::{AudioParams, StreamParams, TrackKind, VideoCodec, VideoParams};
@@ -118,18 +120,31 @@ pub async fn run_session(
         .map_err(|e| SourceError::Rtsp(e.to_string()))?;
 
     let mut video_i = None;
-    let mut audio_i = None;
+    let mut aac_i = None;
+    let mut g711_i = None;
     for (i, s) in session.streams().iter().enumerate() {
         let enc = s.encoding_name().to_ascii_lowercase();
         match (s.media(), enc.as_str()) {
             ("video", "h264" | "h265") if video_i.is_none() => video_i = Some(i),
-            ("audio", "mpeg4-generic") if audio_i.is_none() => audio_i = Some(i),
+            ("audio", "mpeg4-generic") if aac_i.is_none() => aac_i = Some(i),
+            ("audio", "pcma" | "pcmu") if g711_i.is_none() => g711_i = Some(i),
             (media, _) => emit.note_unsupported(format!("{media} {enc}")),
         }
     }
+    // AAC when the camera offers both; G.711 is repackaged as FLAC.
+    let audio_i = aac_i.or(g711_i);
+    let mut g711 = match (aac_i, g711_i) {
+        (None, Some(i)) => {
+            let s = &session.streams()[i];
+            let law = Law::from_encoding(s.encoding_name());
+            let channels = s.channels().map_or(1, |c| c.get());
+            law.and_then(|l| FlacPacker::new(l, s.clock_rate_hz(), channels))
+        }
+        _ => None,
+    };
     if video_i.is_none() && audio_i.is_none() {
         return Err(SourceError::Unsupported(
-            "the camera offers no H.264, H.265 or AAC stream".into(),
+            "the camera offers no H.264, H.265, AAC or G.711 stream".into(),
         ));
     }
     for i in [video_i, audio_i].into_iter().flatten() {
@@ -156,13 +171,18 @@ pub async fn run_session(
         .demuxed()
         .map_err(|e| SourceError::Rtsp(e.to_string()))?;
 
+    let flac_params = g711.as_ref().map(FlacPacker::params);
     let read_params = |d: &retina::client::Demuxed| -> Result<StreamParams, SourceError> {
         let video = match video_i.and_then(|i| d.streams()[i].parameters()) {
             Some(ParametersRef::Video(v)) => Some(video_params(v)?),
             _ => None,
         };
-        let audio = match audio_i.and_then(|i| d.streams()[i].parameters()) {
-            Some(ParametersRef::Audio(a)) => audio_params(a),
+        let audio = match (
+            &flac_params,
+            audio_i.and_then(|i| d.streams()[i].parameters()),
+        ) {
+            (Some(flac), _) => Some(flac.clone()),
+            (None, Some(ParametersRef::Audio(a))) => audio_params(a),
             _ => None,
         };
         Ok(StreamParams { video, audio })
@@ -225,15 +245,15 @@ pub async fn run_session(
                 let ts = f.timestamp();
                 let in_90k = crate::media::to_90k(ts.timestamp(), ts.clock_rate().get());
                 let dur = crate::media::to_90k(i64::from(f.frame_length().get()), a.sample_rate);
+                let data = match g711.as_mut() {
+                    Some(packer) => match packer.frame(f.data()) {
+                        Some(flac) => flac,
+                        None => continue,
+                    },
+                    None => Bytes::copy_from_slice(f.data()),
+                };
                 emit.audio_frame_len(dur as u32);
-                emit.frame(
-                    TrackKind::Audio,
-                    in_90k,
-                    0,
-                    true,
-                    Bytes::copy_from_slice(f.data()),
-                    f.ctx().received(),
-                );
+                emit.frame(TrackKind::Audio, in_90k, 0, true, data, f.ctx().received());
             }
             CodecItem::Rtcp(_) | CodecItem::MessageFrame(_) => {}
             _ => {}

@@ -47,6 +47,7 @@ try {
       paused: v.paused,
       error: v.error ? v.error.message : null,
       bufferedEnd: v.buffered.length ? v.buffered.end(v.buffered.length - 1) : null,
+      audioDecodedBytes: v.webkitAudioDecodedByteCount ?? null,
       droppedFrames: v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().droppedVideoFrames : null,
       totalFrames: v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : null,
       stats: p ? p.stats : null,
