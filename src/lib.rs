@@ -16,6 +16,7 @@ pub mod app;
 pub mod archive;
 pub mod auth;
 pub mod config;
+pub mod diagnostics;
 pub mod fmp4;
 pub mod hls;
 pub mod hub;

@@ -73,6 +73,10 @@ const HELP: &[(&str, &str)] = &[
         "Time between the last two keyframes.",
     ),
     (
+        "video_server_stream_diagnostic",
+        "1 while a camera-configuration finding (label code: long_gop, irregular_keyframes, no_keyframes, track_not_forwarded, h265_browsers) holds, else 0.",
+    ),
+    (
         "video_server_stream_nominal_fps",
         "Frame rate the stream declares or shows.",
     ),
@@ -235,6 +239,15 @@ impl Metrics {
                 .absolute(st.keyframes_in.load(Ordering::Relaxed));
             counter!("video_server_stream_discontinuities_total", l())
                 .absolute(st.discontinuities.load(Ordering::Relaxed));
+            let findings = s.hub.diagnostics();
+            for code in crate::diagnostics::CODES {
+                let on = findings.iter().any(|d| d.code == code);
+                gauge!(
+                    "video_server_stream_diagnostic",
+                    vec![Label::new("stream", id.clone()), Label::new("code", code)]
+                )
+                .set(f64::from(u8::from(on)));
+            }
             let gop_90k = st.keyframe_interval_90k.load(Ordering::Relaxed);
             gauge!("video_server_stream_keyframe_interval_seconds", l())
                 .set(gop_90k as f64 / 90_000.0);

@@ -210,11 +210,100 @@ async fn health_and_stream_details_answer_for_load_balancers_and_operators() {
     let gop = d["keyframe_interval_s"].as_f64().unwrap_or(0.0);
     assert!((gop - 2.0).abs() < 0.05, "{d}");
     assert_eq!(d["codecs"][0]["width"], 1280);
+    // A camera set up well has nothing to be told.
+    assert_eq!(d["diagnostics"], serde_json::json!([]), "{d}");
     let bad = get(gw.api, "/streams/not-a-uuid").await;
     assert_eq!(bad.status, 400);
     assert!(bad.json()["Error"].is_string());
     let missing = get(gw.api, "/streams/566bfe72-1f85-4e7d-9c0a-424e6c3b29f3").await;
     assert_eq!(missing.status, 404);
+}
+
+/// A looped clip whose keyframes come at 0, 1, 2 and 7.5 s, as a "smart codec" camera sends
+/// them when the scene goes still.
+fn smart_codec_clip(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("camera.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=320x240:rate=25:duration=10")
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "1000"])
+        .args(["-sc_threshold", "0", "-force_key_frames", "0,1,2,7.5"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_diagnostics_name_a_smart_codec_and_h265_in_the_api_metrics_and_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = smart_codec_clip(dir.path());
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&format!(
+        "[[local_files]]\nguid = \"{STREAM_A}\"\nfile = \"{}\"\noutput_types = [\"mse\"]\nloop = true\n\n{}",
+        clip.display(),
+        rtsp_stream(common::STREAM_B, &cam.url("h265"), "\"mse\"", "")
+    ))
+    .await;
+    gw.wait_online(common::STREAM_B, Duration::from_secs(20))
+        .await;
+    // The 5.5 s interval ends at the keyframe at 7.5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let d = loop {
+        let d = get(gw.api, &format!("/streams/{STREAM_A}")).await.json();
+        if d["diagnostics"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["code"] == "irregular_keyframes"))
+        {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no finding: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let found = &d["diagnostics"][0];
+    assert_eq!(found["level"], "warning", "{d}");
+    let message = found["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("smart") && message.contains("from 1.0 s to 5.5 s"),
+        "{message}"
+    );
+    assert_eq!(d["diagnostics"].as_array().map(Vec::len), Some(1), "{d}");
+    // The dashboard's list carries it too, and the H.265 camera gets its note.
+    let list = get(gw.video, "/streams").await.json();
+    let entry = |id: &str| {
+        list["streams"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["stream_id"] == id).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        entry(STREAM_A)["diagnostics"][0]["code"],
+        "irregular_keyframes"
+    );
+    let h265 = entry(common::STREAM_B);
+    assert_eq!(h265["diagnostics"][0]["code"], "h265_browsers", "{h265}");
+    assert_eq!(h265["diagnostics"][0]["level"], "info");
+    // /metrics: 1 for the finding that holds, 0 for the others.
+    let (_, samples) = scrape(&gw).await;
+    let metric = |id: &str, code: &str| {
+        value(
+            &samples,
+            "video_server_stream_diagnostic",
+            &[("stream", id), ("code", code)],
+        )
+    };
+    assert_eq!(metric(STREAM_A, "irregular_keyframes"), Some(1.0));
+    assert_eq!(metric(STREAM_A, "long_gop"), Some(0.0));
+    assert_eq!(metric(common::STREAM_B, "h265_browsers"), Some(1.0));
+    assert_eq!(metric(common::STREAM_B, "irregular_keyframes"), Some(0.0));
+    // The log says it once for the session, naming the stream.
+    let log = gw.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("codec mode") && l.contains(STREAM_A))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
 }
 
 #[test]

@@ -96,6 +96,7 @@ fn stream_json(s: &StreamView) -> Value {
         "mse_send_delay": stats.mse_send_delay.summary(),
         "buffered_frames": buffered_frames,
         "buffered_bytes": buffered_bytes,
+        "diagnostics": s.hub.diagnostics(),
     })
 }
 
@@ -273,6 +274,7 @@ pub async fn video_streams(
                 "on_demand": s.config.on_demand,
                 "streaming": s.streaming,
                 "last_error": h.last_error,
+                "diagnostics": s.hub.diagnostics(),
             })
         })
         .collect();

@@ -37,6 +37,9 @@ pub struct Health {
     pub params: Option<Arc<StreamParams>>,
     /// Unix ms of the last health probe (idle on-demand streams), 0 if never.
     pub last_probe_ms: i64,
+    /// Tracks the camera offers that are not forwarded (e.g. `audio g726-32`), for the
+    /// diagnostics.
+    pub unsupported: Vec<String>,
 }
 
 /// Counters of one stream; relaxed atomics, read by `/status` and later `/metrics`.
@@ -50,6 +53,15 @@ pub struct Stats {
     pub last_key_90k: std::sync::atomic::AtomicI64,
     /// Interval between the last two video keyframes, 90 kHz (0 until known).
     pub keyframe_interval_90k: std::sync::atomic::AtomicI64,
+    /// Shortest and longest keyframe interval of this session, 90 kHz (0 until known).
+    pub keyframe_interval_min_90k: std::sync::atomic::AtomicI64,
+    pub keyframe_interval_max_90k: std::sync::atomic::AtomicI64,
+    /// Wall-clock time of the latest video keyframe, Unix ms.
+    pub last_key_wall_ms: std::sync::atomic::AtomicI64,
+    /// Epoch of the latest video keyframe: intervals are only measured within one.
+    last_key_epoch: std::sync::atomic::AtomicI64,
+    /// The keyframe findings already logged this session (bit per finding).
+    logged_findings: AtomicU64,
     pub sessions: AtomicU64,
     pub discontinuities: AtomicU64,
     pub mse_viewers: AtomicU64,
@@ -110,14 +122,80 @@ impl StreamHub {
                 .stats
                 .last_key_90k
                 .swap(frame.dts_90k, Ordering::Relaxed);
-            if before > 0 && frame.dts_90k > last {
-                self.stats
-                    .keyframe_interval_90k
-                    .store(frame.dts_90k - last, Ordering::Relaxed);
+            self.stats
+                .last_key_wall_ms
+                .store(frame.wall_ms, Ordering::Relaxed);
+            let last_epoch = self
+                .stats
+                .last_key_epoch
+                .swap(i64::from(frame.epoch), Ordering::Relaxed);
+            if before > 0 && last_epoch == i64::from(frame.epoch) && frame.dts_90k > last {
+                self.keyframe_interval(frame.dts_90k - last);
             }
         }
         let seq = self.ring().push(frame);
         self.notify.send_replace(seq + 1);
+    }
+
+    /// Records a keyframe interval; logs a long or irregular one once per session.
+    fn keyframe_interval(&self, interval_90k: i64) {
+        let st = &self.stats;
+        st.keyframe_interval_90k
+            .store(interval_90k, Ordering::Relaxed);
+        let min = st
+            .keyframe_interval_min_90k
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                (m == 0 || interval_90k < m).then_some(interval_90k)
+            })
+            .map_or_else(|m| m, |_| interval_90k);
+        let max = st
+            .keyframe_interval_max_90k
+            .fetch_max(interval_90k, Ordering::Relaxed)
+            .max(interval_90k);
+        if max < crate::diagnostics::LONG_GOP_90K {
+            return;
+        }
+        let finding = if max >= 2 * min { 2 } else { 1 };
+        if st.logged_findings.fetch_or(finding, Ordering::Relaxed) & finding == 0 {
+            let secs = |d: i64| d as f64 / 90_000.0;
+            tracing::warn!(
+                stream = %self.id,
+                shortest_s = secs(min),
+                longest_s = secs(max),
+                "{}",
+                if finding == 2 {
+                    "the keyframe interval varies a lot: a \"smart\" codec mode (H.264+/H.265+) is probably on; turn it off for steady keyframes"
+                } else {
+                    "long keyframe interval: set the camera's I-frame interval to 1-2 s"
+                }
+            );
+        }
+    }
+
+    /// Notes a track the camera offers that is not forwarded.
+    pub fn note_unsupported(&self, what: &str) {
+        self.health.send_modify(|h| {
+            if !h.unsupported.iter().any(|u| u == what) {
+                h.unsupported.push(what.to_owned());
+            }
+        });
+    }
+
+    /// What is worth telling about the camera's configuration now.
+    pub fn diagnostics(&self) -> Vec<crate::diagnostics::Diagnostic> {
+        let h = self.health.borrow();
+        let st = &self.stats;
+        let observed = crate::diagnostics::Observed {
+            online: h.online,
+            params: h.params.as_deref(),
+            since_ms: h.since_ms,
+            keyframe_interval_90k: st.keyframe_interval_90k.load(Ordering::Relaxed),
+            keyframe_interval_min_90k: st.keyframe_interval_min_90k.load(Ordering::Relaxed),
+            keyframe_interval_max_90k: st.keyframe_interval_max_90k.load(Ordering::Relaxed),
+            last_key_wall_ms: st.last_key_wall_ms.load(Ordering::Relaxed),
+            unsupported: &h.unsupported,
+        };
+        crate::diagnostics::diagnose(&observed, crate::media::unix_ms_now())
     }
 
     /// Starts reading at the newest keyframe (or at the end, for streams without video).
@@ -179,6 +257,11 @@ impl StreamHub {
         self.health.send_modify(|h| {
             if !h.online {
                 h.since_ms = crate::media::unix_ms_now();
+                // A new session: its keyframe pattern is measured afresh.
+                let st = &self.stats;
+                st.keyframe_interval_min_90k.store(0, Ordering::Relaxed);
+                st.keyframe_interval_max_90k.store(0, Ordering::Relaxed);
+                st.logged_findings.store(0, Ordering::Relaxed);
             }
             h.online = true;
             h.last_error = None;

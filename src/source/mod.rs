@@ -139,6 +139,7 @@ impl<'a> Emitter<'a> {
     pub fn note_unsupported(&mut self, what: String) {
         if self.unsupported.insert(what.clone()) {
             warn!(track = %what, "unsupported track ignored");
+            self.hub.note_unsupported(&what);
         }
     }
 

@@ -1,0 +1,230 @@
+//! Camera-configuration diagnostics: what the gateway can see about a camera's settings that
+//! will hurt viewers, said in words an installer can act on.
+//!
+//! Pure: [`diagnose`] takes what the hub observed and the time, and returns findings. The API
+//! shows them (`/streams`, `/streams/{id}`), `/metrics` counts them, the dashboard flags them;
+//! the hub logs the keyframe ones once per session as they are seen. Nothing here changes how
+//! media flows.
+
+use serde::Serialize;
+
+use crate::media::{StreamParams, VideoCodec};
+
+/// A keyframe interval above this makes segments, files and resyncs coarse.
+pub const LONG_GOP_90K: i64 = 4 * 90_000;
+/// No keyframe for this long while frames flow.
+const NO_KEYFRAME_MS: i64 = 12_000;
+
+/// Every finding's code, for metrics that show each one as 0 or 1.
+pub const CODES: [&str; 5] = [
+    "no_keyframes",
+    "irregular_keyframes",
+    "long_gop",
+    "track_not_forwarded",
+    "h265_browsers",
+];
+
+/// How much a finding matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Viewers are worse off until the camera is reconfigured.
+    Warning,
+    /// Worth knowing; nothing is broken.
+    Info,
+}
+
+/// One finding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// Stable identifier, for alerting (`/metrics` label) and for tests.
+    pub code: &'static str,
+    pub level: Level,
+    pub message: String,
+}
+
+/// What the hub knows about a stream at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Observed<'a> {
+    pub online: bool,
+    pub params: Option<&'a StreamParams>,
+    /// Unix ms the stream came online.
+    pub since_ms: i64,
+    /// Latest keyframe interval, and the shortest and longest of this session, 90 kHz (0 until
+    /// known).
+    pub keyframe_interval_90k: i64,
+    pub keyframe_interval_min_90k: i64,
+    pub keyframe_interval_max_90k: i64,
+    /// Unix ms of the latest video keyframe (0: none this session).
+    pub last_key_wall_ms: i64,
+    /// Tracks the camera offers that are not forwarded (e.g. `audio g726-32`).
+    pub unsupported: &'a [String],
+}
+
+fn secs(d_90k: i64) -> String {
+    let s = d_90k as f64 / 90_000.0;
+    if s >= 10.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// The findings for a stream, most important first.
+pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let video = o.params.and_then(|p| p.video.as_ref());
+    if o.online && video.is_some() {
+        let since_key_ms = now_ms - o.last_key_wall_ms.max(o.since_ms);
+        if since_key_ms > NO_KEYFRAME_MS {
+            out.push(Diagnostic {
+                code: "no_keyframes",
+                level: Level::Warning,
+                message: format!(
+                    "no keyframe for {} s while frames arrive: new HLS segments, archive files and \
+                     viewers that fell behind wait for one. Check the camera's I-frame interval.",
+                    since_key_ms / 1000
+                ),
+            });
+        }
+        let (min, max) = (o.keyframe_interval_min_90k, o.keyframe_interval_max_90k);
+        if min > 0 && max >= LONG_GOP_90K && max >= 2 * min {
+            out.push(Diagnostic {
+                code: "irregular_keyframes",
+                level: Level::Warning,
+                message: format!(
+                    "the keyframe interval varies from {} to {}: this looks like a \"smart\" codec \
+                     mode (H.264+/H.265+, Smart Codec, dynamic GOP) that stretches it when the \
+                     scene is still. Turn it off for steady keyframes.",
+                    secs(min),
+                    secs(max)
+                ),
+            });
+        } else if o.keyframe_interval_90k > LONG_GOP_90K {
+            out.push(Diagnostic {
+                code: "long_gop",
+                level: Level::Warning,
+                message: format!(
+                    "a keyframe every {}: HLS segments and archive files can only be cut at \
+                     keyframes, the GOP cache grows, and a viewer that falls behind waits that \
+                     long to resync. Set the camera's I-frame interval to 1-2 s (its frame rate, \
+                     or twice it).",
+                    secs(o.keyframe_interval_90k)
+                ),
+            });
+        }
+    }
+    // Audio only: a second video track or an ONVIF metadata track is nothing to fix.
+    for track in o.unsupported.iter().filter(|t| t.starts_with("audio")) {
+        out.push(Diagnostic {
+            code: "track_not_forwarded",
+            level: Level::Warning,
+            message: format!(
+                "the camera's {track} is not forwarded (audio: AAC as it is, G.711 as FLAC). \
+                 Switch the camera's audio to AAC or G.711 to hear it."
+            ),
+        });
+    }
+    if video.is_some_and(|v| v.codec == VideoCodec::H265) {
+        out.push(Diagnostic {
+            code: "h265_browsers",
+            level: Level::Info,
+            message: "H.265 plays only in browsers with a hardware decoder for it (Safari; Chrome \
+                      and Edge on most GPUs); Firefox cannot. H.264 plays everywhere."
+                .into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{VideoCodec, VideoParams};
+    use bytes::Bytes;
+
+    fn params(codec: VideoCodec) -> StreamParams {
+        StreamParams {
+            video: Some(VideoParams {
+                codec,
+                rfc6381: "x".into(),
+                width: 1280,
+                height: 720,
+                frame_rate: None,
+                sample_entry: Bytes::new(),
+            }),
+            audio: None,
+        }
+    }
+
+    fn codes(d: &[Diagnostic]) -> Vec<&'static str> {
+        d.iter().map(|d| d.code).collect()
+    }
+
+    fn steady<'a>(p: &'a StreamParams, gop_90k: i64) -> Observed<'a> {
+        Observed {
+            online: true,
+            params: Some(p),
+            since_ms: 1_000,
+            keyframe_interval_90k: gop_90k,
+            keyframe_interval_min_90k: gop_90k,
+            keyframe_interval_max_90k: gop_90k,
+            last_key_wall_ms: 100_000,
+            unsupported: &[],
+        }
+    }
+
+    #[test]
+    fn a_well_set_camera_has_nothing_to_report() {
+        let p = params(VideoCodec::H264);
+        assert!(diagnose(&steady(&p, 2 * 90_000), 101_000).is_empty());
+        // Offline: nothing about keyframes.
+        let mut o = steady(&p, 2 * 90_000);
+        o.online = false;
+        assert!(diagnose(&o, 900_000).is_empty());
+    }
+
+    #[test]
+    fn long_irregular_and_missing_keyframes_are_told_apart() {
+        let p = params(VideoCodec::H264);
+        let long = diagnose(&steady(&p, 8 * 90_000), 101_000);
+        assert_eq!(codes(&long), vec!["long_gop"]);
+        assert!(
+            long[0].message.contains("every 8.0 s"),
+            "{}",
+            long[0].message
+        );
+        let mut smart = steady(&p, 2 * 90_000);
+        smart.keyframe_interval_max_90k = 10 * 90_000;
+        let d = diagnose(&smart, 101_000);
+        assert_eq!(codes(&d), vec!["irregular_keyframes"]);
+        assert!(
+            d[0].message.contains("from 2.0 s to 10 s"),
+            "{}",
+            d[0].message
+        );
+        // Variation among short intervals is not worth a word.
+        let mut jitter = steady(&p, 90_000);
+        jitter.keyframe_interval_max_90k = 3 * 90_000;
+        assert!(diagnose(&jitter, 101_000).is_empty());
+        assert_eq!(
+            codes(&diagnose(&steady(&p, 2 * 90_000), 120_000)),
+            vec!["no_keyframes"]
+        );
+    }
+
+    #[test]
+    fn unsupported_tracks_and_h265_are_reported() {
+        let p = params(VideoCodec::H265);
+        let tracks = [
+            "audio g726-32".to_owned(),
+            "application vnd.onvif.metadata".to_owned(),
+        ];
+        let mut o = steady(&p, 2 * 90_000);
+        o.unsupported = &tracks;
+        let d = diagnose(&o, 101_000);
+        assert_eq!(codes(&d), vec!["track_not_forwarded", "h265_browsers"]);
+        assert!(d[0].message.contains("audio g726-32"));
+        assert_eq!(d[1].level, Level::Info);
+    }
+}
