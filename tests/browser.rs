@@ -210,6 +210,35 @@ async fn the_mse_player_plays_a_g711_camera_with_its_audio_as_flac() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_flags_a_camera_with_a_smart_codec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = smart_codec_clip(dir.path());
+    let gw = Gateway::start(&format!(
+        "[[local_files]]\nguid = \"{STREAM_A}\"\nfile = \"{}\"\noutput_types = [\"mse\"]\nloop = true\n",
+        clip.display()
+    ))
+    .await;
+    // The finding needs the keyframe at 7.5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while get(gw.api, &format!("/streams/{STREAM_A}")).await.json()["diagnostics"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(std::time::Instant::now() < deadline, "no finding");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let url = format!("http://{}/#/stream/{STREAM_A}", gw.video);
+    let r = tokio::task::spawn_blocking(move || {
+        play_with(&url, "dashboard-diagnostics.png", 2, &[("VIDEO", "#mse")])
+    })
+    .await
+    .expect("play");
+    assert_eq!(r["ok"], true, "{r}");
+    let text = r["text"].as_str().unwrap_or_default();
+    assert!(text.contains("\"smart\" codec mode"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
     let cam = Camera::start(Auth::None);
     let files = tempfile::tempdir().expect("tempdir");

@@ -219,26 +219,10 @@ async fn health_and_stream_details_answer_for_load_balancers_and_operators() {
     assert_eq!(missing.status, 404);
 }
 
-/// A looped clip whose keyframes come at 0, 1, 2 and 7.5 s, as a "smart codec" camera sends
-/// them when the scene goes still.
-fn smart_codec_clip(dir: &std::path::Path) -> std::path::PathBuf {
-    let out = dir.join("camera.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc=size=320x240:rate=25:duration=10")
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "1000"])
-        .args(["-sc_threshold", "0", "-force_key_frames", "0,1,2,7.5"])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_diagnostics_name_a_smart_codec_and_h265_in_the_api_metrics_and_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let clip = smart_codec_clip(dir.path());
+    let clip = common::smart_codec_clip(dir.path());
     let cam = Camera::start(Auth::None);
     let gw = Gateway::start(&format!(
         "[[local_files]]\nguid = \"{STREAM_A}\"\nfile = \"{}\"\noutput_types = [\"mse\"]\nloop = true\n\n{}",

@@ -601,3 +601,19 @@ pub fn unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// A looped clip whose keyframes come at 0, 1, 2 and 7.5 s, as a "smart codec" camera sends
+/// them when the scene goes still.
+pub fn smart_codec_clip(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("camera.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=320x240:rate=25:duration=10")
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "1000"])
+        .args(["-sc_threshold", "0", "-force_key_frames", "0,1,2,7.5"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    out
+}
