@@ -16,13 +16,32 @@ pub const LONG_GOP_90K: i64 = 4 * 90_000;
 const NO_KEYFRAME_MS: i64 = 12_000;
 
 /// Every finding's code, for metrics that show each one as 0 or 1.
-pub const CODES: [&str; 5] = [
+pub const CODES: [&str; 7] = [
     "no_keyframes",
     "irregular_keyframes",
     "long_gop",
+    "clock_drift",
     "track_not_forwarded",
+    "camera_clock_off",
     "h265_browsers",
 ];
+
+/// A media clock this far off real time makes players stall or fall behind.
+const DRIFT_PPM: f64 = 1_000.0;
+/// A camera clock this far off the server's shows a wrong time on screen.
+const CLOCK_OFF_MS: i64 = 5_000;
+
+/// "1 h 2 min", "3 min 4 s", "5.6 s".
+fn human_ms(ms: i64) -> String {
+    let s = ms.unsigned_abs() / 1000;
+    if s >= 3600 {
+        format!("{} h {} min", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{:.1} s", ms.unsigned_abs() as f64 / 1000.0)
+    }
+}
 
 /// How much a finding matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -59,6 +78,10 @@ pub struct Observed<'a> {
     pub last_key_wall_ms: i64,
     /// Tracks the camera offers that are not forwarded (e.g. `audio g726-32`).
     pub unsupported: &'a [String],
+    /// The camera's media clock against the server's, ppm (positive: fast).
+    pub drift_ppm: Option<f64>,
+    /// The camera's wall clock minus the server's, ms.
+    pub camera_offset_ms: Option<i64>,
 }
 
 fn secs(d_90k: i64) -> String {
@@ -114,6 +137,25 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
             });
         }
     }
+    if let Some(ppm) = o.drift_ppm.filter(|p| p.abs() > DRIFT_PPM && o.online) {
+        out.push(Diagnostic {
+            code: "clock_drift",
+            level: Level::Warning,
+            message: format!(
+                "the camera's media clock runs {:.2} % {} than real time ({:+.0} ppm): players that \
+                 play at real speed {} (the MSE player jumps back to live). Check the camera's \
+                 time settings and firmware.",
+                ppm.abs() / 1e4,
+                if ppm > 0.0 { "faster" } else { "slower" },
+                ppm,
+                if ppm > 0.0 {
+                    "fall further behind live"
+                } else {
+                    "run out of video and stall now and then"
+                }
+            ),
+        });
+    }
     // Audio only: a second video track or an ONVIF metadata track is nothing to fix.
     for track in o.unsupported.iter().filter(|t| t.starts_with("audio")) {
         out.push(Diagnostic {
@@ -122,6 +164,18 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
             message: format!(
                 "the camera's {track} is not forwarded (audio: AAC as it is, G.711 as FLAC). \
                  Switch the camera's audio to AAC or G.711 to hear it."
+            ),
+        });
+    }
+    if let Some(off) = o.camera_offset_ms.filter(|o| o.abs() > CLOCK_OFF_MS) {
+        out.push(Diagnostic {
+            code: "camera_clock_off",
+            level: Level::Info,
+            message: format!(
+                "the camera's clock is {} {} this server's: the time it shows on screen will not \
+                 match the archive's (which uses the server's clock). Set the camera to use NTP.",
+                human_ms(off),
+                if off > 0 { "ahead of" } else { "behind" }
             ),
         });
     }
@@ -171,6 +225,8 @@ mod tests {
             keyframe_interval_max_90k: gop_90k,
             last_key_wall_ms: 100_000,
             unsupported: &[],
+            drift_ppm: Some(12.0),
+            camera_offset_ms: Some(-40),
         }
     }
 
@@ -226,5 +282,22 @@ mod tests {
         assert_eq!(codes(&d), vec!["track_not_forwarded", "h265_browsers"]);
         assert!(d[0].message.contains("audio g726-32"));
         assert_eq!(d[1].level, Level::Info);
+    }
+
+    #[test]
+    fn clocks_that_drift_or_are_off_are_reported() {
+        let p = params(VideoCodec::H264);
+        let mut o = steady(&p, 2 * 90_000);
+        o.drift_ppm = Some(-2_500.0);
+        o.camera_offset_ms = Some(3_723_000);
+        let d = diagnose(&o, 101_000);
+        assert_eq!(codes(&d), vec!["clock_drift", "camera_clock_off"]);
+        assert!(d[0].message.contains("0.25 % slower"), "{}", d[0].message);
+        assert!(d[0].message.contains("stall"), "{}", d[0].message);
+        assert!(
+            d[1].message.contains("1 h 2 min ahead of"),
+            "{}",
+            d[1].message
+        );
     }
 }

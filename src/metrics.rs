@@ -74,7 +74,15 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "video_server_stream_diagnostic",
-        "1 while a camera-configuration finding (label code: long_gop, irregular_keyframes, no_keyframes, track_not_forwarded, h265_browsers) holds, else 0.",
+        "1 while a camera-configuration finding (label code: see docs/operations.md, Camera diagnostics) holds, else 0.",
+    ),
+    (
+        "video_server_stream_camera_clock_offset_seconds",
+        "The camera's wall clock minus the server's, from its RTCP sender reports (present once one arrived this session).",
+    ),
+    (
+        "video_server_stream_media_clock_drift_ppm",
+        "The camera's media (RTP) clock rate against the server's clock, ppm; positive runs fast (present after 20 s of a session).",
     ),
     (
         "video_server_stream_nominal_fps",
@@ -247,6 +255,13 @@ impl Metrics {
                     vec![Label::new("stream", id.clone()), Label::new("code", code)]
                 )
                 .set(f64::from(u8::from(on)));
+            }
+            if let Some(ms) = st.clock.offset_ms() {
+                gauge!("video_server_stream_camera_clock_offset_seconds", l())
+                    .set(ms as f64 / 1000.0);
+            }
+            if let Some(ppm) = st.clock.drift_ppm() {
+                gauge!("video_server_stream_media_clock_drift_ppm", l()).set(ppm);
             }
             let gop_90k = st.keyframe_interval_90k.load(Ordering::Relaxed);
             gauge!("video_server_stream_keyframe_interval_seconds", l())

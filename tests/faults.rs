@@ -219,3 +219,36 @@ async fn a_dropped_connection_reconnects_within_seconds() {
     check_timeline(&cap, 90_000);
     decodes(&cap, "drop.mp4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_clock_that_is_off_and_drifts_is_measured_and_reported() {
+    let (a, _) = clips();
+    let cam = FakeCamera::start(&[&a]);
+    // Its clock says an hour and two minutes later than ours, and its RTP clock runs 2 % slow.
+    cam.set_clocks(3_723_000, -20_000);
+    let (gw, mut ws, mut cap) = setup(&cam).await;
+    // The drift needs 20 s between measurement windows; video keeps coming meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let d = loop {
+        more(&gw, &mut ws, &mut cap, 10, Duration::from_secs(10)).await;
+        let d = get(gw.api, &format!("/streams/{STREAM_A}")).await.json();
+        if d["clock"]["media_clock_drift_ppm"].is_number() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no drift measured: {d}");
+    };
+    let offset = d["clock"]["camera_offset_ms"].as_i64().expect("offset");
+    assert!((offset - 3_723_000).abs() < 1_000, "{d}");
+    let ppm = d["clock"]["media_clock_drift_ppm"].as_f64().expect("drift");
+    assert!((ppm + 20_000.0).abs() < 2_000.0, "{d}");
+    let codes: Vec<&str> = d["diagnostics"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(codes, vec!["clock_drift", "camera_clock_off"], "{d}");
+    let text = d["diagnostics"].to_string();
+    assert!(
+        text.contains("2.00 % slower") && text.contains("1 h 2 min ahead of"),
+        "{text}"
+    );
+}

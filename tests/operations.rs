@@ -196,7 +196,11 @@ async fn health_and_stream_details_answer_for_load_balancers_and_operators() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let d = loop {
         let d = get(gw.api, &format!("/streams/{STREAM_A}")).await.json();
-        if d["fps_measured"].as_f64().is_some() && d["uptime_s"].as_i64().unwrap_or(0) >= 3 {
+        // GStreamer sends its first RTCP sender report within a few seconds.
+        if d["fps_measured"].as_f64().is_some()
+            && d["uptime_s"].as_i64().unwrap_or(0) >= 3
+            && d["clock"]["camera_offset_ms"].is_number()
+        {
             break d;
         }
         assert!(Instant::now() < deadline, "{d}");
@@ -210,6 +214,9 @@ async fn health_and_stream_details_answer_for_load_balancers_and_operators() {
     let gop = d["keyframe_interval_s"].as_f64().unwrap_or(0.0);
     assert!((gop - 2.0).abs() < 0.05, "{d}");
     assert_eq!(d["codecs"][0]["width"], 1280);
+    // The camera runs on this machine's clock: its sender reports agree with ours.
+    let offset = d["clock"]["camera_offset_ms"].as_i64().unwrap_or(i64::MAX);
+    assert!(offset.abs() < 1_000, "{d}");
     // A camera set up well has nothing to be told.
     assert_eq!(d["diagnostics"], serde_json::json!([]), "{d}");
     let bad = get(gw.api, "/streams/not-a-uuid").await;

@@ -124,6 +124,11 @@ pub async fn stream_details(
     v["keyframe_interval_s"] =
         json!(s.hub.stats.keyframe_interval_90k.load(Ordering::Relaxed) as f64 / 90_000.0);
     v["outputs"] = json!({"mse": s.config.outputs.mse, "hls": s.config.outputs.hls});
+    let clock = &s.hub.stats.clock;
+    v["clock"] = json!({
+        "camera_offset_ms": clock.offset_ms(),
+        "media_clock_drift_ppm": clock.drift_ppm().map(|p| p.round()),
+    });
     if let Some(store) = app.hls_store(&id) {
         v["hls"] = json!({
             "active": store.active(),

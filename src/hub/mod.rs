@@ -62,6 +62,8 @@ pub struct Stats {
     last_key_epoch: std::sync::atomic::AtomicI64,
     /// The keyframe findings already logged this session (bit per finding).
     logged_findings: AtomicU64,
+    /// The camera's clocks against the server's (see `source::clock`).
+    pub clock: ClockStats,
     pub sessions: AtomicU64,
     pub discontinuities: AtomicU64,
     pub mse_viewers: AtomicU64,
@@ -69,6 +71,44 @@ pub struct Stats {
     /// Time from a frame's arrival (its last packet read from the camera socket) to its
     /// fragment being written to a viewer's socket: the latency the gateway adds.
     pub mse_send_delay: DelayHistogram,
+}
+
+/// How a camera's clocks compare with the server's, this session.
+#[derive(Debug, Default)]
+pub struct ClockStats {
+    /// Media clock drift, ppm × 1000.
+    drift_ppm_milli: std::sync::atomic::AtomicI64,
+    /// Camera wall clock minus server wall clock, ms (from RTCP sender reports).
+    offset_ms: std::sync::atomic::AtomicI64,
+    /// Bit 1: drift known; bit 2: offset known.
+    known: AtomicU64,
+}
+
+impl ClockStats {
+    pub fn set_drift_ppm(&self, ppm: f64) {
+        self.drift_ppm_milli
+            .store((ppm * 1000.0) as i64, Ordering::Relaxed);
+        self.known.fetch_or(1, Ordering::Relaxed);
+    }
+
+    pub fn set_offset_ms(&self, ms: i64) {
+        self.offset_ms.store(ms, Ordering::Relaxed);
+        self.known.fetch_or(2, Ordering::Relaxed);
+    }
+
+    pub fn drift_ppm(&self) -> Option<f64> {
+        (self.known.load(Ordering::Relaxed) & 1 != 0)
+            .then(|| self.drift_ppm_milli.load(Ordering::Relaxed) as f64 / 1000.0)
+    }
+
+    pub fn offset_ms(&self) -> Option<i64> {
+        (self.known.load(Ordering::Relaxed) & 2 != 0)
+            .then(|| self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    fn reset(&self) {
+        self.known.store(0, Ordering::Relaxed);
+    }
 }
 
 /// One stream's fan-out point.
@@ -194,6 +234,8 @@ impl StreamHub {
             keyframe_interval_max_90k: st.keyframe_interval_max_90k.load(Ordering::Relaxed),
             last_key_wall_ms: st.last_key_wall_ms.load(Ordering::Relaxed),
             unsupported: &h.unsupported,
+            drift_ppm: st.clock.drift_ppm(),
+            camera_offset_ms: st.clock.offset_ms(),
         };
         crate::diagnostics::diagnose(&observed, crate::media::unix_ms_now())
     }
@@ -262,6 +304,7 @@ impl StreamHub {
                 st.keyframe_interval_min_90k.store(0, Ordering::Relaxed);
                 st.keyframe_interval_max_90k.store(0, Ordering::Relaxed);
                 st.logged_findings.store(0, Ordering::Relaxed);
+                st.clock.reset();
             }
             h.online = true;
             h.last_error = None;

@@ -6,6 +6,7 @@
 //! stream timeline and publishes, and the source kinds (`rtsp` via retina, `file`). Only
 //! `media` types leave this module. Does not belong here: what happens to frames afterwards.
 
+pub mod clock;
 pub mod file;
 pub mod g711;
 pub mod probe;
@@ -98,6 +99,7 @@ pub struct Emitter<'a> {
     audio_dur_90k: u32,
     frames: u64,
     epoch: u32,
+    drift: clock::DriftEstimator,
 }
 
 impl<'a> Emitter<'a> {
@@ -117,6 +119,7 @@ impl<'a> Emitter<'a> {
             audio_dur_90k: 1920,
             frames: 0,
             epoch: 0,
+            drift: clock::DriftEstimator::default(),
         }
     }
 
@@ -141,6 +144,12 @@ impl<'a> Emitter<'a> {
             warn!(track = %what, "unsupported track ignored");
             self.hub.note_unsupported(&what);
         }
+    }
+
+    /// The camera's own time from an RTCP sender report (Unix ms), compared with ours now.
+    pub fn camera_time(&mut self, camera_unix_ms: i64) {
+        let offset = camera_unix_ms - crate::media::unix_ms_now();
+        self.hub.stats.clock.set_offset_ms(offset);
     }
 
     /// The duration of audio frames, 90 kHz.
@@ -180,6 +189,12 @@ impl<'a> Emitter<'a> {
                 self.timeline.discontinuities(),
                 std::sync::atomic::Ordering::Relaxed,
             );
+        }
+        if params.lead() == track {
+            self.drift.push(m.epoch, m.dts_90k, arrival_ms);
+            if let Some(ppm) = self.drift.ppm() {
+                self.hub.stats.clock.set_drift_ppm(ppm);
+            }
         }
         if !self.online {
             self.online = true;

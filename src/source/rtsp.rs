@@ -255,7 +255,16 @@ pub async fn run_session(
                 emit.audio_frame_len(dur as u32);
                 emit.frame(TrackKind::Audio, in_90k, 0, true, data, f.ctx().received());
             }
-            CodecItem::Rtcp(_) | CodecItem::MessageFrame(_) => {}
+            CodecItem::Rtcp(rtcp) => {
+                let camera_ms = rtcp
+                    .pkts()
+                    .filter_map(|p| p.as_sender_report().ok().flatten())
+                    .find_map(|sr| super::clock::ntp_unix_ms(sr.ntp_timestamp().0));
+                if let Some(ms) = camera_ms {
+                    emit.camera_time(ms);
+                }
+            }
+            CodecItem::MessageFrame(_) => {}
             _ => {}
         }
     }

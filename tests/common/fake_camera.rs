@@ -93,6 +93,10 @@ struct Control {
     clip: usize,
     stall_until: Option<Instant>,
     generation: u64,
+    /// The camera's wall clock minus the real one, ms (in its RTCP sender reports).
+    clock_offset_ms: i64,
+    /// How far its RTP clock runs off real time, ppm.
+    rtp_drift_ppm: i64,
 }
 
 pub struct FakeCamera {
@@ -172,6 +176,15 @@ impl FakeCamera {
     /// Sends nothing for `d`, sockets open (a frozen camera); time jumps forward afterwards.
     pub fn stall(&self, d: Duration) {
         self.with(|c| c.stall_until = Some(Instant::now() + d));
+    }
+
+    /// Sets the camera's wall clock `offset_ms` off (what its RTCP sender reports say) and its
+    /// RTP clock `drift_ppm` fast (negative: slow), from now on.
+    pub fn set_clocks(&self, offset_ms: i64, drift_ppm: i64) {
+        self.with(|c| {
+            c.clock_offset_ms = offset_ms;
+            c.rtp_drift_ppm = drift_ppm;
+        });
     }
 
     /// Closes every open connection (power blip).
@@ -292,6 +305,25 @@ fn serve(
     }
 }
 
+/// Appends an RTCP sender report (interleaved channel 1) with the camera's wall clock, off the
+/// real one by `offset_ms`, and the RTP time `ts` it corresponds to.
+fn sender_report(out: &mut Vec<u8>, ssrc: u32, ts: u32, offset_ms: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        + offset_ms;
+    let secs = (now / 1000) as u64 + 2_208_988_800;
+    let frac = (((now % 1000) as u64) << 32) / 1000;
+    out.extend_from_slice(&[b'$', 1, 0, 28]);
+    out.extend_from_slice(&[0x80, 200, 0, 6]);
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    out.extend_from_slice(&(secs as u32).to_be_bytes());
+    out.extend_from_slice(&(frac as u32).to_be_bytes());
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(&[0; 8]); // packet and octet counts
+}
+
 /// Appends RTP packets for one access unit (interleaved channel 0).
 fn packetize(out: &mut Vec<u8>, nals: &[Bytes], seq: &mut u16, ts: u32, ssrc: u32) {
     const MAX: usize = 1400;
@@ -349,10 +381,19 @@ fn stream(
     let mut start = Instant::now();
     let mut seq: u16 = 1000;
     let mut buf = Vec::with_capacity(256 * 1024);
+    let mut last_report = Instant::now();
     while playing.load(Ordering::SeqCst) && !stop.load(Ordering::Relaxed) {
-        let (ts_offset, ssrc, want_clip, stall_until, gen) = {
+        let (ts_offset, ssrc, want_clip, stall_until, gen, clock_offset_ms, drift_ppm) = {
             let c = ctl.lock().expect("control");
-            (c.ts_offset, c.ssrc, c.clip, c.stall_until, c.generation)
+            (
+                c.ts_offset,
+                c.ssrc,
+                c.clip,
+                c.stall_until,
+                c.generation,
+                c.clock_offset_ms,
+                c.rtp_drift_ppm,
+            )
         };
         if gen != generation {
             let _ = w.lock().expect("writer").shutdown(std::net::Shutdown::Both);
@@ -383,9 +424,10 @@ fn stream(
             thread::sleep(d);
         }
         buf.clear();
+        let rtp_media = (f64::from(media_90k) * (1.0 + drift_ppm as f64 / 1e6)) as u32;
         let ts = 0x4000_0000u32
             .wrapping_add(ts_offset)
-            .wrapping_add(media_90k);
+            .wrapping_add(rtp_media);
         if send_params && *is_key {
             let mut with = vec![Bytes::from(clip.sps.clone()), Bytes::from(clip.pps.clone())];
             with.extend(nals.iter().cloned());
@@ -393,6 +435,10 @@ fn stream(
             send_params = false;
         } else {
             packetize(&mut buf, nals, &mut seq, ts, ssrc);
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            sender_report(&mut buf, ssrc, ts, clock_offset_ms);
         }
         if w.lock().expect("writer").write_all(&buf).is_err() {
             return;
