@@ -102,7 +102,7 @@ mod tests {
         for n in from_s * 25..to_s * 25 {
             let arrival = n * 40;
             let media_ms = arrival as f64 * (1.0 + ppm / 1e6);
-            let jitter = (n * 7919 % 41) as i64;
+            let jitter = n * 7919 % 41;
             e.push(0, (media_ms * 90.0) as i64, 1_000 + arrival + jitter);
         }
     }
