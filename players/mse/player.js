@@ -16,6 +16,7 @@
   const LIVE_OFFSET_S = 0.15; // where to land behind the live edge
   const KEEP_BEHIND_S = 10;   // buffer kept behind the playhead
   const MAX_QUEUE = 300;      // appends waiting; beyond this the player restarts
+  const STUCK_MS = 600;       // playhead not moving this long with media ahead: step over
 
   class VsMsePlayer {
     constructor(video, url, opts) {
@@ -24,7 +25,7 @@
       this.opts = opts || {};
       this.backoffMs = 500;
       this.stopped = true;
-      this.stats = { messages: 0, bytes: 0, jumps: 0, reconnects: 0, firstFrameMs: null };
+      this.stats = { messages: 0, bytes: 0, jumps: 0, reconnects: 0, nudges: 0, firstFrameMs: null };
     }
 
     state(name, detail) {
@@ -182,6 +183,27 @@
       }
     }
 
+    // A playhead that stops with media ahead of it sits in a hole between buffered ranges (a
+    // frame lost on the way, a track that starts later) or on a frame the decoder choked on:
+    // step to the next range, or just past the stuck point, as hls.js's gap controller does.
+    unstick(b) {
+      const v = this.video, now = performance.now();
+      if (v.paused || v.seeking || v.currentTime !== this.lastTime) {
+        this.lastTime = v.currentTime;
+        this.lastMoved = now;
+        return;
+      }
+      if (now - this.lastMoved < STUCK_MS || b.end(b.length - 1) - v.currentTime < 0.1) return;
+      let to = v.currentTime + 0.05;
+      for (let i = 0; i < b.length; i++) {
+        if (b.start(i) > v.currentTime) { to = b.start(i) + 0.01; break; }
+        if (b.end(i) > v.currentTime) break; // inside a range: just past the stuck point
+      }
+      v.currentTime = to;
+      this.stats.nudges++;
+      this.lastMoved = now;
+    }
+
     tick() {
       const v = this.video;
       const b = v.buffered;
@@ -195,6 +217,8 @@
       if (v.currentTime < b.start(0) || behind > MAX_LATENCY_S) {
         v.currentTime = Math.max(b.start(b.length - 1), end - LIVE_OFFSET_S);
         this.stats.jumps++;
+      } else {
+        this.unstick(b);
       }
       if (v.paused && v.autoplay !== false) {
         const p = v.play();
