@@ -437,3 +437,105 @@ async fn the_disk_mirror_holds_a_playable_plain_playlist() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_segments_serves_older_segments_from_files_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start(&format!(
+        "[hls]\nms_per_segment = 1000\nwindow_size = 3\nmemory_segments = 1\nalways_remux = true\ndirectory = \"{}\"\n\n{}",
+        dir.path().display(),
+        demo_stream("\"hls\"")
+    ))
+    .await;
+    let spill = dir.path().join("spill").join(DEMO);
+    let files = || -> Vec<u64> {
+        std::fs::read_dir(&spill)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_suffix(".m4s")?
+                            .parse()
+                            .ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Wait until the oldest listed segment is one written out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (pl, oldest) = loop {
+        let (_, pl) = playlist_with(&gw, DEMO, 3).await;
+        let oldest = pl.media_sequence;
+        if files().contains(&oldest) {
+            break (pl, oldest);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing written out: {:?}",
+            files()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // Older segments are in files, and are served as the very bytes of those files.
+    let seg = get(&gw, &path_of(&pl.segments[0].uri), &[]).await;
+    assert_eq!(seg.status, 200);
+    let file = std::fs::read(spill.join(format!("{oldest}.m4s"))).expect("spill file");
+    assert!(
+        seg.body[..] == file[..],
+        "served bytes differ from the file"
+    );
+    // Its parts are byte ranges of that file: back to back they are the segment.
+    let mut joined = Vec::new();
+    for p in 0.. {
+        let r = get(&gw, &format!("/hls/{DEMO}{oldest:04}.{p}.m4s"), &[]).await;
+        if r.status != 200 {
+            assert_eq!(r.status, 404);
+            break;
+        }
+        joined.extend_from_slice(&r.body);
+    }
+    assert!(
+        joined == file,
+        "parts of a written-out segment are not its bytes"
+    );
+    // A byte range of it, too.
+    let r = get(
+        &gw,
+        &path_of(&pl.segments[0].uri),
+        &[("Range", "bytes=100-199")],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert!(r.body[..] == file[100..200]);
+    // As the window slides (3 listed + 3 retained segments of 2 s), the files of segments that
+    // left it are deleted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while files().contains(&oldest) {
+        assert!(
+            Instant::now() < deadline,
+            "{oldest} never deleted: {:?}",
+            files()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let now = files();
+    assert!(
+        !now.is_empty() && now.len() <= 3 + 3,
+        "{} files: {now:?}",
+        now.len()
+    );
+    // And players read it as before.
+    let out = Command::new("timeout")
+        .args(["30", "ffmpeg", "-v", "error", "-i"])
+        .arg(format!("http://{}/hls/{DEMO}.m3u8", gw.video))
+        .args(["-t", "3", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -86,6 +86,8 @@ pub struct HlsConfig {
     pub ms_per_part: i64,
     pub mirror_to_disk: bool,
     pub always_remux: bool,
+    /// Complete segments kept in memory (0: all); older ones are served from files.
+    pub memory_segments: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -801,6 +803,7 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
             ms_per_part: hls.ms_per_part,
             mirror_to_disk: hls.mirror_to_disk,
             always_remux: hls.always_remux,
+            memory_segments: hls.memory_segments,
         },
         archive,
         cors,

@@ -58,6 +58,9 @@ pub struct RawHls {
     pub mirror_to_disk: bool,
     /// Ours: mux HLS all the time, not only while it is requested. Default false.
     pub always_remux: bool,
+    /// Ours: complete segments kept in memory; older ones of the window go to files under
+    /// `directory`. Default 0: all in memory.
+    pub memory_segments: u32,
 }
 
 impl Default for RawHls {
@@ -71,6 +74,7 @@ impl Default for RawHls {
             ms_per_part: 200,
             mirror_to_disk: false,
             always_remux: false,
+            memory_segments: 0,
         }
     }
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::store::{Lookup, Store, Window};
+use super::store::{Lookup, Media, Store, Window};
 use crate::api::error::ApiError;
 use crate::app::App;
 
@@ -174,19 +174,43 @@ pub async fn handler(
         }
         FileKind::Segment(msn) => {
             let found = waiter.wait_for(block, |w| w.segment(msn).settled()).await;
-            let Some(Lookup::Ready(chunks)) = found else {
+            let Some(Lookup::Ready(found)) = found else {
                 return Err(not_found());
             };
-            Ok(media(chunks, SEGMENT_TYPE, &headers))
+            Ok(media(
+                read(found).await.ok_or_else(not_found)?,
+                SEGMENT_TYPE,
+                &headers,
+            ))
         }
         FileKind::Part(msn, p) => {
             // The preload hint is answered as soon as the part exists.
             let budget = (block + part_target).min(MAX_WAIT);
             let found = waiter.wait_for(budget, |w| w.part(msn, p).settled()).await;
-            let Some(Lookup::Ready(chunks)) = found else {
+            let Some(Lookup::Ready(found)) = found else {
                 return Err(not_found());
             };
-            Ok(media(chunks, SEGMENT_TYPE, &headers))
+            Ok(media(
+                read(found).await.ok_or_else(not_found)?,
+                SEGMENT_TYPE,
+                &headers,
+            ))
+        }
+    }
+}
+
+/// The bytes of a segment or part: shared from memory, or read from its file. `None` when the
+/// file went away meanwhile (the segment left the window).
+async fn read(found: Media) -> Option<Vec<Bytes>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    match found {
+        Media::Memory(chunks) => Some(chunks),
+        Media::File { path, offset, len } => {
+            let mut f = tokio::fs::File::open(&path).await.ok()?;
+            f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
+            let mut buf = vec![0; usize::try_from(len).ok()?];
+            f.read_exact(&mut buf).await.ok()?;
+            Some(vec![Bytes::from(buf)])
         }
     }
 }

@@ -15,6 +15,7 @@ mod mirror;
 pub mod playlist;
 pub mod segmenter;
 pub mod sessions;
+mod spill;
 pub mod store;
 
 use std::sync::Arc;
@@ -78,6 +79,20 @@ pub async fn run(
         let mirror = cfg
             .mirror_to_disk
             .then(|| mirror::Mirror::start(hub.id, &cfg.directory, cancel.clone()));
+        // With the mirror on, its files are the disk copy; nothing is spilled.
+        let spiller = (cfg.memory_segments > 0 && !cfg.mirror_to_disk).then(|| {
+            spill::Spiller::start(
+                hub.id,
+                &cfg.directory,
+                cfg.memory_segments as usize,
+                Arc::clone(&store),
+                cancel.clone(),
+            )
+        });
+        let out = Outputs {
+            mirror: mirror.as_ref(),
+            spiller: spiller.as_ref(),
+        };
         loop {
             if !always {
                 tokio::select! {
@@ -86,10 +101,10 @@ pub async fn run(
                 }
             }
             debug!("HLS muxer started");
-            match mux(&hub, &store, &cfg, &cancel, always, mirror.as_ref()).await {
+            match mux(&hub, &store, &cfg, &cancel, always, &out).await {
                 Ended::Stop => return,
                 Ended::Idle => {
-                    store.clear();
+                    clear(&store, &out);
                     debug!("HLS muxer stopped: no requests");
                 }
             }
@@ -109,7 +124,7 @@ async fn mux(
     cfg: &HlsConfig,
     cancel: &CancellationToken,
     always: bool,
-    mirror: Option<&mirror::Mirror>,
+    out: &Outputs<'_>,
 ) -> Ended {
     let stale_after = Duration::from_millis(
         (cfg.ms_per_segment as u64).saturating_mul(u64::from(cfg.window_size)),
@@ -138,7 +153,7 @@ async fn mux(
                 }
                 if !health.borrow_and_update().online {
                     seg.break_here(&mut events);
-                    finish(store, &mut events, mirror);
+                    finish(store, &mut events, out);
                 }
                 continue;
             }
@@ -149,8 +164,8 @@ async fn mux(
                 if !emptied {
                     debug!("no frames for {stale_after:?}: emptying the HLS window");
                     seg.break_here(&mut events);
-                    finish(store, &mut events, mirror);
-                    store.clear();
+                    finish(store, &mut events, out);
+                    clear(store, out);
                     emptied = true;
                 }
                 continue;
@@ -162,7 +177,7 @@ async fn mux(
                     "HLS fell behind the stream; continuing at a keyframe"
                 );
                 seg.break_here(&mut events);
-                finish(store, &mut events, mirror);
+                finish(store, &mut events, out);
                 continue;
             }
             Ok(Ok(_)) => {}
@@ -171,17 +186,38 @@ async fn mux(
         for f in frames.drain(..) {
             seg.push(&f, f.received.elapsed() > CACHED_AGE, &mut events);
         }
-        finish(store, &mut events, mirror);
+        finish(store, &mut events, out);
     }
 }
 
-/// Applies events to the store, and hands completed segments to the disk mirror.
-fn finish(store: &Store, events: &mut Vec<segmenter::Event>, mirror: Option<&mirror::Mirror>) {
+/// Where complete segments go besides the window: the disk mirror, or files that take older
+/// segments out of memory.
+struct Outputs<'a> {
+    mirror: Option<&'a mirror::Mirror>,
+    spiller: Option<&'a spill::Spiller>,
+}
+
+/// Applies events to the store, and hands completed segments on.
+fn finish(store: &Store, events: &mut Vec<segmenter::Event>, out: &Outputs<'_>) {
     let completed = events
         .iter()
         .any(|e| matches!(e, segmenter::Event::SegmentEnd { .. }));
     store.apply(events);
-    if let (true, Some(m)) = (completed, mirror) {
+    if !completed {
+        return;
+    }
+    if let Some(m) = out.mirror {
         m.update(&store.lock());
+    }
+    if let Some(s) = out.spiller {
+        s.update(store);
+    }
+}
+
+/// Empties the window (and deletes what it had written out).
+fn clear(store: &Store, out: &Outputs<'_>) {
+    store.clear();
+    if let Some(s) = out.spiller {
+        s.update(store);
     }
 }

@@ -6,6 +6,7 @@
 //! process runs, even when the window is emptied.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
@@ -29,7 +30,12 @@ pub struct Segment {
     pub pdt_ms: i64,
     /// Set when complete.
     pub duration_90k: i64,
+    /// The parts; once the segment is in a file (`spilled`), without their bytes.
     pub parts: Vec<Part>,
+    /// The file holding the segment's bytes, once written out (`memory_segments`).
+    pub spilled: Option<PathBuf>,
+    /// Being written out.
+    spill_pending: bool,
 }
 
 impl Segment {
@@ -40,6 +46,35 @@ impl Segment {
             .flat_map(|p| p.chunks.iter().cloned())
             .collect()
     }
+
+    /// Where the bytes of parts `parts` (all: `..`) are.
+    fn media(&self, parts: std::ops::Range<usize>) -> Media {
+        match &self.spilled {
+            Some(path) => Media::File {
+                path: path.clone(),
+                offset: self.parts[..parts.start].iter().map(|p| p.len as u64).sum(),
+                len: self.parts[parts].iter().map(|p| p.len as u64).sum(),
+            },
+            None => Media::Memory(
+                self.parts[parts]
+                    .iter()
+                    .flat_map(|p| p.chunks.iter().cloned())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Where the bytes of a segment or part are.
+#[derive(Debug)]
+pub enum Media {
+    Memory(Vec<Bytes>),
+    /// `len` bytes at `offset` in a file (a segment written out by `memory_segments`).
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// How a window is shaped.
@@ -82,6 +117,8 @@ pub struct Window {
     discontinuity_sequence: u64,
     target_s: u64,
     rendered: Option<Bytes>,
+    /// Files of segments that left the window, to delete.
+    garbage: Vec<PathBuf>,
 }
 
 fn round_s(d_90k: i64) -> u64 {
@@ -102,6 +139,7 @@ impl Window {
             discontinuity_sequence: 0,
             target_s,
             rendered: None,
+            garbage: Vec::new(),
         }
     }
 
@@ -129,6 +167,8 @@ impl Window {
                         pdt_ms,
                         duration_90k: 0,
                         parts: Vec::new(),
+                        spilled: None,
+                        spill_pending: false,
                     });
                     self.next_msn += 1;
                 }
@@ -172,7 +212,9 @@ impl Window {
             self.discontinuity_sequence += 1;
         }
         while self.segments.len() > self.cfg.window_size + RETAINED {
-            self.segments.pop_front();
+            if let Some(path) = self.segments.pop_front().and_then(|s| s.spilled) {
+                self.garbage.push(path);
+            }
         }
     }
 
@@ -185,7 +227,8 @@ impl Window {
             .range(listed)
             .filter(|s| s.discontinuity)
             .count() as u64;
-        self.segments.clear();
+        self.garbage
+            .extend(self.segments.drain(..).filter_map(|s| s.spilled));
         if let Some(o) = self.open.take() {
             // Its number is spent; a client waiting for it gets the next segment.
             self.discontinuity_sequence += u64::from(o.discontinuity);
@@ -259,6 +302,7 @@ impl Window {
         let segments = self
             .segments
             .iter()
+            .filter(|s| s.spilled.is_none())
             .map(|s| (playlist::segment_name(&self.name, s.msn), s.chunks()));
         inits.chain(segments).collect()
     }
@@ -291,9 +335,9 @@ impl Window {
             .map(|(_, b)| b.clone())
     }
 
-    pub fn segment(&self, msn: u64) -> Lookup<Vec<Bytes>> {
+    pub fn segment(&self, msn: u64) -> Lookup<Media> {
         if let Some(s) = self.find(msn) {
-            return Lookup::Ready(s.chunks());
+            return Lookup::Ready(s.media(0..s.parts.len()));
         }
         match &self.open {
             Some(o) if o.msn == msn => Lookup::Soon,
@@ -302,7 +346,7 @@ impl Window {
         }
     }
 
-    pub fn part(&self, msn: u64, part: usize) -> Lookup<Vec<Bytes>> {
+    pub fn part(&self, msn: u64, part: usize) -> Lookup<Media> {
         let seg = match &self.open {
             Some(o) if o.msn == msn => {
                 if part == o.parts.len() {
@@ -314,10 +358,59 @@ impl Window {
             None if msn == self.next_msn && part == 0 => return Lookup::Soon,
             _ => self.find(msn),
         };
-        match seg.and_then(|s| s.parts.get(part)) {
-            Some(p) => Lookup::Ready(p.chunks.clone()),
+        match seg.filter(|s| part < s.parts.len()) {
+            Some(s) => Lookup::Ready(s.media(part..part + 1)),
             None => Lookup::Gone,
         }
+    }
+
+    /// Complete segments beyond the newest `keep` that are still only in memory, to be written
+    /// out: (media sequence number, bytes). They are pending until [`Window::spilled`] or
+    /// [`Window::spill_failed`].
+    pub fn spill_jobs(&mut self, keep: usize) -> Vec<(u64, Vec<Bytes>)> {
+        let n = self.segments.len().saturating_sub(keep);
+        self.segments
+            .iter_mut()
+            .take(n)
+            .filter(|s| s.spilled.is_none() && !s.spill_pending)
+            .map(|s| {
+                s.spill_pending = true;
+                (s.msn, s.chunks())
+            })
+            .collect()
+    }
+
+    /// Segment `msn` is in `path` now: its bytes leave memory. `false` if it left the window
+    /// meanwhile (the caller deletes the file).
+    pub fn spilled(&mut self, msn: u64, path: PathBuf) -> bool {
+        let Some(first) = self.segments.front().map(|s| s.msn) else {
+            return false;
+        };
+        let Some(seg) = usize::try_from(msn.wrapping_sub(first))
+            .ok()
+            .and_then(|i| self.segments.get_mut(i))
+            .filter(|s| s.msn == msn && s.spill_pending)
+        else {
+            return false;
+        };
+        seg.spill_pending = false;
+        seg.spilled = Some(path);
+        for p in &mut seg.parts {
+            p.chunks = Vec::new();
+        }
+        true
+    }
+
+    /// Writing segment `msn` out failed: it stays in memory (and may be tried again).
+    pub fn spill_failed(&mut self, msn: u64) {
+        if let Some(s) = self.segments.iter_mut().find(|s| s.msn == msn) {
+            s.spill_pending = false;
+        }
+    }
+
+    /// Files of segments that left the window since the last call.
+    pub fn take_garbage(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.garbage)
     }
 }
 
@@ -553,6 +646,63 @@ mod tests {
             [(msn + 1).to_string().as_str()]
         );
         assert_eq!(l.iter().filter(|x| *x == "#EXT-X-DISCONTINUITY").count(), 1);
+    }
+
+    #[test]
+    fn spilled_segments_are_served_from_their_file_and_deleted_as_they_leave() {
+        let p = params();
+        let mut w = window(3, true);
+        let mut s = segmenter();
+        feed(&mut w, &mut s, &p, 0, 350, 0); // segments 0..=5 complete (2 s each)
+        let bytes = |l: Lookup<Media>| match l {
+            Lookup::Ready(Media::Memory(c)) => c.iter().map(Bytes::len).sum::<usize>(),
+            other => panic!("{other:?}"),
+        };
+        let seg4 = bytes(w.segment(4));
+        let part_lens: Vec<usize> = (0..10).map(|i| bytes(w.part(4, i))).collect();
+        // Keep the newest 2 in memory: 0..=3 are to be written out, once.
+        let jobs = w.spill_jobs(2);
+        assert_eq!(
+            jobs.iter().map(|j| j.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert!(
+            w.spill_jobs(2).is_empty(),
+            "pending jobs are not handed out twice"
+        );
+        w.spill_failed(0); // stays in memory, and is tried again
+        assert!(w.spilled(1, "/s/1.m4s".into()));
+        assert!(w.spilled(2, "/s/2.m4s".into()));
+        assert!(w.spilled(3, "/s/3.m4s".into()));
+        assert!(!w.spilled(9, "/s/9.m4s".into()), "not in the window");
+        assert!(matches!(w.segment(0), Lookup::Ready(Media::Memory(_))));
+        match w.segment(3) {
+            Lookup::Ready(Media::File { path, offset, len }) => {
+                assert_eq!(path, PathBuf::from("/s/3.m4s"));
+                assert_eq!((offset, len as usize), (0, seg4));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A part of a written-out segment is its byte range in the file.
+        match w.part(3, 2) {
+            Lookup::Ready(Media::File { offset, len, .. }) => {
+                assert_eq!(offset as usize, part_lens[0] + part_lens[1]);
+                assert_eq!(len as usize, part_lens[2]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            w.spill_jobs(2).iter().map(|j| j.0).collect::<Vec<_>>(),
+            vec![0]
+        );
+        // Segments that leave the window (3 listed + 3 retained) give their files back.
+        feed(&mut w, &mut s, &p, 350, 100, 0);
+        assert_eq!(w.take_garbage(), vec![PathBuf::from("/s/1.m4s")]);
+        w.clear();
+        assert_eq!(
+            w.take_garbage(),
+            vec![PathBuf::from("/s/2.m4s"), PathBuf::from("/s/3.m4s")]
+        );
     }
 
     #[test]
