@@ -264,7 +264,17 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
         }
     };
     if let Some(reason) = end_reason {
-        let _ = tx.send(close(reason)).await;
+        // At shutdown the streams are removed too; whichever the viewer noticed first, it is
+        // told the server is going away.
+        let frame = if shutdown.is_cancelled() {
+            Message::Close(Some(CloseFrame {
+                code: 1001,
+                reason: Utf8Bytes::from_static("Server is shutting down"),
+            }))
+        } else {
+            close(reason)
+        };
+        let _ = tx.send(frame).await;
     }
     reader.abort();
     info!("viewer disconnected");
