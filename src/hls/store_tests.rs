@@ -1,0 +1,234 @@
+//! Tests of the HLS window (`store.rs`): playlists, lookups, discontinuities, and segments
+//! written out by `memory_segments`.
+
+use super::*;
+use crate::hls::segmenter::Segmenter;
+use crate::media::{Frame, StreamParams};
+use std::sync::Arc;
+
+const NAME: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
+
+fn window(size: usize, ll: bool) -> Window {
+    Window::new(
+        NAME.into(),
+        "t".into(),
+        WindowConfig {
+            window_size: size,
+            low_latency: ll,
+            targets: Targets::hls(90_000, 18_000),
+        },
+    )
+}
+
+fn params() -> Arc<StreamParams> {
+    crate::hls::segmenter::tests::params(true, false)
+}
+
+/// Feeds `n` frames of 25 fps video with 2 s GOPs, epoch `epoch`, from frame `from`.
+fn feed(w: &mut Window, s: &mut Segmenter, p: &Arc<StreamParams>, from: i64, n: i64, epoch: u32) {
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let mut f = Frame::test_video(i, i % 50 == 0, Bytes::from_static(b"abc"));
+        f.params = Arc::clone(p);
+        f.epoch = epoch;
+        f.wall_ms = 1_700_000_000_000 + i * 40;
+        s.push(&f, false, &mut out);
+    }
+    w.apply(out);
+}
+
+fn segmenter() -> Segmenter {
+    Segmenter::new(Targets::hls(90_000, 18_000))
+}
+
+fn lines(w: &mut Window) -> Vec<String> {
+    String::from_utf8(w.playlist().to_vec())
+        .expect("utf-8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn tag<'a>(l: &'a [String], name: &str) -> Vec<&'a str> {
+    l.iter().filter_map(|x| x.strip_prefix(name)).collect()
+}
+
+#[test]
+fn plain_playlist_slides_and_keeps_numbers() {
+    let p = params();
+    let mut w = window(3, false);
+    let mut s = segmenter();
+    assert!(!w.ready());
+    feed(&mut w, &mut s, &p, 0, 501, 0);
+    let l = lines(&mut w);
+    assert_eq!(l[0], "#EXTM3U");
+    // 10 segments of 2 s (the first one GOP) were made; 3 listed.
+    assert_eq!(tag(&l, "#EXT-X-MEDIA-SEQUENCE:"), ["7"]);
+    assert_eq!(tag(&l, "#EXT-X-TARGETDURATION:"), ["2"]);
+    assert_eq!(tag(&l, "#EXTINF:"), ["2.000,", "2.000,", "2.000,"]);
+    assert_eq!(
+        l.iter()
+            .filter(|x| x.ends_with(".m4s?v=t"))
+            .collect::<Vec<_>>(),
+        [
+            &format!("{NAME}0007.m4s?v=t"),
+            &format!("{NAME}0008.m4s?v=t"),
+            &format!("{NAME}0009.m4s?v=t")
+        ]
+    );
+    assert_eq!(
+        tag(&l, "#EXT-X-MAP:URI="),
+        [format!("\"{NAME}_init0.mp4?v=t\"")]
+    );
+    assert!(tag(&l, "#EXT-X-PART").is_empty());
+    assert_eq!(
+        tag(&l, "#EXT-X-PROGRAM-DATE-TIME:")[0],
+        "2023-11-14T22:13:34.000Z"
+    );
+    // Retained after leaving the playlist, then gone.
+    assert!(matches!(w.segment(6), Lookup::Ready(_)));
+    assert!(matches!(w.segment(4), Lookup::Ready(_)));
+    assert!(matches!(w.segment(3), Lookup::Gone));
+    assert!(matches!(w.segment(10), Lookup::Soon));
+    assert!(matches!(w.segment(11), Lookup::Gone));
+}
+
+#[test]
+fn ll_playlist_lists_parts_and_a_preload_hint() {
+    let p = params();
+    let mut w = window(5, true);
+    let mut s = segmenter();
+    feed(&mut w, &mut s, &p, 0, 330, 0);
+    let l = lines(&mut w);
+    assert_eq!(
+        tag(&l, "#EXT-X-SERVER-CONTROL:"),
+        ["CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600"]
+    );
+    assert_eq!(tag(&l, "#EXT-X-PART-INF:"), ["PART-TARGET=0.200"]);
+    let parts = tag(&l, "#EXT-X-PART:");
+    // Last 3 target durations (6 s = 3 segments) fully, plus the open segment's parts:
+    // frames 300..324 made 5 parts; 325..329 wait for the next frame.
+    assert_eq!(parts.len(), 30 + 5, "{l:#?}");
+    assert!(parts[0].ends_with(",INDEPENDENT=YES"));
+    assert!(!parts[1].contains("INDEPENDENT"));
+    assert_eq!(
+        tag(&l, "#EXT-X-PRELOAD-HINT:"),
+        [format!("TYPE=PART,URI=\"{NAME}0006.5.m4s?v=t\"")]
+    );
+    // Blocking-reload conditions.
+    assert!(w.has(6, Some(4)));
+    assert!(!w.has(6, Some(5)));
+    assert!(w.has(5, None));
+    assert!(!w.has(6, None));
+    assert!(matches!(w.part(6, 5), Lookup::Soon));
+    assert!(matches!(w.part(7, 0), Lookup::Soon));
+    assert!(matches!(w.part(6, 4), Lookup::Ready(_)));
+    assert!(matches!(w.part(7, 1), Lookup::Gone));
+}
+
+#[test]
+fn discontinuities_are_tagged_and_counted_as_they_leave() {
+    let p = params();
+    let mut w = window(2, false);
+    let mut s = segmenter();
+    feed(&mut w, &mut s, &p, 0, 160, 0);
+    feed(&mut w, &mut s, &p, 1000, 60, 1);
+    let l = lines(&mut w);
+    assert_eq!(tag(&l, "#EXT-X-DISCONTINUITY-SEQUENCE:"), ["0"]);
+    assert_eq!(
+        l.iter().filter(|x| *x == "#EXT-X-DISCONTINUITY").count(),
+        1,
+        "{l:#?}"
+    );
+    feed(&mut w, &mut s, &p, 1060, 200, 1);
+    let l = lines(&mut w);
+    assert_eq!(tag(&l, "#EXT-X-DISCONTINUITY-SEQUENCE:"), ["1"]);
+    assert_eq!(l.iter().filter(|x| *x == "#EXT-X-DISCONTINUITY").count(), 0);
+    // Emptying the window keeps the numbers going.
+    let msn = w.last_msn().expect("segments made");
+    w.clear();
+    assert!(!w.ready());
+    feed(&mut w, &mut s, &p, 5000, 110, 2);
+    let l = lines(&mut w);
+    assert_eq!(
+        tag(&l, "#EXT-X-MEDIA-SEQUENCE:"),
+        [(msn + 1).to_string().as_str()]
+    );
+    assert_eq!(l.iter().filter(|x| *x == "#EXT-X-DISCONTINUITY").count(), 1);
+}
+
+#[test]
+fn spilled_segments_are_served_from_their_file_and_deleted_as_they_leave() {
+    let p = params();
+    let mut w = window(3, true);
+    let mut s = segmenter();
+    feed(&mut w, &mut s, &p, 0, 350, 0); // segments 0..=5 complete (2 s each)
+    let bytes = |l: Lookup<Media>| match l {
+        Lookup::Ready(Media::Memory(c)) => c.iter().map(Bytes::len).sum::<usize>(),
+        other => panic!("{other:?}"),
+    };
+    let seg4 = bytes(w.segment(4));
+    let part_lens: Vec<usize> = (0..10).map(|i| bytes(w.part(4, i))).collect();
+    // Keep the newest 2 in memory: 0..=3 are to be written out, once.
+    let jobs = w.spill_jobs(2);
+    assert_eq!(
+        jobs.iter().map(|j| j.0).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert!(
+        w.spill_jobs(2).is_empty(),
+        "pending jobs are not handed out twice"
+    );
+    w.spill_failed(0); // stays in memory, and is tried again
+    assert!(w.spilled(1, "/s/1.m4s".into()));
+    assert!(w.spilled(2, "/s/2.m4s".into()));
+    assert!(w.spilled(3, "/s/3.m4s".into()));
+    assert!(!w.spilled(9, "/s/9.m4s".into()), "not in the window");
+    assert!(matches!(w.segment(0), Lookup::Ready(Media::Memory(_))));
+    match w.segment(3) {
+        Lookup::Ready(Media::File { path, offset, len }) => {
+            assert_eq!(path, PathBuf::from("/s/3.m4s"));
+            assert_eq!((offset, len as usize), (0, seg4));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A part of a written-out segment is its byte range in the file.
+    match w.part(3, 2) {
+        Lookup::Ready(Media::File { offset, len, .. }) => {
+            assert_eq!(offset as usize, part_lens[0] + part_lens[1]);
+            assert_eq!(len as usize, part_lens[2]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.spill_jobs(2).iter().map(|j| j.0).collect::<Vec<_>>(),
+        vec![0]
+    );
+    // Segments that leave the window (3 listed + 3 retained) give their files back.
+    feed(&mut w, &mut s, &p, 350, 100, 0);
+    assert_eq!(w.take_garbage(), vec![PathBuf::from("/s/1.m4s")]);
+    w.clear();
+    assert_eq!(
+        w.take_garbage(),
+        vec![PathBuf::from("/s/2.m4s"), PathBuf::from("/s/3.m4s")]
+    );
+}
+
+#[test]
+fn target_duration_covers_gop_rounded_segments_from_the_start() {
+    let p = params();
+    // Segment target 5 s with 2 s GOPs: segments will be 6 s; the first (one GOP) is 2 s.
+    let mut w = Window::new(
+        NAME.into(),
+        "t".into(),
+        WindowConfig {
+            window_size: 5,
+            low_latency: false,
+            targets: Targets::hls(450_000, 45_000),
+        },
+    );
+    let mut s = Segmenter::new(Targets::hls(450_000, 45_000));
+    feed(&mut w, &mut s, &p, 0, 60, 0);
+    assert!(w.ready());
+    assert_eq!(w.target_s(), 6);
+}
