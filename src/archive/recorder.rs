@@ -134,9 +134,11 @@ impl Writer {
             return;
         };
         self.archive.status.set_writing(None);
-        self.archive.set_growing(None);
+        // The file stays listed as growing (and readable) while it is closed; `closed` swaps
+        // it for the index entry, so it is never missing from either.
         let duration_ms = (duration_90k / 90).max(0);
         if open.elapsed_90k == 0 {
+            self.archive.set_growing(None);
             let _ = open.file.discard();
             return;
         }
@@ -153,7 +155,10 @@ impl Writer {
                 };
                 self.archive.closed(seg);
             }
-            Err(e) => self.fail(&format!("cannot close {name}: {e}")),
+            Err(e) => {
+                self.archive.set_growing(None);
+                self.fail(&format!("cannot close {name}: {e}"));
+            }
         }
     }
 

@@ -192,8 +192,9 @@ impl StreamArchive {
                 "end_reason": seg.end,
             }),
         );
-        self.set_growing(None);
+        // Indexed before it stops being the growing file: a request in between finds it.
         self.index().insert(seg);
+        self.set_growing(None);
         if self.s3.is_some() {
             self.uploader.enqueue(Arc::clone(self), name_s);
         }
