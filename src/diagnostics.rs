@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::media::{StreamParams, VideoCodec};
 
 /// A keyframe interval above this makes segments, files and resyncs coarse.
-pub const LONG_GOP_90K: i64 = 4 * 90_000;
+const LONG_GOP_90K: i64 = 4 * 90_000;
 /// No keyframe for this long while frames flow.
 const NO_KEYFRAME_MS: i64 = 12_000;
 
@@ -93,6 +93,38 @@ fn secs(d_90k: i64) -> String {
     }
 }
 
+/// What the keyframe intervals of a session say (latest, shortest, longest; 90 kHz, 0 until
+/// known): irregular ones, or a long one, or nothing. The hub logs the same finding as it sees it.
+pub fn keyframe_finding(latest_90k: i64, min_90k: i64, max_90k: i64) -> Option<Diagnostic> {
+    if min_90k > 0 && max_90k >= LONG_GOP_90K && max_90k >= 2 * min_90k {
+        Some(Diagnostic {
+            code: "irregular_keyframes",
+            level: Level::Warning,
+            message: format!(
+                "the keyframe interval varies from {} to {}: this looks like a \"smart\" codec \
+                 mode (H.264+/H.265+, Smart Codec, dynamic GOP) that stretches it when the \
+                 scene is still. Turn it off for steady keyframes.",
+                secs(min_90k),
+                secs(max_90k)
+            ),
+        })
+    } else if latest_90k > LONG_GOP_90K {
+        Some(Diagnostic {
+            code: "long_gop",
+            level: Level::Warning,
+            message: format!(
+                "a keyframe every {}: HLS segments and archive files can only be cut at \
+                 keyframes, the GOP cache grows, and a viewer that falls behind waits that \
+                 long to resync. Set the camera's I-frame interval to 1-2 s (its frame rate, \
+                 or twice it).",
+                secs(latest_90k)
+            ),
+        })
+    } else {
+        None
+    }
+}
+
 /// The findings for a stream, most important first.
 pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
     let mut out = Vec::new();
@@ -110,32 +142,11 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
                 ),
             });
         }
-        let (min, max) = (o.keyframe_interval_min_90k, o.keyframe_interval_max_90k);
-        if min > 0 && max >= LONG_GOP_90K && max >= 2 * min {
-            out.push(Diagnostic {
-                code: "irregular_keyframes",
-                level: Level::Warning,
-                message: format!(
-                    "the keyframe interval varies from {} to {}: this looks like a \"smart\" codec \
-                     mode (H.264+/H.265+, Smart Codec, dynamic GOP) that stretches it when the \
-                     scene is still. Turn it off for steady keyframes.",
-                    secs(min),
-                    secs(max)
-                ),
-            });
-        } else if o.keyframe_interval_90k > LONG_GOP_90K {
-            out.push(Diagnostic {
-                code: "long_gop",
-                level: Level::Warning,
-                message: format!(
-                    "a keyframe every {}: HLS segments and archive files can only be cut at \
-                     keyframes, the GOP cache grows, and a viewer that falls behind waits that \
-                     long to resync. Set the camera's I-frame interval to 1-2 s (its frame rate, \
-                     or twice it).",
-                    secs(o.keyframe_interval_90k)
-                ),
-            });
-        }
+        out.extend(keyframe_finding(
+            o.keyframe_interval_90k,
+            o.keyframe_interval_min_90k,
+            o.keyframe_interval_max_90k,
+        ));
     }
     if let Some(ppm) = o.drift_ppm.filter(|p| p.abs() > DRIFT_PPM && o.online) {
         out.push(Diagnostic {

@@ -192,23 +192,16 @@ impl StreamHub {
             .keyframe_interval_max_90k
             .fetch_max(interval_90k, Ordering::Relaxed)
             .max(interval_90k);
-        if max < crate::diagnostics::LONG_GOP_90K {
+        let Some(found) = crate::diagnostics::keyframe_finding(interval_90k, min, max) else {
             return;
-        }
-        let finding = if max >= 2 * min { 2 } else { 1 };
-        if st.logged_findings.fetch_or(finding, Ordering::Relaxed) & finding == 0 {
-            let secs = |d: i64| d as f64 / 90_000.0;
-            tracing::warn!(
-                stream = %self.id,
-                shortest_s = secs(min),
-                longest_s = secs(max),
-                "{}",
-                if finding == 2 {
-                    "the keyframe interval varies a lot: a \"smart\" codec mode (H.264+/H.265+) is probably on; turn it off for steady keyframes"
-                } else {
-                    "long keyframe interval: set the camera's I-frame interval to 1-2 s"
-                }
-            );
+        };
+        let bit = if found.code == "irregular_keyframes" {
+            2
+        } else {
+            1
+        };
+        if st.logged_findings.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            tracing::warn!(stream = %self.id, code = found.code, "{}", found.message);
         }
     }
 
