@@ -41,7 +41,11 @@ pub struct Segment {
 impl Segment {
     /// The segment's bytes: its parts back to back.
     pub fn chunks(&self) -> Vec<Bytes> {
-        self.parts
+        self.part_chunks(0..self.parts.len())
+    }
+
+    fn part_chunks(&self, parts: std::ops::Range<usize>) -> Vec<Bytes> {
+        self.parts[parts]
             .iter()
             .flat_map(|p| p.chunks.iter().cloned())
             .collect()
@@ -55,12 +59,7 @@ impl Segment {
                 offset: self.parts[..parts.start].iter().map(|p| p.len as u64).sum(),
                 len: self.parts[parts].iter().map(|p| p.len as u64).sum(),
             },
-            None => Media::Memory(
-                self.parts[parts]
-                    .iter()
-                    .flat_map(|p| p.chunks.iter().cloned())
-                    .collect(),
-            ),
+            None => Media::Memory(self.part_chunks(parts)),
         }
     }
 }
@@ -322,10 +321,15 @@ impl Window {
         }
     }
 
-    fn find(&self, msn: u64) -> Option<&Segment> {
+    /// Where complete segment `msn` is in `segments`.
+    fn position(&self, msn: u64) -> Option<usize> {
         let first = self.segments.front()?.msn;
         let i = usize::try_from(msn.checked_sub(first)?).ok()?;
-        self.segments.get(i).filter(|s| s.msn == msn)
+        self.segments.get(i).filter(|s| s.msn == msn).map(|_| i)
+    }
+
+    fn find(&self, msn: u64) -> Option<&Segment> {
+        self.segments.get(self.position(msn)?)
     }
 
     pub fn init(&self, id: u32) -> Option<Bytes> {
@@ -383,13 +387,10 @@ impl Window {
     /// Segment `msn` is in `path` now: its bytes leave memory. `false` if it left the window
     /// meanwhile (the caller deletes the file).
     pub fn spilled(&mut self, msn: u64, path: PathBuf) -> bool {
-        let Some(first) = self.segments.front().map(|s| s.msn) else {
-            return false;
-        };
-        let Some(seg) = usize::try_from(msn.wrapping_sub(first))
-            .ok()
+        let Some(seg) = self
+            .position(msn)
             .and_then(|i| self.segments.get_mut(i))
-            .filter(|s| s.msn == msn && s.spill_pending)
+            .filter(|s| s.spill_pending)
         else {
             return false;
         };
@@ -403,7 +404,7 @@ impl Window {
 
     /// Writing segment `msn` out failed: it stays in memory (and may be tried again).
     pub fn spill_failed(&mut self, msn: u64) {
-        if let Some(s) = self.segments.iter_mut().find(|s| s.msn == msn) {
+        if let Some(s) = self.position(msn).and_then(|i| self.segments.get_mut(i)) {
             s.spill_pending = false;
         }
     }
