@@ -1,5 +1,5 @@
-//! Responses made of shared byte chunks (no copy), with an exact `Content-Length` and single
-//! `Range` requests: HLS segments, archive files and clips.
+//! Responses with an exact `Content-Length` and single `Range` requests: HLS segments and
+//! archive files from shared byte chunks (no copy), clips from a stream read on demand.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::Stream;
 
 /// A single `bytes=` range resolved against `len`: `Ok(None)` for none or one we ignore
 /// (several ranges), `Err` for unsatisfiable.
@@ -143,6 +144,54 @@ impl http_body::Body for Chunks {
 
     fn is_end_stream(&self) -> bool {
         self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A body of a known length read on demand from a stream, so it is sent with `Content-Length`
+/// (a clip read from its archive files as the client takes it).
+pub struct Streamed {
+    remaining: u64,
+    stream: Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
+}
+
+impl Streamed {
+    /// `len`: what `stream` yields in all.
+    pub fn new(
+        len: u64,
+        stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Streamed {
+        Streamed {
+            remaining: len,
+            stream: Box::pin(stream),
+        }
+    }
+}
+
+impl http_body::Body for Streamed {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.stream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.remaining = self.remaining.saturating_sub(b.len() as u64);
+                Poll::Ready(Some(Ok(http_body::Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

@@ -6,19 +6,18 @@
 //! never for the whole clip. Planning reads each file once; sending reads the files the
 //! requested range covers again (from the page cache or S3).
 //!
-//! What belongs here: the plan ([`ClipPlan`], pure once the files are parsed) and the body
-//! that streams it. The route, its checks and its headers are in `http.rs`.
+//! What belongs here: the plan ([`ClipPlan`], pure once the files are parsed) and the reader
+//! that walks it for a byte range. The route, its checks and its headers are in `http.rs`; the
+//! exact-length body type is `api::ranged::Streamed`.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use futures::Stream;
 
 use super::index::Segment;
 use super::playback::{self, Planner};
 use super::{ArchiveError, StreamArchive};
+use crate::api::ranged::Streamed;
 use crate::fmp4;
 use crate::media::{rescale, StreamParams};
 use crate::movie::Movie;
@@ -207,7 +206,7 @@ impl ClipPlan {
     }
 
     /// `len` bytes from `skip`, read from the files as they are reached.
-    pub fn body(self: Arc<Self>, sa: Arc<StreamArchive>, skip: u64, len: u64) -> ClipBody {
+    pub fn body(self: Arc<Self>, sa: Arc<StreamArchive>, skip: u64, len: u64) -> Streamed {
         let first = self
             .starts
             .partition_point(|s| *s <= skip)
@@ -220,10 +219,7 @@ impl ClipPlan {
             remaining: len,
             loaded: None,
         };
-        ClipBody {
-            remaining: len,
-            stream: Box::pin(futures::stream::unfold(state, Reader::step)),
-        }
+        Streamed::new(len, futures::stream::unfold(state, Reader::step))
     }
 }
 
@@ -286,40 +282,6 @@ impl Reader {
             return Some((Ok(bytes.slice(from..to)), self));
         }
         None
-    }
-}
-
-/// The body of a clip response: exact length, so it goes out with `Content-Length`.
-pub struct ClipBody {
-    remaining: u64,
-    stream: Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
-}
-
-impl http_body::Body for ClipBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        match self.stream.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(b))) => {
-                self.remaining = self.remaining.saturating_sub(b.len() as u64);
-                Poll::Ready(Some(Ok(http_body::Frame::data(b))))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.remaining)
     }
 }
 
