@@ -66,7 +66,15 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "video_server_stream_discontinuities_total",
-        "Reconnects, timestamp jumps and parameter changes (new epochs).",
+        "Reconnects, SSRC and parameter changes (new epochs).",
+    ),
+    (
+        "video_server_stream_timestamp_jumps_total",
+        "Camera clock jumps re-stamped onto the stream timeline without losing a frame.",
+    ),
+    (
+        "video_server_stream_reorder_depth",
+        "Video frames reordered (B-frames): decode-order depth in use.",
     ),
     (
         "video_server_stream_keyframe_interval_seconds",
@@ -247,6 +255,10 @@ impl Metrics {
                 .absolute(st.keyframes_in.load(Ordering::Relaxed));
             counter!("video_server_stream_discontinuities_total", l())
                 .absolute(st.discontinuities.load(Ordering::Relaxed));
+            counter!("video_server_stream_timestamp_jumps_total", l())
+                .absolute(st.timestamp_jumps.load(Ordering::Relaxed));
+            gauge!("video_server_stream_reorder_depth", l())
+                .set(st.reorder_depth.load(Ordering::Relaxed) as f64);
             let findings = s.hub.diagnostics();
             for code in crate::diagnostics::CODES {
                 let on = findings.iter().any(|d| d.code == code);

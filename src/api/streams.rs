@@ -90,6 +90,8 @@ fn stream_json(s: &StreamView) -> Value {
         "bytes_in": stats.bytes_in.load(Ordering::Relaxed),
         "sessions": stats.sessions.load(Ordering::Relaxed),
         "discontinuities": stats.discontinuities.load(Ordering::Relaxed),
+        "timestamp_jumps": stats.timestamp_jumps.load(Ordering::Relaxed),
+        "reorder_depth": stats.reorder_depth.load(Ordering::Relaxed),
         "frames_dropped_for_slow_viewers": stats.frames_dropped_for_slow_viewers.load(Ordering::Relaxed),
         // Frame arrival (last packet read from the camera) to its fragment written to a
         // viewer's socket, per batch sent.

@@ -25,8 +25,8 @@ pub async fn play(movie: &Movie, looped: bool, emit: &mut Emitter<'_>) -> Result
             tokio::time::sleep_until(due).await;
             emit.frame(
                 s.track,
-                t_90k,
-                s.cto_90k,
+                t_90k + i64::from(s.cto_90k),
+                Some(s.cto_90k),
                 s.is_key,
                 movie.payload(s),
                 std::time::Instant::now(),

@@ -10,7 +10,9 @@ pub mod clock;
 pub mod file;
 pub mod g711;
 pub mod probe;
+pub mod reorder;
 pub mod rtsp;
+pub mod sps;
 pub mod timeline;
 
 use std::collections::HashSet;
@@ -100,6 +102,7 @@ pub struct Emitter<'a> {
     frames: u64,
     epoch: u32,
     drift: clock::DriftEstimator,
+    jumps_this_session: u64,
 }
 
 impl<'a> Emitter<'a> {
@@ -120,6 +123,7 @@ impl<'a> Emitter<'a> {
             frames: 0,
             epoch: 0,
             drift: clock::DriftEstimator::default(),
+            jumps_this_session: 0,
         }
     }
 
@@ -131,6 +135,23 @@ impl<'a> Emitter<'a> {
             }
             info!(codecs = %params.codec_list(), "codec parameters changed");
             self.timeline.parameters_changed();
+        }
+        if let Some(v) = &params.video {
+            match sps::reorder_depth(v.codec, &v.sample_entry) {
+                Some(depth) => {
+                    if depth != sps::ReorderDepth::None {
+                        info!(
+                            ?depth,
+                            "the camera's SPS allows reordered frames (B-frames)"
+                        );
+                    }
+                    self.timeline.set_reorder_depth(depth);
+                    self.note_reorder(self.timeline.reorder());
+                }
+                None => warn!(
+                    "the camera's SPS could not be read; reordering is learnt from the stream"
+                ),
+            }
         }
         self.params = Some(Arc::clone(&params));
         if self.online {
@@ -152,18 +173,49 @@ impl<'a> Emitter<'a> {
         self.hub.stats.clock.set_offset_ms(offset);
     }
 
+    /// A camera clock jump was re-stamped: counted always, logged on the first of a session
+    /// and then once every 100 (DVRs that jump every few seconds would flood the log).
+    fn note_jump(&mut self, track: TrackKind) {
+        let n = self.timeline.jumps();
+        self.hub
+            .stats
+            .timestamp_jumps
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+        self.jumps_this_session += 1;
+        if self.jumps_this_session == 1 || n % 100 == 0 {
+            warn!(
+                ?track,
+                jumps_total = n,
+                "the camera's clock jumped; re-stamped onto the stream timeline (no frame dropped)"
+            );
+        }
+    }
+
+    fn note_reorder(&mut self, (depth, grown): (u32, u32)) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.hub
+            .stats
+            .reorder_depth
+            .store(u64::from(depth), Relaxed);
+        let before = self.hub.stats.reorder_grown.swap(u64::from(grown), Relaxed);
+        if u64::from(grown) > before {
+            warn!(depth, "frames arrive further out of order than the camera's SPS says; reorder depth raised (presentation moved later once)");
+        }
+    }
+
     /// The duration of audio frames, 90 kHz.
     pub fn audio_frame_len(&mut self, dur_90k: u32) {
         self.audio_dur_90k = dur_90k;
     }
 
-    /// Publishes one frame whose source time is `in_90k`, whose last packet was read at
-    /// `received`.
+    /// Publishes one frame presented at source time `pts_in_90k`, whose last packet was read
+    /// at `received`. `cto_90k` is its composition offset when the source knows it (files);
+    /// cameras pass `None` and decode times are derived (B-frames).
     pub fn frame(
         &mut self,
         track: TrackKind,
-        in_90k: i64,
-        cto_90k: i32,
+        pts_in_90k: i64,
+        cto_90k: Option<i32>,
         is_key: bool,
         data: Bytes,
         received: Instant,
@@ -182,13 +234,24 @@ impl<'a> Emitter<'a> {
             TrackKind::Audio => self.audio_dur_90k,
         };
         let arrival_ms = self.clock.elapsed().as_millis() as i64;
-        let m = self.timeline.map(track, in_90k, arrival_ms, default_dur);
+        let jumps_before = self.timeline.jumps();
+        let reorder_before = self.timeline.reorder();
+        let m = self
+            .timeline
+            .map(track, pts_in_90k, cto_90k, arrival_ms, default_dur);
         if m.epoch != self.epoch {
             self.epoch = m.epoch;
             self.hub.stats.discontinuities.store(
                 self.timeline.discontinuities(),
                 std::sync::atomic::Ordering::Relaxed,
             );
+        }
+        if self.timeline.jumps() != jumps_before {
+            self.note_jump(track);
+        }
+        let reorder = self.timeline.reorder();
+        if reorder != reorder_before {
+            self.note_reorder(reorder);
         }
         if params.lead() == track {
             self.drift.push(m.epoch, m.dts_90k, arrival_ms);
@@ -205,7 +268,7 @@ impl<'a> Emitter<'a> {
         self.hub.publish(Frame {
             track,
             dts_90k: m.dts_90k,
-            cto_90k,
+            cto_90k: m.cto_90k,
             dur_90k: m.dur_90k,
             is_key,
             epoch: m.epoch,

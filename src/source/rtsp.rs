@@ -232,7 +232,7 @@ pub async fn run_session(
                 emit.frame(
                     TrackKind::Video,
                     in_90k,
-                    0,
+                    None,
                     is_key,
                     Bytes::from(f.into_data()),
                     received,
@@ -253,7 +253,14 @@ pub async fn run_session(
                     None => Bytes::copy_from_slice(f.data()),
                 };
                 emit.audio_frame_len(dur as u32);
-                emit.frame(TrackKind::Audio, in_90k, 0, true, data, f.ctx().received());
+                emit.frame(
+                    TrackKind::Audio,
+                    in_90k,
+                    None,
+                    true,
+                    data,
+                    f.ctx().received(),
+                );
             }
             CodecItem::Rtcp(rtcp) => {
                 let camera_ms = rtcp

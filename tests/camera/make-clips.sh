@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pre-encodes the test camera's clips once (cached in $1, default target/test-media):
-# 720p25 like a real camera (no B-frames, 2 s GOP, ~2 Mbit/s), a burnt-in frame counter.
+# 720p25 like a real camera (2 s GOP, ~2 Mbit/s), a burnt-in frame counter; most without
+# B-frames, h264b and h265b with them.
 set -euo pipefail
 out=${1:-target/test-media}
 mkdir -p "$out"
@@ -31,4 +32,19 @@ if [ ! -s "$out/pcma.wav" ]; then
   ffmpeg -hide_banner -loglevel error -y -f lavfi -i "sine=frequency=300:sample_rate=8000:d=10" \
     -c:a pcm_alaw -ac 1 "$out/pcma.wav.tmp.wav"
   mv "$out/pcma.wav.tmp.wav" "$out/pcma.wav"
+fi
+if [ ! -s "$out/h264b.mp4" ]; then
+  # H.264 High with B-frames (x264's defaults: 3 B-frames, b-pyramid), as many cameras, hardware
+  # encoders and every restream of an x264 file send them.
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=s=1280x720:r=25:d=10" -vf "$text" \
+    -c:v libx264 -profile:v high -preset veryfast -bf 3 -b_strategy 0 -g 50 -keyint_min 50 -sc_threshold 0 -b:v 2M -maxrate 2M -bufsize 4M -pix_fmt yuv420p \
+    "$out/h264b.mp4.tmp.mp4"
+  mv "$out/h264b.mp4.tmp.mp4" "$out/h264b.mp4"
+fi
+if [ ! -s "$out/h265b.mp4" ]; then
+  # H.265 with B-frames (x265 with 3 B-frames and b-pyramid).
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=s=1280x720:r=25:d=10" -vf "$text" \
+    -c:v libx265 -preset veryfast -x265-params "bframes=3:b-pyramid=1:b-adapt=0:keyint=50:min-keyint=50:scenecut=0:open-gop=0:log-level=error" -b:v 1500k -pix_fmt yuv420p \
+    -tag:v hvc1 "$out/h265b.mp4.tmp.mp4"
+  mv "$out/h265b.mp4.tmp.mp4" "$out/h265b.mp4"
 fi

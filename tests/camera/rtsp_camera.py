@@ -7,7 +7,10 @@ Mounts (each a shared media, TCP and UDP):
   /h264     H.264 720p25, 2 s GOP
   /h264aac  H.264 + AAC 48 kHz
   /h265     H.265 720p25
-  /h264pcma H.264 + G.711 A-law (audio we do not forward yet)
+  /h264pcma H.264 + G.711 A-law
+  /h264b    H.264 High with B-frames (3, b-pyramid): RTP timestamps are presentation times,
+            sent in decode order, so they step backwards as real B-frame cameras' do
+  /h265b    H.265 with B-frames
 The clips are demuxed once into memory and pushed in real time through appsrc (no encoding
 while serving); a feeder thread per media paces the buffers and appsrc stamps them.
 Prints "READY <port>" on stdout when listening. Must run under Debian's /usr/bin/python3.
@@ -31,7 +34,8 @@ Gst.init(None)
 
 def load_samples(path, chain):
     """Reads one track of a file through `chain` (demuxer and parser) into a list of
-    (duration_ns, flags, bytes) and its caps. A pipeline error ends the program with its text."""
+    (duration_ns, flags, bytes, cto_ns) in decode order and its caps; cto_ns is the sample's
+    presentation minus decode time (B-frames). A pipeline error ends the program with its text."""
     pipe = Gst.parse_launch(f'filesrc location="{path}" ! {chain} ! appsink name=out sync=false')
     sink = pipe.get_by_name("out")
     pipe.set_state(Gst.State.PLAYING)
@@ -49,53 +53,78 @@ def load_samples(path, chain):
         ok, info = buf.map(Gst.MapFlags.READ)
         data = bytes(info.data)
         buf.unmap(info)
-        samples.append([buf.pts, buf.get_flags(), data])
+        dts = buf.dts if buf.dts != Gst.CLOCK_TIME_NONE else buf.pts
+        samples.append([dts, buf.get_flags(), data, buf.pts - dts])
         last_pts = buf.pts
     pipe.set_state(Gst.State.NULL)
     if not samples:
         raise SystemExit(f"no samples in {path}")
     # Durations from consecutive timestamps; the last one repeats the previous.
+    # Decode times from qtdemux start below zero by the reorder delay: offsets stay >= 0.
+    base = min(cto for _dts, _f, _d, cto in samples)
     out = []
-    for i, (pts, flags, data) in enumerate(samples):
+    for i, (dts, flags, data, cto) in enumerate(samples):
         nxt = samples[i + 1][0] if i + 1 < len(samples) else None
-        dur = (nxt - pts) if nxt is not None else (out[-1][0] if out else 40_000_000)
-        out.append((dur, flags, data))
+        dur = (nxt - dts) if nxt is not None else (out[-1][0] if out else 40_000_000)
+        out.append((dur, flags, data, cto - base))
     return out, caps
 
 
 class Feeder(threading.Thread):
     """Pushes one track's samples into an appsrc in real time, looping, until it is refused."""
 
-    def __init__(self, appsrc, samples, start):
+    def __init__(self, appsrc, samples, start, reordered):
         super().__init__(daemon=True)
         self.appsrc, self.samples, self.start_t = appsrc, samples, start
+        # Streams with B-frames are stamped here (decode time from the pipeline clock,
+        # presentation time = decode time + the sample's offset); others by appsrc on push.
+        self.reordered = reordered
+
+    def running_time(self):
+        clock = self.appsrc.get_clock()
+        if clock is None:
+            return None
+        return clock.get_time() - self.appsrc.get_base_time()
 
     def run(self):
         due = self.start_t
+        origin = None  # running time (ns) minus schedule time (ns), fixed at the first stamp
         while True:
-            for dur, flags, data in self.samples:
+            for dur, flags, data, cto in self.samples:
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 buf = Gst.Buffer.new_wrapped(data)
                 buf.set_flags(flags)
                 buf.duration = dur
+                if self.reordered:
+                    if origin is None:
+                        now = self.running_time()
+                        if now is None:  # not playing yet: skip ahead in real time
+                            due += dur / 1e9
+                            continue
+                        origin = now - int(due * 1e9)
+                    # Stamped on the schedule, not on the push: a late push keeps its time.
+                    buf.dts = max(0, origin + int(due * 1e9))
+                    buf.pts = buf.dts + cto
                 if self.appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
                     return
                 due += dur / 1e9
 
 
 class Factory(GstRtspServer.RTSPMediaFactory):
-    def __init__(self, tracks):
+    def __init__(self, tracks, reordered=False):
         super().__init__()
         self.tracks = tracks  # list of (name, samples, caps, pay)
+        self.reordered = reordered
         self.set_shared(True)
 
     def do_create_element(self, url):
         parts = []
+        stamp = "false" if self.reordered else "true"
         for i, (name, _samples, caps, pay) in enumerate(self.tracks):
             parts.append(
-                f'appsrc name={name} is-live=true do-timestamp=true format=time caps="{caps.to_string()}" '
+                f'appsrc name={name} is-live=true do-timestamp={stamp} format=time caps="{caps.to_string()}" '
                 f"! queue ! {pay} name=pay{i} pt={96 + i}"
             )
         return Gst.parse_launch("( " + " ".join(parts) + " )")
@@ -104,7 +133,8 @@ class Factory(GstRtspServer.RTSPMediaFactory):
         element = media.get_element()
         start = time.monotonic() + 0.05
         for name, samples, _caps, _pay in self.tracks:
-            Feeder(element.get_by_name_recurse_up(name) or element.get_child_by_name(name), samples, start).start()
+            src = element.get_by_name_recurse_up(name) or element.get_child_by_name(name)
+            Feeder(src, samples, start, self.reordered).start()
 
 
 def main():
@@ -120,6 +150,8 @@ def main():
     aac, aac_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "qtdemux ! aacparse")
     pcma, pcma_caps = load_samples(os.path.join(a.media, "pcma.wav"), "wavparse ! audio/x-alaw")
     h265, h265_caps = load_samples(os.path.join(a.media, "h265.mp4"), "qtdemux ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au")
+    h264b, h264b_caps = load_samples(os.path.join(a.media, "h264b.mp4"), "qtdemux ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au")
+    h265b, h265b_caps = load_samples(os.path.join(a.media, "h265b.mp4"), "qtdemux ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au")
 
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
@@ -130,6 +162,8 @@ def main():
     mounts.add_factory("/h264aac", Factory([("v", h264, h264_caps, vpay), ("a", aac, aac_caps, "rtpmp4gpay")]))
     mounts.add_factory("/h265", Factory([("v", h265, h265_caps, "rtph265pay config-interval=-1")]))
     mounts.add_factory("/h264pcma", Factory([("v", h264, h264_caps, vpay), ("a", pcma, pcma_caps, "rtppcmapay")]))
+    mounts.add_factory("/h264b", Factory([("v", h264b, h264b_caps, vpay)], reordered=True))
+    mounts.add_factory("/h265b", Factory([("v", h265b, h265b_caps, "rtph265pay config-interval=-1")], reordered=True))
 
     if a.user:
         auth = GstRtspServer.RTSPAuth()
@@ -144,7 +178,7 @@ def main():
         perms = GstRtspServer.RTSPPermissions()
         perms.add_permission_for_role("user", "media.factory.access", True)
         perms.add_permission_for_role("user", "media.factory.construct", True)
-        for path in ("/h264", "/h264aac", "/h265", "/h264pcma"):
+        for path in ("/h264", "/h264aac", "/h265", "/h264pcma", "/h264b", "/h265b"):
             mounts.match(path)[0].set_permissions(perms)
 
     if server.attach(None) == 0:

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod fake_camera;
+pub mod relay;
 pub mod s3_server;
 
 use futures::{SinkExt, StreamExt};
@@ -463,6 +464,29 @@ pub fn fragment_info(b: &[u8]) -> Option<(u32, u64, bool)> {
         traf.tfdt.as_ref()?.base_media_decode_time,
         first.flags? & 0x0001_0000 == 0,
     ))
+}
+
+/// Every video sample (track 1) of a capture's fragments as (decode time, composition offset,
+/// sync), read back with mp4-atom.
+pub fn video_samples(cap: &Capture) -> Vec<(u64, i64, bool)> {
+    use mp4_atom::Decode;
+    let mut out = Vec::new();
+    for m in cap.media.iter().filter(|m| is_box(m, b"moof")) {
+        let Ok(moof) = mp4_atom::Moof::decode(&mut std::io::Cursor::new(m)) else {
+            continue;
+        };
+        for traf in moof.traf.iter().filter(|t| t.tfhd.track_id == 1) {
+            let mut t = traf.tfdt.as_ref().map_or(0, |d| d.base_media_decode_time);
+            for run in &traf.trun {
+                for e in run.samples.iter() {
+                    let sync = e.flags.is_some_and(|f| f & 0x0001_0000 == 0);
+                    out.push((t, e.cts.unwrap_or(0), sync));
+                    t += u64::from(e.duration.unwrap_or(0));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What ffprobe counts in a file, and whether ffmpeg decodes it without a single error.
