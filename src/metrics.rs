@@ -69,6 +69,10 @@ const HELP: &[(&str, &str)] = &[
         "Reconnects, SSRC and parameter changes (new epochs).",
     ),
     (
+        "video_server_stream_rtp_packets_lost_total",
+        "RTP packets the camera sent that never arrived (sequence number gaps).",
+    ),
+    (
         "video_server_stream_timestamp_jumps_total",
         "Camera clock jumps re-stamped onto the stream timeline without losing a frame.",
     ),
@@ -255,6 +259,8 @@ impl Metrics {
                 .absolute(st.keyframes_in.load(Ordering::Relaxed));
             counter!("video_server_stream_discontinuities_total", l())
                 .absolute(st.discontinuities.load(Ordering::Relaxed));
+            counter!("video_server_stream_rtp_packets_lost_total", l())
+                .absolute(st.rtp_packets_lost.load(Ordering::Relaxed));
             counter!("video_server_stream_timestamp_jumps_total", l())
                 .absolute(st.timestamp_jumps.load(Ordering::Relaxed));
             gauge!("video_server_stream_reorder_depth", l())

@@ -213,3 +213,126 @@ async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
     }
     assert!(gw.log().contains("refused"), "refusals are logged");
 }
+
+/// One request per documented route, as the OpenAPI document names it, with its path filled
+/// in for stream A; `(method, path)`.
+fn documented_requests(doc: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for method in ops.as_object().expect("operations").keys() {
+            let filled = path
+                .replace("{id}", STREAM_A)
+                .replace("{file}", &format!("{STREAM_A}.m3u8"))
+                .replace("{name}", &format!("{STREAM_A}_1700000000.mp4"))
+                .replace("{segment}", "live")
+                .replace("{player}", "mse");
+            out.push((method.to_uppercase(), path.clone(), filled));
+        }
+    }
+    out
+}
+
+/// The same route spelled as clients and attackers do: as documented, with a trailing slash,
+/// a doubled slash, a percent-encoded letter and an extra segment.
+fn spellings(path: &str) -> Vec<String> {
+    let mut v = vec![path.to_owned()];
+    if path != "/" {
+        v.push(format!("{path}/"));
+        v.push(format!("/{path}"));
+        v.push(format!("{path}/extra"));
+        if let Some(i) = path[1..].find(|c: char| c.is_ascii_lowercase()) {
+            let i = i + 1;
+            let c = path.as_bytes()[i];
+            v.push(format!("{}%{:02X}{}", &path[..i], c, &path[i + 1..]));
+        }
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_documented_route_answers_without_a_credential_in_any_spelling() {
+    const ONLY_B: &str = "everything-on-b-0123456789";
+    let files = tempfile::tempdir().expect("tempdir");
+    let conf = format!(
+        "[auth]\nenabled = true\ntokens = [\n  {{ token = \"{ONLY_B}\", streams = [\"{STREAM_B}\"], actions = [\"live\", \"archive\", \"admin\", \"metrics\"] }},\n]\n\
+         [archive]\nrecording = true\nserving = true\ndirectory = \"{dir}\"\nms_per_file = 2000\n{a}{b}",
+        dir = files.path().display(),
+        a = common::demo_stream("\"mse\", \"hls\"").replace(common::DEMO, STREAM_A),
+        b = common::demo_stream("\"mse\"").replace(common::DEMO, STREAM_B),
+    );
+    let gw = Gateway::start(&conf).await;
+    // The document itself is public; everything it lists but the public routes is not.
+    let doc = get(gw.api, "/openapi.json").await.json();
+    let public = [
+        "/health",
+        "/openapi.json",
+        "/favicon.ico",
+        "/players/{player}/{file}",
+    ];
+    let mut checked = 0;
+    let mut forbidden = 0;
+    for addr in [gw.api, gw.video] {
+        for (method, route, path) in documented_requests(&doc) {
+            for spelled in spellings(&path) {
+                let as_documented = spelled == path;
+                if public.contains(&route.as_str()) && as_documented {
+                    continue;
+                }
+                let r = http(addr, &method, &spelled, &[], b"")
+                    .await
+                    .expect("request");
+                assert_eq!(
+                    r.status,
+                    401,
+                    "{method} {spelled} on {addr} without a credential: {}",
+                    r.text()
+                );
+                // A token for everything on stream B gets nothing of stream A.
+                let (k, v) = bearer(ONLY_B);
+                let r = http(addr, &method, &spelled, &[(k, &v)], b"")
+                    .await
+                    .expect("request");
+                let about_a = spelled.contains(STREAM_A)
+                    || [
+                        "/list",
+                        "/status",
+                        "/enable_camera",
+                        "/disable_camera",
+                        "/config/reload",
+                    ]
+                    .contains(&route.as_str());
+                if about_a && as_documented {
+                    // 404: the route lives on the other server (the document covers both).
+                    assert!(
+                        matches!(r.status, 403 | 404),
+                        "{method} {spelled} on {addr} with stream B's token: {} {}",
+                        r.status,
+                        r.text()
+                    );
+                    forbidden += usize::from(r.status == 403);
+                } else if !as_documented {
+                    // Another route or none: refused or not found, never served or failed.
+                    assert!(
+                        (400..500).contains(&r.status),
+                        "{method} {spelled} on {addr} with stream B's token: {} {}",
+                        r.status,
+                        r.text()
+                    );
+                } else if r.status == 200 && route != "/metrics" {
+                    assert!(
+                        !r.text().contains(STREAM_A),
+                        "{method} {spelled} with stream B's token shows stream A"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 150, "{checked} requests checked");
+    assert!(
+        forbidden >= 20,
+        "{forbidden} routes about stream A refused with 403"
+    );
+    // Refusals are logged with the remote address, never the credential.
+    assert!(!gw.log().contains(ONLY_B));
+}

@@ -46,7 +46,6 @@ async fn check_viewer(gw: &Gateway, n: usize, name: &str, lossy: bool) {
             gw.log()
         );
     }
-    assert!(lost <= 3, "{lost} frames lost in {n}");
     // Presentation: the camera's reordered frames, whole frames apart once sorted.
     assert!(
         samples.iter().any(|s| s.1 > 0),
@@ -67,7 +66,20 @@ async fn check_viewer(gw: &Gateway, n: usize, name: &str, lossy: bool) {
     let path = dir.path().join(name);
     cap.write(&path);
     let p = probe(&path);
-    assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
+    // A packet lost on UDP costs its frame, and the B-frames around it may then miss a
+    // reference: only then may ffmpeg complain.
+    let st = get(gw.api, &format!("/streams/{STREAM_A}")).await.json();
+    let packets_lost = st["rtp_packets_lost"].as_u64().expect("rtp_packets_lost");
+    assert!(
+        lost == 0 || packets_lost > 0,
+        "{lost} frames missing with no packet lost"
+    );
+    assert!(
+        p.decode_errors.is_empty() || (lossy && packets_lost > 0),
+        "{} packets lost; {}",
+        packets_lost,
+        p.decode_errors
+    );
     assert!(p.video_frames as usize + lost as usize >= n, "{p:?}");
 }
 

@@ -281,3 +281,33 @@ async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
         "{text}"
     );
 }
+
+/// Frames Chromium decoded and showed per second over the `secs` it watched.
+fn shown_fps(r: &serde_json::Value, secs: f64) -> f64 {
+    let total = r["totalFrames"].as_f64().unwrap_or(0.0);
+    let dropped = r["droppedFrames"].as_f64().unwrap_or(0.0);
+    let before = r["framesBefore"].as_f64().unwrap_or(0.0);
+    (total - dropped - before) / secs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mse_player_plays_a_b_frame_camera_at_its_frame_rate() {
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264b"), "\"mse\"", "")).await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let url = format!("http://{}/players/mse/?stream_id={STREAM_A}", gw.video);
+    let r = tokio::task::spawn_blocking(move || play(&url, "mse-player-bframes.png", 5))
+        .await
+        .expect("join");
+    assert_plays(&r, 5.0, 1280);
+    // Before decode times were derived, Chromium got about 8 fps of this 25 fps camera.
+    let fps = shown_fps(&r, 5.0);
+    assert!(fps > 18.0, "{fps:.1} frames shown per second: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_a_b_frame_camera_at_its_frame_rate() {
+    let r = hls_js_on_camera("h264b", true, "hls-js-bframes.png").await;
+    let fps = shown_fps(&r, 6.0);
+    assert!(fps > 18.0, "{fps:.1} frames shown per second: {r}");
+}

@@ -8,12 +8,13 @@ use std::process::Command;
 
 use common::{demo_stream, get, repo, Gateway};
 
-/// Route paths registered in src/api/mod.rs, in OpenAPI form (`{x}` stays `{x}`).
+/// Route paths registered in src/api/mod.rs (each `.add(GROUP, "path", …)`), in OpenAPI form
+/// (`{x}` stays `{x}`).
 fn registered_routes() -> BTreeSet<String> {
     let src = std::fs::read_to_string(repo().join("src/api/mod.rs")).expect("src/api/mod.rs");
-    src.split(".route(\"")
+    src.split(".add(")
         .skip(1)
-        .filter_map(|rest| rest.split('"').next())
+        .filter_map(|rest| rest.split('"').nth(1))
         .map(str::to_owned)
         .collect()
 }

@@ -1,5 +1,7 @@
-//! Authentication on both servers (when `[auth] enabled`): which route needs which action on
-//! which stream ([`need`], pure), where credentials come from (`Authorization: Bearer`, or
+//! Authentication on both servers (when `[auth] enabled`): the check each route group gets
+//! ([`require`], attached by `api::mod` per action, so a route exists only inside a group and
+//! none is open by omission), the stream a request is about ([`scope_of`], pure), what answers
+//! routes nobody listed ([`unknown_route`]: a credential first), where credentials come from (`Authorization: Bearer`, or
 //! `?token=` for browsers' websockets, players and links), signed clip links, and the
 //! websocket `Origin` check. Refusals are 401 (no or bad credential) or 403 (not allowed), with
 //! a JSON reason, and are logged with the remote address, never the credential.
@@ -30,9 +32,6 @@ pub enum Scope {
     All,
 }
 
-/// What a request needs; `None` for public routes.
-pub type Need = Option<(Action, Scope)>;
-
 /// A credential that arrived as `?token=`: HLS playlists pass it on to their media URIs.
 #[derive(Clone, Debug)]
 pub struct QueryToken(pub String);
@@ -49,38 +48,21 @@ pub fn encode_query_value(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The action and streams a route needs.
-pub fn need(method: &Method, path: &str, query: &str) -> Need {
-    if method == Method::OPTIONS {
-        return None; // CORS preflight
-    }
-    let one_or_any = |id: Option<Uuid>| id.map_or(Scope::Any, Scope::One);
-    let stream_id = || query_param(query, "stream_id").and_then(|v| Uuid::parse_str(&v).ok());
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["health"] | ["favicon.ico"] | ["openapi.json"] => None,
-        // Scripts of the players carry no data; the pages do (through their requests).
-        ["players", _, file] if !file.is_empty() => None,
-        ["players", _, ""] | ["players", _] => Some((Action::Live, one_or_any(stream_id()))),
-        [""] | ["streams"] => Some((Action::Live, Scope::Any)),
-        ["streams", id] => Some((Action::Live, one_or_any(Uuid::parse_str(id).ok()))),
-        ["ws", "archive"] => Some((Action::Archive, one_or_any(stream_id()))),
-        ["ws", seg] => {
-            let id = stream_id().or_else(|| Uuid::parse_str(seg).ok());
-            Some((Action::Live, one_or_any(id)))
-        }
-        ["hls", file] => {
-            let id = crate::hls::http::parse_name(file).ok().map(|(id, _)| id);
-            Some((Action::Live, one_or_any(id)))
-        }
-        ["archive", id, "share"] => Some((Action::Admin, one_or_any(Uuid::parse_str(id).ok()))),
-        ["archive", id, ..] => Some((Action::Archive, one_or_any(Uuid::parse_str(id).ok()))),
-        ["metrics"] => Some((Action::Metrics, Scope::Any)),
-        ["list"] | ["status"] | ["enable_camera"] | ["disable_camera"] | ["config", "reload"] => {
-            Some((Action::Admin, Scope::All))
-        }
-        // Unknown routes answer 404 whoever asks.
-        _ => None,
+/// The stream a request is about: its `stream_id` query parameter, else the first path segment
+/// that starts with a stream id (`/streams/{id}`, `/archive/{id}/…`, `/ws/{id}`,
+/// `/hls/{id}….m4s`). Without one, a route of the admin group is about every stream and any
+/// other about whichever streams the credential covers (the handler shows only those).
+pub fn scope_of(action: Action, path: &str, query: &str) -> Scope {
+    let id = query_param(query, "stream_id")
+        .and_then(|v| Uuid::parse_str(&v).ok())
+        .or_else(|| {
+            path.split('/')
+                .find_map(|seg| seg.get(..36).and_then(|s| Uuid::parse_str(s).ok()))
+        });
+    match (id, action) {
+        (Some(id), _) => Scope::One(id),
+        (None, Action::Admin) => Scope::All,
+        (None, _) => Scope::Any,
     }
 }
 
@@ -133,16 +115,51 @@ fn origin_ok(app: &App, headers: &HeaderMap) -> bool {
             .any(|o| o == "*" || o.trim_end_matches('/') == origin.trim_end_matches('/'))
 }
 
-/// The middleware.
-pub async fn layer(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    let Some(authority) = app.authority() else {
+/// The check every route of a group gets (`api::mod` attaches it per action): with `[auth]`
+/// on, a request needs a credential that allows `action` on the stream it is about.
+pub async fn require(
+    State((app, action)): State<(Arc<App>, Action)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if app.authority().is_none() || req.method() == Method::OPTIONS {
         return next.run(req).await;
+    }
+    let scope = scope_of(action, req.uri().path(), req.uri().query().unwrap_or(""));
+    match check(&app, Some((action, scope)), req) {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused.into(),
+    }
+}
+
+/// Routes nobody listed (and wrong methods): with `[auth]` on, a credential first, then the
+/// original's 404; without one, 401. Nothing answers unauthenticated by omission.
+pub async fn unknown_route(State(app): State<Arc<App>>, req: Request) -> Response {
+    if app.authority().is_some() && req.method() != Method::OPTIONS {
+        if let Err(refused) = check(&app, None, req) {
+            return refused.into();
+        }
+    }
+    super::error::not_found().await
+}
+
+/// A refusal: its status and the reason given in the JSON body.
+struct Refusal(StatusCode, String);
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Response {
+        refuse(r.0, &r.1)
+    }
+}
+
+/// Authenticates `req` and, with `need`, authorizes it for that action and scope; the request
+/// comes back with its grant, or the refusal to send.
+fn check(app: &App, need: Option<(Action, Scope)>, mut req: Request) -> Result<Request, Refusal> {
+    let Some(authority) = app.authority() else {
+        return Ok(req);
     };
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    let Some((action, scope)) = need(req.method(), &path, &query) else {
-        return next.run(req).await;
-    };
     let remote = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -152,17 +169,15 @@ pub async fn layer(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
         .headers()
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    if is_ws && !origin_ok(&app, req.headers()) {
+    if is_ws && !origin_ok(app, req.headers()) {
         warn!(%remote, %path, "refused: websocket Origin not allowed");
-        return refuse(StatusCode::FORBIDDEN, "origin not allowed");
+        return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed".into()));
     }
     // A signed clip link stands in for a token, for its stream and window only.
-    let signed = match (
-        scope,
-        query_param(&query, "sig"),
-        query_param(&query, "exp"),
-    ) {
-        (Scope::One(id), Some(sig), Some(exp)) if path.ends_with("/clip.mp4") => {
+    let signed = match (need, query_param(&query, "sig"), query_param(&query, "exp")) {
+        (Some((Action::Archive, Scope::One(id))), Some(sig), Some(exp))
+            if path.ends_with("/clip.mp4") =>
+        {
             let t = |k| query_param(&query, k).and_then(|v| crate::archive::http::parse_time(&v));
             Some(match (t("start"), t("end"), exp.parse::<i64>()) {
                 (Some(s), Some(e), Ok(exp)) => authority.check_link(&id, s, e, exp, &sig, now_s),
@@ -181,7 +196,10 @@ pub async fn layer(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
             Some(credential) => authority.check(&credential, now_s),
             None => {
                 warn!(%remote, %path, "refused: no credential");
-                return refuse(StatusCode::UNAUTHORIZED, "a token is required");
+                return Err(Refusal(
+                    StatusCode::UNAUTHORIZED,
+                    "a token is required".into(),
+                ));
             }
         },
     };
@@ -189,21 +207,23 @@ pub async fn layer(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
         Ok(g) => g,
         Err(e) => {
             warn!(%remote, %path, "refused: {e}");
-            return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
+            return Err(Refusal(StatusCode::UNAUTHORIZED, e.to_string()));
         }
     };
-    if !allowed(&grant, action, scope) {
-        warn!(%remote, %path, who = %grant.who, ?action, "refused: not allowed");
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "not allowed for this stream or action",
-        );
+    if let Some((action, scope)) = need {
+        if !allowed(&grant, action, scope) {
+            warn!(%remote, %path, who = %grant.who, ?action, "refused: not allowed");
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "not allowed for this stream or action".into(),
+            ));
+        }
     }
     if let Some(t) = from_query {
         req.extensions_mut().insert(QueryToken(t));
     }
     req.extensions_mut().insert(grant);
-    next.run(req).await
+    Ok(req)
 }
 
 #[cfg(test)]
@@ -213,40 +233,35 @@ mod tests {
     const A: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
 
     #[test]
-    fn routes_need_their_action_on_their_stream() {
+    fn requests_are_about_the_stream_they_name() {
         let id = Uuid::parse_str(A).expect("uuid");
-        let get = |p: &str, q: &str| need(&Method::GET, p, q);
-        assert_eq!(get("/health", ""), None);
-        assert_eq!(get("/players/hls/player.js", ""), None);
-        assert_eq!(get("/", ""), Some((Action::Live, Scope::Any)));
+        let one = Scope::One(id);
         assert_eq!(
-            get("/ws/live", &format!("stream_id={A}")),
-            Some((Action::Live, Scope::One(id)))
+            scope_of(Action::Live, "/ws/live", &format!("stream_id={A}")),
+            one
+        );
+        assert_eq!(scope_of(Action::Live, &format!("/ws/{A}"), ""), one);
+        assert_eq!(
+            scope_of(Action::Live, &format!("/hls/{A}0003.m4s"), "v=x"),
+            one
         );
         assert_eq!(
-            get(&format!("/ws/{A}"), ""),
-            Some((Action::Live, Scope::One(id)))
+            scope_of(Action::Archive, &format!("/archive/{A}/clip.mp4"), ""),
+            one
         );
         assert_eq!(
-            get(&format!("/hls/{A}0003.m4s"), "v=x"),
-            Some((Action::Live, Scope::One(id)))
+            scope_of(Action::Admin, &format!("/archive/{A}/share"), ""),
+            one
         );
+        assert_eq!(scope_of(Action::Admin, "/status", ""), Scope::All);
+        assert_eq!(scope_of(Action::Live, "/streams", ""), Scope::Any);
+        assert_eq!(scope_of(Action::Metrics, "/metrics", ""), Scope::Any);
+        // Not a stream id: no stream named.
         assert_eq!(
-            get("/ws/archive", &format!("stream_id={A}&start=1")),
-            Some((Action::Archive, Scope::One(id)))
+            scope_of(Action::Archive, "/archive/not-an-id/ranges", "stream_id=x"),
+            Scope::Any
         );
-        assert_eq!(
-            get(&format!("/archive/{A}/clip.mp4"), ""),
-            Some((Action::Archive, Scope::One(id)))
-        );
-        assert_eq!(
-            get(&format!("/archive/{A}/share"), ""),
-            Some((Action::Admin, Scope::One(id)))
-        );
-        assert_eq!(get("/status", ""), Some((Action::Admin, Scope::All)));
-        assert_eq!(get("/metrics", ""), Some((Action::Metrics, Scope::Any)));
-        assert_eq!(get("/nope", ""), None);
-        assert_eq!(need(&Method::OPTIONS, "/status", ""), None);
+        assert_eq!(scope_of(Action::Live, "/hls/é", ""), Scope::Any);
     }
 
     #[test]

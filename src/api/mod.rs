@@ -15,67 +15,119 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 use crate::app::App;
+use crate::config::auth::Action;
 
-/// Adds CORS (if configured) and the original's plain-text 404 for unknown routes and methods.
-fn finish(router: Router<Arc<App>>, app: Arc<App>) -> Router {
-    let mut router = router
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&app),
-            auth::layer,
-        ))
-        .with_state(Arc::clone(&app));
-    if let Some(c) = cors::Cors::new(&app.config.cors) {
-        router = router.layer(axum::middleware::from_fn_with_state(c, cors::layer));
-    }
-    router
+/// Who may use a group of routes. Every route is created inside a group, and the group
+/// decides its check, so a route cannot be added without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Group {
+    /// No credential: health, the OpenAPI document, the favicon and player scripts.
+    Public,
+    /// Needs the action on the stream the request is about (see `auth::scope_of`).
+    Guarded(Action),
 }
+
+/// A set of routes of one group; `add` is the only way a route gets into a router.
+struct Routes {
+    app: Arc<App>,
+    groups: Vec<(Group, Router<Arc<App>>)>,
+}
+
+impl Routes {
+    fn new(app: &Arc<App>) -> Routes {
+        Routes {
+            app: Arc::clone(app),
+            groups: Vec::new(),
+        }
+    }
+
+    fn add(mut self, group: Group, path: &str, route: MethodRouter<Arc<App>>) -> Routes {
+        match self.groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, r)) => *r = std::mem::take(r).route(path, route),
+            None => self.groups.push((group, Router::new().route(path, route))),
+        }
+        self
+    }
+
+    /// Each group with its check, the original's plain-text 404 for unknown routes and methods
+    /// (after a credential when auth is on), and CORS if configured.
+    fn finish(self) -> Router {
+        let app = self.app;
+        let mut router = Router::new();
+        for (group, r) in self.groups {
+            router = router.merge(match group {
+                Group::Public => r,
+                Group::Guarded(action) => r.route_layer(axum::middleware::from_fn_with_state(
+                    (Arc::clone(&app), action),
+                    auth::require,
+                )),
+            });
+        }
+        let mut router = router
+            .fallback(auth::unknown_route)
+            .method_not_allowed_fallback(auth::unknown_route)
+            .with_state(Arc::clone(&app));
+        if let Some(c) = cors::Cors::new(&app.config.cors) {
+            router = router.layer(axum::middleware::from_fn_with_state(c, cors::layer));
+        }
+        router
+    }
+}
+
+const ADMIN: Group = Group::Guarded(Action::Admin);
+const LIVE: Group = Group::Guarded(Action::Live);
+const ARCHIVE: Group = Group::Guarded(Action::Archive);
+const METRICS: Group = Group::Guarded(Action::Metrics);
 
 /// The API server (`[api]`): the original's routes.
 pub fn api_router(app: Arc<App>) -> Router {
-    let r = Router::new()
-        .route("/list", get(streams::list))
-        .route("/status", get(streams::status))
-        .route("/enable_camera", post(streams::enable_camera))
-        .route("/disable_camera", post(streams::disable_camera))
-        .route("/metrics", get(metrics))
-        .route("/config/reload", post(reload));
-    finish(archive_routes(r), app)
+    both(Routes::new(&app))
+        .add(ADMIN, "/list", get(streams::list))
+        .add(ADMIN, "/status", get(streams::status))
+        .add(ADMIN, "/enable_camera", post(streams::enable_camera))
+        .add(ADMIN, "/disable_camera", post(streams::disable_camera))
+        .add(ADMIN, "/config/reload", post(reload))
+        .add(METRICS, "/metrics", get(metrics))
+        .finish()
 }
 
 /// The video server (`[video]`): MSE websocket, the built-in page and players.
 pub fn video_router(app: Arc<App>) -> Router {
-    let r = Router::new()
-        .route("/ws/{segment}", get(crate::mse::live_handler))
-        .route("/hls/{file}", get(crate::hls::http::handler))
-        .route("/streams", get(streams::video_streams))
-        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-        .route("/", get(|| asset("/")))
-        .route("/players/{player}/", get(player_page))
-        .route("/players/{player}/{file}", get(player_file))
-        .route("/ws/archive", get(crate::archive::ws::handler));
-    finish(archive_routes(r), app)
+    both(Routes::new(&app))
+        .add(LIVE, "/ws/{segment}", get(crate::mse::live_handler))
+        .add(LIVE, "/hls/{file}", get(crate::hls::http::handler))
+        .add(LIVE, "/streams", get(streams::video_streams))
+        .add(LIVE, "/", get(|| asset("/")))
+        .add(LIVE, "/players/{player}/", get(player_page))
+        .add(ARCHIVE, "/ws/archive", get(crate::archive::ws::handler))
+        .add(
+            Group::Public,
+            "/favicon.ico",
+            get(|| async { StatusCode::NO_CONTENT }),
+        )
+        // Scripts of the players carry no data; the pages do (through their requests).
+        .add(Group::Public, "/players/{player}/{file}", get(player_file))
+        .finish()
 }
 
 /// Routes on both servers: the archive's REST routes (the original has `ranges` on the API
 /// server; players reach clips and playlists on the video server), health, stream details and
 /// the OpenAPI document.
-fn archive_routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
+fn both(r: Routes) -> Routes {
     use crate::archive::http;
-    r.route("/openapi.json", get(openapi))
-        .route("/health", get(streams::health))
-        .route("/streams/{id}", get(streams::stream_details))
-        .route("/archive/{id}/ranges", get(http::ranges))
-        .route("/archive/{id}/segments", get(http::segments))
-        .route("/archive/{id}/clip.mp4", get(http::clip))
-        .route("/archive/{id}/playlist.m3u8", get(http::playlist))
-        .route("/archive/{id}/files/{name}", get(http::file))
-        .route("/archive/{id}/share", post(http::share))
+    r.add(Group::Public, "/openapi.json", get(openapi))
+        .add(Group::Public, "/health", get(streams::health))
+        .add(LIVE, "/streams/{id}", get(streams::stream_details))
+        .add(ARCHIVE, "/archive/{id}/ranges", get(http::ranges))
+        .add(ARCHIVE, "/archive/{id}/segments", get(http::segments))
+        .add(ARCHIVE, "/archive/{id}/clip.mp4", get(http::clip))
+        .add(ARCHIVE, "/archive/{id}/playlist.m3u8", get(http::playlist))
+        .add(ARCHIVE, "/archive/{id}/files/{name}", get(http::file))
+        .add(ADMIN, "/archive/{id}/share", post(http::share))
 }
 
 /// Web assets compiled into the binary, so the pages work with nothing else installed:

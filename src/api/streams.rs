@@ -91,6 +91,7 @@ fn stream_json(s: &StreamView) -> Value {
         "sessions": stats.sessions.load(Ordering::Relaxed),
         "discontinuities": stats.discontinuities.load(Ordering::Relaxed),
         "timestamp_jumps": stats.timestamp_jumps.load(Ordering::Relaxed),
+        "rtp_packets_lost": stats.rtp_packets_lost.load(Ordering::Relaxed),
         "reorder_depth": stats.reorder_depth.load(Ordering::Relaxed),
         "frames_dropped_for_slow_viewers": stats.frames_dropped_for_slow_viewers.load(Ordering::Relaxed),
         // Frame arrival (last packet read from the camera) to its fragment written to a

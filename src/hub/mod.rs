@@ -66,6 +66,8 @@ pub struct Stats {
     pub clock: ClockStats,
     pub sessions: AtomicU64,
     pub discontinuities: AtomicU64,
+    /// RTP packets the camera sent that never arrived (sequence number gaps, UDP).
+    pub rtp_packets_lost: AtomicU64,
     /// Camera clock jumps re-stamped onto the timeline within a session (no frame lost).
     pub timestamp_jumps: AtomicU64,
     /// Video frames reordered (B-frames): the depth in use, and how often it had to grow

@@ -203,6 +203,16 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// RTP packets lost before a frame (a sequence number gap).
+    pub fn packets_lost(&mut self, n: u64) {
+        if n > 0 {
+            self.hub
+                .stats
+                .rtp_packets_lost
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// The duration of audio frames, 90 kHz.
     pub fn audio_frame_len(&mut self, dur_90k: u32) {
         self.audio_dur_90k = dur_90k;

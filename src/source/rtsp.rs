@@ -225,6 +225,7 @@ pub async fn run_session(
                 if params.video.is_none() {
                     continue;
                 }
+                emit.packets_lost(f.loss().into());
                 let ts = f.timestamp();
                 let in_90k = crate::media::to_90k(ts.timestamp(), ts.clock_rate().get());
                 let is_key = f.is_random_access_point();
@@ -239,6 +240,7 @@ pub async fn run_session(
                 );
             }
             CodecItem::AudioFrame(f) => {
+                emit.packets_lost(f.loss().into());
                 let Some(a) = params.audio.as_ref() else {
                     continue;
                 };

@@ -3,8 +3,8 @@
 // Optional environment: VIDEO (a CSS selector for the <video> to watch instead of the first),
 // WAIT_FOR (a JS expression to wait for after loading) and BEFORE (JS to run then, e.g. a click
 // on a timeline), FULL_PAGE (screenshot the whole page).
-// Prints one JSON line: first-frame time, currentTime before/after and once a second, size,
-// error, player stats and the page's text.
+// Prints one JSON line: first-frame time, currentTime before/after and once a second, frames
+// shown before/after, size, error, player stats and the page's text.
 import { chromium } from "playwright-core";
 
 const [url, shot, secs = "4"] = process.argv.slice(2);
@@ -30,6 +30,11 @@ try {
   }, selector, { timeout: 20000 });
   const firstFrameMs = Date.now() - t0;
   const before = await page.evaluate((sel) => document.querySelector(sel).currentTime, selector);
+  // Frames decoded and shown so far: with the count at the end, the frame rate over the run.
+  const framesBefore = await page.evaluate((sel) => {
+    const q = document.querySelector(sel).getVideoPlaybackQuality?.();
+    return q ? q.totalVideoFrames - q.droppedVideoFrames : null;
+  }, selector);
   const videosBefore = await page.evaluate(() => [...document.querySelectorAll("video")].map((x) => x.currentTime));
   // currentTime once a second, to see playback stall and resume.
   const samples = [];
@@ -57,7 +62,7 @@ try {
     };
   }, selector);
   await page.screenshot({ path: shot, fullPage: Boolean(process.env.FULL_PAGE) });
-  console.log(JSON.stringify({ ok: true, firstFrameMs, before, videosBefore, samples, ...after, logs }));
+  console.log(JSON.stringify({ ok: true, firstFrameMs, before, framesBefore, samples, videosBefore, ...after, logs }));
 } catch (e) {
   console.log(JSON.stringify({ ok: false, error: String(e) }));
   process.exitCode = 1;
