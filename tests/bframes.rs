@@ -175,6 +175,25 @@ async fn b_frame_archive_files_and_hls_decode_frame_exact() {
         checked += 1;
     }
     assert_eq!(checked, 2);
+    // A clip starting inside a GOP: the lead-in is squeezed, B-frames and all, and ffmpeg
+    // decodes it without a complaint.
+    let first = list[0]["start_ms"].as_i64().expect("start");
+    let (start, end) = (first + 1_500, first + 5_500);
+    let r = get(
+        gw.video,
+        &format!(
+            "/archive/{STREAM_A}/clip.mp4?start={:.3}&end={:.3}",
+            start as f64 / 1000.0,
+            end as f64 / 1000.0
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let clip = dir.join("clip.mp4");
+    std::fs::write(&clip, &r.body).expect("write clip");
+    let p = probe(&clip);
+    assert!(p.decode_errors.is_empty(), "clip: {}", p.decode_errors);
+    assert!(p.video_frames >= 100, "{p:?}");
     // HLS: ffmpeg reads the live playlist with B-frames without a complaint.
     let url = format!("http://{}/hls/{STREAM_A}.m3u8", gw.video);
     let out = tokio::task::spawn_blocking(move || {

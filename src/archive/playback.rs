@@ -2,9 +2,9 @@
 //! window, on what output timeline. Shared by `/ws/archive` and `clip.mp4`.
 //!
 //! Frame-accurate starts without re-encoding: playback begins at the keyframe at or before
-//! `start`, and every video frame between that keyframe and `start` gets a duration of one
-//! 90 kHz tick, so decoders still see the whole GOP but the first frame shown for any real
-//! time is the one at `start`. Audio before `start` is dropped. Files are joined back to back:
+//! `start`, and every video frame presented before `start` is squeezed to one 90 kHz tick
+//! (decode and presentation times alike, in order: [`Warp`]), so decoders still see the whole
+//! GOP but the first frame shown for any real time is the one at `start`, with B-frames too. Audio before `start` is dropped. Files are joined back to back:
 //! a gap between files disappears from the output timeline (the original's behaviour), and is
 //! reported so the caller can tell the client.
 
@@ -105,47 +105,49 @@ impl Planner {
             .find(|s| s.track == lead)
             .map_or(movie.samples[from].dts_90k, |s| s.dts_90k);
         let pre_start = |s: &crate::movie::Sample| !self.started && wall(s.dts_90k) < self.start_ms;
-        // Audio starts at `start`, after all the squeezed video.
-        let total_squeeze_90k: i64 = movie.samples[from..]
-            .iter()
-            .filter(|s| s.track == TrackKind::Video && pre_start(s))
-            .map(|s| i64::from(s.dur_90k) - 1)
-            .sum();
-        let mut squeezed_90k = 0i64;
+        let warp = if self.started || !has_video {
+            Warp::identity(first_dts)
+        } else {
+            let start_90k = base_90k + (self.start_ms - file_start_ms).saturating_mul(90);
+            let video = movie.samples[from..]
+                .iter()
+                .filter(|s| s.track == TrackKind::Video && wall(s.dts_90k) < self.end_ms);
+            Warp::lead_in(
+                video.map(|s| (s.dts_90k, s.dts_90k + i64::from(s.cto_90k))),
+                start_90k,
+            )
+        };
+        let origin = warp.at(first_dts);
         for s in &movie.samples[from..] {
             let w = wall(s.dts_90k);
             if w >= self.end_ms {
                 break;
             }
-            let before_start = pre_start(s);
-            if before_start && s.track == TrackKind::Audio {
+            if s.track == TrackKind::Audio && pre_start(s) {
                 continue;
             }
-            let dur_90k = if before_start {
-                1
+            let dts_90k = self.next_90k + warp.at(s.dts_90k) - origin;
+            let (dur_90k, cto_90k) = if s.track == TrackKind::Video {
+                let end = self.next_90k + warp.at(s.dts_90k + i64::from(s.dur_90k)) - origin;
+                let pts = self.next_90k + warp.at(s.dts_90k + i64::from(s.cto_90k)) - origin;
+                (
+                    (end - dts_90k).max(1),
+                    i32::try_from(pts - dts_90k).unwrap_or(0),
+                )
             } else {
-                i64::from(s.dur_90k)
+                (i64::from(s.dur_90k), s.cto_90k)
             };
-            let squeeze = if s.track == TrackKind::Video {
-                squeezed_90k
-            } else {
-                total_squeeze_90k
-            };
-            let dts_90k = self.next_90k + (s.dts_90k - first_dts) - squeeze;
             if s.track != lead {
                 if dts_90k < self.audio_end_90k || dts_90k < 0 {
                     continue;
                 }
                 self.audio_end_90k = dts_90k + dur_90k;
             }
-            if before_start {
-                squeezed_90k += i64::from(s.dur_90k) - 1;
-            }
             plan.samples.push(OutSample {
                 track: s.track,
                 dts_90k: dts_90k.max(0),
                 dur_90k,
-                cto_90k: s.cto_90k,
+                cto_90k,
                 is_key: s.is_key,
                 wall_ms: w,
                 data: movie.payload(s),
@@ -173,6 +175,54 @@ impl Planner {
     /// Output time reached so far, 90 kHz.
     pub fn position_90k(&self) -> i64 {
         self.next_90k
+    }
+}
+
+/// The output clock of a plan's first file: every decode and presentation time before the
+/// first frame shown at `start` is squeezed to one tick apart, in order; from that frame on,
+/// real time. The map is monotonic, so decode order, presentation order and "decoded before
+/// presented" all survive it, B-frames included (a frame decoded before `start` but shown
+/// after it stays in real time; one decoded after it but shown before it is squeezed).
+#[derive(Debug)]
+struct Warp {
+    /// First presentation time shown; real time from here.
+    shown_90k: i64,
+    /// Every distinct decode and presentation time before `shown_90k`, ascending.
+    lead_in: Vec<i64>,
+}
+
+impl Warp {
+    /// No squeeze: times relative to `origin_90k`.
+    fn identity(origin_90k: i64) -> Warp {
+        Warp {
+            shown_90k: origin_90k,
+            lead_in: Vec::new(),
+        }
+    }
+
+    /// From the video samples' (decode, presentation) times, for a start at `start_90k`.
+    fn lead_in(video: impl Iterator<Item = (i64, i64)> + Clone, start_90k: i64) -> Warp {
+        let shown_90k = video
+            .clone()
+            .map(|(_, pts)| pts)
+            .filter(|&pts| pts >= start_90k)
+            .min()
+            .unwrap_or(start_90k);
+        let mut lead_in: Vec<i64> = video
+            .flat_map(|(dts, pts)| [dts, pts])
+            .filter(|&t| t < shown_90k)
+            .collect();
+        lead_in.sort_unstable();
+        lead_in.dedup();
+        Warp { shown_90k, lead_in }
+    }
+
+    fn at(&self, t_90k: i64) -> i64 {
+        if t_90k < self.shown_90k {
+            self.lead_in.partition_point(|&x| x < t_90k) as i64
+        } else {
+            self.lead_in.len() as i64 + (t_90k - self.shown_90k)
+        }
     }
 }
 
@@ -302,12 +352,18 @@ pub(crate) mod tests {
     /// A fragmented file of `secs` seconds (25 fps, a keyframe every 50 frames, AAC), as the
     /// recorder writes it.
     pub(crate) fn file(secs: i64) -> Movie {
+        file_with(secs, |_| 0)
+    }
+
+    /// Like [`file`], with a composition offset per frame (B-frames).
+    fn file_with(secs: i64, cto_90k: impl Fn(i64) -> i32) -> Movie {
         let p = real_params(true);
         let mut seg = Segmenter::new(Targets::files(3_600 * 90_000, 90_000));
         let mut events = Vec::new();
         for n in 0..secs * 25 {
             let mut f = Frame::test_video(n, n % 50 == 0, Bytes::from(vec![n as u8; 20]));
             f.params = Arc::clone(&p);
+            f.cto_90k = cto_90k(n);
             seg.push(&f, false, &mut events);
             if n % 2 == 0 {
                 let mut a = f.clone();
@@ -382,5 +438,55 @@ pub(crate) mod tests {
             .map(|c| c.len())
             .sum();
         assert_eq!(total, chunks);
+    }
+
+    #[test]
+    fn a_start_inside_a_b_frame_gop_keeps_decode_and_presentation_order() {
+        // Decode order I P B P B …: a P is shown one frame later, the B after it one earlier;
+        // every presentation time is one frame after the camera's order (offsets stay >= 0).
+        let shown_as = |n: i64| -> i64 {
+            let k = n % 50;
+            match k {
+                0 | 49 => n,
+                k if k % 2 == 1 => n + 1,
+                _ => n - 1,
+            }
+        };
+        let m = file_with(10, |n| ((shown_as(n) + 1 - n) * 3600) as i32);
+        let mut planner = Planner::new(1_003_000, 1_008_000);
+        let plan = planner.file(&m, 1_000_000, 500);
+        let video: Vec<&OutSample> = plan
+            .samples
+            .iter()
+            .filter(|s| s.track == TrackKind::Video)
+            .collect();
+        assert!(video[0].is_key && video[0].wall_ms == 1_002_000);
+        for w in video.windows(2) {
+            assert!(w[1].dts_90k > w[0].dts_90k, "decode order");
+        }
+        assert!(video.iter().all(|s| s.cto_90k >= 0), "decoded before shown");
+        // Presentation, sorted: the lead-in squeezed below the first frame shown, then real
+        // frame spacing to the end.
+        let mut pts: Vec<(i64, i64)> = video
+            .iter()
+            .map(|s| (s.dts_90k + i64::from(s.cto_90k), s.wall_ms))
+            .collect();
+        pts.sort_unstable();
+        let first_shown = pts
+            .windows(2)
+            .position(|w| w[1].0 - w[0].0 >= 3600)
+            .expect("frames shown");
+        // The frames presented before 3.0 s (about 25) take a few ticks in all.
+        assert!((23..=27).contains(&first_shown), "lead-in: {first_shown}");
+        assert!(pts[first_shown].0 < 100, "{:?}", &pts[..first_shown + 1]);
+        let steps: Vec<i64> = pts[first_shown..]
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .collect();
+        assert!(
+            steps.iter().all(|&d| d == 3600),
+            "shown frames one frame apart: {steps:?}"
+        );
+        assert!(pts[..first_shown].windows(2).all(|w| w[1].0 > w[0].0));
     }
 }

@@ -174,7 +174,14 @@ impl ViewerMux {
             rescale(i64::from(dur_90k), TIMESCALE_90K, timescale).clamp(1, i64::from(u32::MAX))
                 as u32
         };
-        let cto = rescale(i64::from(f.cto_90k), TIMESCALE_90K, timescale) as i32;
+        // Catch-up frames are squeezed 1 tick apart for the decoder's sake; their composition
+        // offsets (B-frames) would scatter them over the live frames' presentation times, so
+        // they are presented where they are decoded.
+        let cto = if catching_up {
+            0
+        } else {
+            rescale(i64::from(f.cto_90k), TIMESCALE_90K, timescale) as i32
+        };
         self.sequence = self.sequence.wrapping_add(1);
         let sample = [Sample {
             duration,
@@ -432,5 +439,32 @@ mod tests {
         m.push(&video(&params("avc1.42C01E"), 0, true, 0), &mut out);
         m.push(&video(&params("avc1.42C01E"), 1, false, 0), &mut out);
         assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn catch_up_frames_are_presented_where_they_are_decoded_and_live_ones_keep_their_offset() {
+        use mp4_atom::Decode;
+        let p = params("avc1.64001F");
+        let cto = |b: &Bytes| {
+            let moof = mp4_atom::Moof::decode(&mut std::io::Cursor::new(b.as_ref())).expect("moof");
+            let e = moof.traf[0].trun[0].samples.iter().next().expect("sample");
+            e.cts.expect("cto")
+        };
+        let mut m = ViewerMux::new(Some(1000));
+        let mut out = Vec::new();
+        // A cached GOP with B-frames (offsets of two frames), then a live frame.
+        for (n, wall) in [(0, 0), (1, 0), (2, 0), (3, 2000)] {
+            let mut f = video(&p, n, n == 0, wall);
+            f.cto_90k = 7200;
+            m.push(&f, &mut out);
+        }
+        let ctos: Vec<i64> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Fragment(b) => Some(cto(b)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ctos, vec![0, 0, 0, 7200]);
     }
 }
