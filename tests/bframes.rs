@@ -211,3 +211,17 @@ async fn b_frame_archive_files_and_hls_decode_frame_exact() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_file_with_b_frames_plays_at_full_rate() {
+    let file = media_dir().join("h264b.mp4");
+    let gw = Gateway::start(&format!(
+        "[[local_files]]\nguid = \"{STREAM_A}\"\nfile = \"{}\"\noutput_types = [\"mse\"]\nloop = true\n",
+        file.display()
+    ))
+    .await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    check_viewer(&gw, 100, "file-b.mp4", false).await;
+    let st = gw.status().await;
+    assert_eq!(st["streams"][STREAM_A]["discontinuities"], 0, "{st}");
+}

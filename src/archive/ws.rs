@@ -81,6 +81,44 @@ struct Session {
     paced_from: Option<(Instant, i64)>,
 }
 
+/// A client's text message on `/ws/archive`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Ping,
+    /// Send the next batch (flow control).
+    More,
+    /// `{"type":"seek","t":<Unix seconds>}`: play from this time, Unix ms.
+    Seek(i64),
+    /// Anything else (the original ignores it too).
+    Ignored,
+}
+
+/// Latest seek target accepted: the year 3000, Unix ms (a seek past it is ignored).
+const MAX_SEEK_MS: i64 = 32_503_680_000_000;
+
+/// Reads a client's text message. Untrusted input: a seek to a time that is not finite, before
+/// 1970 or after [`MAX_SEEK_MS`] is ignored.
+pub fn parse_command(text: &str) -> Command {
+    match text.trim() {
+        "ping" => Command::Ping,
+        "more" => Command::More,
+        other => {
+            let v: serde_json::Value = serde_json::from_str(other).unwrap_or_default();
+            match (v["type"].as_str(), v["t"].as_f64()) {
+                (Some("seek"), Some(t)) if t.is_finite() => {
+                    let ms = (t * 1000.0).round();
+                    if (0.0..=MAX_SEEK_MS as f64).contains(&ms) {
+                        Command::Seek(ms as i64)
+                    } else {
+                        Command::Ignored
+                    }
+                }
+                _ => Command::Ignored,
+            }
+        }
+    }
+}
+
 /// Why sending stopped.
 enum Stop {
     /// The client left or the socket failed.
@@ -208,22 +246,17 @@ impl Session {
     async fn on_message(&mut self, m: Option<Result<Message, axum::Error>>) -> Result<(), Stop> {
         match m {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Stop::Gone),
-            Some(Ok(Message::Text(t))) => match t.as_str().trim() {
-                "ping" => {
+            Some(Ok(Message::Text(t))) => match parse_command(t.as_str()) {
+                Command::Ping => {
                     self.send(Message::Text(Utf8Bytes::from_static("pong")))
                         .await
                 }
-                "more" => {
+                Command::More => {
                     self.more_pending = true;
                     Ok(())
                 }
-                other => {
-                    let v: serde_json::Value = serde_json::from_str(other).unwrap_or_default();
-                    match (v["type"].as_str(), v["t"].as_f64()) {
-                        (Some("seek"), Some(t)) => Err(Stop::Seek((t * 1000.0).round() as i64)),
-                        _ => Ok(()),
-                    }
-                }
+                Command::Seek(ms) => Err(Stop::Seek(ms)),
+                Command::Ignored => Ok(()),
             },
             Some(Ok(_)) => Ok(()),
         }
@@ -341,6 +374,32 @@ impl Session {
                 _ = tokio::time::sleep_until(due) => return Ok(()),
                 m = self.socket.recv() => self.on_message(m).await?,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_commands_are_read_and_absurd_seeks_ignored() {
+        assert_eq!(parse_command(" ping\n"), Command::Ping);
+        assert_eq!(parse_command("more"), Command::More);
+        assert_eq!(
+            parse_command(r#"{"type":"seek","t":1700000000.25}"#),
+            Command::Seek(1_700_000_000_250)
+        );
+        for junk in [
+            r#"{"type":"seek","t":1e300}"#,
+            r#"{"type":"seek","t":-5}"#,
+            r#"{"type":"seek","t":"soon"}"#,
+            r#"{"type":"seek"}"#,
+            "{",
+            "",
+            "\u{0}",
+        ] {
+            assert_eq!(parse_command(junk), Command::Ignored, "{junk:?}");
         }
     }
 }

@@ -169,7 +169,11 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: u32) -> Option<()> {
     let (mut last, mut next) = (8i32, 8i32);
     for _ in 0..size {
         if next != 0 {
+            // delta_scale is −128..=127 (7.4.2.1.1.1); anything else is not an SPS.
             let delta = r.se()?;
+            if !(-128..=127).contains(&delta) {
+                return None;
+            }
             next = (last + delta + 256).rem_euclid(256);
         }
         if next != 0 {
@@ -460,6 +464,21 @@ mod tests {
         // width 0 (1), height 0 (1), frame_mbs_only 1, direct 1, crop 0, vui 0.
         nal.extend_from_slice(&[0b1010_1100, 0b1110_1001, 0b1110_0000]);
         assert_eq!(h264_reorder_depth(&nal), Some(ReorderDepth::Unknown));
+    }
+
+    /// Found by `cargo fuzz run sps`: a scaling-list delta of ±2³¹ overflowed.
+    const FUZZ_SCALING_DELTA: &[u8] = &[
+        0xa4, 0x27, 0x87, 0x28, 0x2f, 0x01, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x27, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x61, 0x43, 0x00, 0x00, 0x00, 0x00, 0xff,
+        0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x08, 0x00, 0xff,
+        0xff, 0xff, 0x00, 0x30, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0xff, 0x68, 0x00, 0xa4,
+    ];
+
+    #[test]
+    fn fuzz_finds_stay_fixed() {
+        // The fuzz target's first byte picks the reader (here: 0xa4 % 4 = 0, H.264).
+        assert_eq!(h264_reorder_depth(&FUZZ_SCALING_DELTA[1..]), None);
     }
 
     #[test]

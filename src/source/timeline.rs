@@ -190,7 +190,12 @@ impl Timeline {
                     t.mapping = Some((in_base, out_base + d.shift_90k));
                 }
                 pts = d.pts_90k;
-                d.dts_90k
+                // Above what a file's offsets put out before, should a source mix both.
+                if t.seen {
+                    d.dts_90k.max(t.last_dts_90k + 1)
+                } else {
+                    d.dts_90k
+                }
             }
             (TrackKind::Audio, None) => {
                 if t.seen {
