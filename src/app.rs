@@ -4,12 +4,10 @@
 //! will join them), looking streams up for the outputs, binding listeners, and the
 //! shutdown sequence. Does not belong here: request handling (`api`, `mse`), media work.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -164,6 +162,8 @@ pub struct App {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Serialises edits of the configuration file (`[api] persist`).
     persist_lock: tokio::sync::Mutex<()>,
+    /// Both servers' connection counts (`[limits]`).
+    pub server_stats: Arc<crate::api::server::ServerStats>,
 }
 
 /// A stream as the API shows it.
@@ -187,6 +187,7 @@ impl App {
             streams: Mutex::new(Vec::new()),
             shutdown,
             persist_lock: tokio::sync::Mutex::new(()),
+            server_stats: Arc::default(),
             archive: std::sync::OnceLock::new(),
             metrics: crate::metrics::Metrics::new(),
             authority: config
@@ -529,28 +530,29 @@ pub async fn serve(
     let token = app.shutdown.clone();
     // Media connections: no Nagle delay, and a send buffer of about a second of video so that a
     // slow viewer shows up as back-pressure (and is resynced) instead of as growing latency.
-    let video = video.tap_io(|tcp| {
+    fn media_socket(tcp: &tokio::net::TcpStream) {
         let _ = tcp.set_nodelay(true);
-        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(VIEWER_SEND_BUFFER);
-    });
-    servers.push(tokio::spawn(
-        axum::serve(
-            video,
-            video_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.clone().cancelled_owned())
-        .into_future(),
-    ));
+        let _ = socket2::SockRef::from(tcp).set_send_buffer_size(VIEWER_SEND_BUFFER);
+    }
+    let limits = app.config.limits;
+    servers.push(tokio::spawn(crate::api::server::run(
+        video,
+        video_router,
+        limits,
+        Arc::clone(&app.server_stats),
+        token.clone(),
+        media_socket,
+    )));
     if let Some(api) = api {
         let api_router = crate::api::api_router(Arc::clone(&app));
-        servers.push(tokio::spawn(
-            axum::serve(
-                api,
-                api_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .into_future(),
-        ));
+        servers.push(tokio::spawn(crate::api::server::run(
+            api,
+            api_router,
+            limits,
+            Arc::clone(&app.server_stats),
+            token.clone(),
+            |_| {},
+        )));
     }
     token.cancelled().await;
     info!("shutting down: stopping streams");

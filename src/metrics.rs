@@ -40,6 +40,18 @@ const HELP: &[(&str, &str)] = &[
         "Streams configured or added through the API.",
     ),
     (
+        "video_server_websocket_viewers",
+        "Websocket viewers (live and archive) now, against [limits] max_viewers.",
+    ),
+    (
+        "video_server_connections_refused_total",
+        "Connections refused with a 503 at [limits] max_connections.",
+    ),
+    (
+        "video_server_viewers_refused_total",
+        "Viewers refused with a 503 at [limits] max_viewers or max_viewers_per_stream.",
+    ),
+    (
         "video_server_stream_up",
         "1 while frames flow from the camera.",
     ),
@@ -239,6 +251,13 @@ impl Metrics {
         let streams = app.list();
         last.retain(|id, _| streams.iter().any(|s| s.config.id == *id));
         gauge!("video_server_streams").set(streams.len() as f64);
+        let server = &app.server_stats;
+        gauge!("video_server_websocket_viewers")
+            .set(server.ws_viewers.load(Ordering::Relaxed) as f64);
+        counter!("video_server_connections_refused_total")
+            .absolute(server.refused_connections.load(Ordering::Relaxed));
+        counter!("video_server_viewers_refused_total")
+            .absolute(server.refused_viewers.load(Ordering::Relaxed));
         for s in &streams {
             let id = s.config.id.to_string();
             let l = || vec![Label::new("stream", id.clone())];

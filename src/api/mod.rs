@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cors;
 pub mod error;
 pub mod ranged;
+pub mod server;
 pub mod streams;
 
 use std::sync::Arc;
@@ -70,6 +71,9 @@ impl Routes {
         let mut router = router
             .fallback(auth::unknown_route)
             .method_not_allowed_fallback(auth::unknown_route)
+            .layer(axum::extract::DefaultBodyLimit::max(
+                app.config.limits.max_body_bytes,
+            ))
             .with_state(Arc::clone(&app));
         if let Some(c) = cors::Cors::new(&app.config.cors) {
             router = router.layer(axum::middleware::from_fn_with_state(c, cors::layer));

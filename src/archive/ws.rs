@@ -56,9 +56,21 @@ pub async fn handler(
     Query(q): Query<ArchiveQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let slot = match crate::api::server::ViewerSlot::reserve(
+        &app.server_stats,
+        &app.config.limits,
+        None,
+    ) {
+        Ok(slot) => slot,
+        Err(reason) => return crate::api::server::viewers_busy(reason),
+    };
     ws.on_upgrade(move |socket| {
         let span = tracing::info_span!("ws_archive", stream = q.stream_id.as_deref().unwrap_or(""));
-        session(app, socket, q).instrument(span)
+        async move {
+            let _slot = slot;
+            session(app, socket, q).await
+        }
+        .instrument(span)
     })
 }
 

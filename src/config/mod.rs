@@ -7,6 +7,7 @@
 //! belong here: acting on the settings (`app`).
 
 pub mod auth;
+pub mod limits;
 mod raw;
 mod streams;
 
@@ -270,6 +271,7 @@ pub struct Config {
     pub cors: CorsConfig,
     pub on_demand: OnDemandConfig,
     pub auth: auth::AuthConfig,
+    pub limits: limits::LimitsConfig,
     pub webhooks: Vec<WebhookConfig>,
     pub streams: Vec<StreamConfig>,
     /// Things worth telling the user that do not stop the start (unknown keys, aliases, …).
@@ -610,6 +612,13 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         message,
     })?;
 
+    let limits = limits::resolve(raw.limits).map_err(|(key, message)| ConfigError {
+        file: path.to_owned(),
+        line: line_of_key(text, key.rsplit('.').next().unwrap_or(&key)),
+        key,
+        message,
+    })?;
+
     let mut webhooks = Vec::new();
     for (i, w) in raw.webhooks.iter().enumerate() {
         let err = |key: &str, message: String| ConfigError {
@@ -809,6 +818,7 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         cors,
         on_demand,
         auth,
+        limits,
         webhooks,
         streams,
         warnings,

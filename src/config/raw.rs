@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub auth: RawAuth,
     /// Ours: `[[webhooks]]`.
     pub webhooks: Vec<RawWebhook>,
+    /// Ours: `[limits]`.
+    pub limits: super::limits::RawLimits,
     pub rtsp_streams: Vec<RawStream>,
     pub local_files: Vec<RawLocalFile>,
 }

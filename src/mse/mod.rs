@@ -15,7 +15,6 @@
 
 mod viewer;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
 use uuid::Uuid;
 
+use crate::api::server::{viewers_busy, ViewerSlot};
 use crate::app::App;
 use crate::hub::RecvError;
 pub use viewer::{Out, ViewerMux};
@@ -72,6 +72,18 @@ pub async fn live_handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     let raw_id = q.stream_id.clone().unwrap_or(segment);
+    // A known stream's viewer takes its place under `[limits]` before the upgrade; an unknown
+    // one is told so after it, with the original's close reason.
+    let hub = Uuid::parse_str(raw_id.trim())
+        .ok()
+        .and_then(|id| app.hub.get(&id));
+    let slot = match hub {
+        Some(hub) => match ViewerSlot::reserve(&app.server_stats, &app.config.limits, Some(&hub)) {
+            Ok(slot) => Some(slot),
+            Err(reason) => return viewers_busy(reason),
+        },
+        None => None,
+    };
     // Viewers send only short texts (`ping`): a small read buffer and a cap on their messages
     // keep a thousand connections cheap (tungstenite's default read buffer is 128 KiB each).
     ws.read_buffer_size(CLIENT_READ_BUFFER)
@@ -79,7 +91,7 @@ pub async fn live_handler(
         .max_frame_size(CLIENT_MAX_MESSAGE)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("mse", stream = %raw_id);
-            session(app, socket, raw_id, q).instrument(span)
+            session(app, socket, raw_id, q, slot).instrument(span)
         })
 }
 
@@ -112,16 +124,13 @@ fn health_event(online: bool, error: Option<String>) -> Message {
     })
 }
 
-/// Decrements the viewer count however the session ends.
-struct ViewerGuard(Arc<crate::hub::StreamHub>);
-
-impl Drop for ViewerGuard {
-    fn drop(&mut self) {
-        self.0.stats.mse_viewers.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery) {
+async fn session(
+    app: Arc<App>,
+    socket: WebSocket,
+    raw_id: String,
+    q: LiveQuery,
+    slot: Option<ViewerSlot>,
+) {
     let (mut tx, mut rx) = socket.split();
     let Ok(id) = Uuid::parse_str(raw_id.trim()) else {
         let _ = tx.send(close(&format!("Not valid UUID: '{raw_id}'"))).await;
@@ -136,8 +145,17 @@ async fn session(app: Arc<App>, socket: WebSocket, raw_id: String, q: LiveQuery)
     };
     let events = flag(&q.events, false);
     let catchup = flag(&q.catchup, true);
-    hub.stats.mse_viewers.fetch_add(1, Ordering::Relaxed);
-    let _guard = ViewerGuard(Arc::clone(&hub));
+    // A stream that appeared after the upgrade began takes its place now.
+    let _slot = match slot {
+        Some(slot) => slot,
+        None => match ViewerSlot::reserve(&app.server_stats, &app.config.limits, Some(&hub)) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                let _ = tx.send(close(reason)).await;
+                return;
+            }
+        },
+    };
     info!(events, catchup, "viewer connected");
 
     // Client messages are read by their own task so that a slow send never delays a pong and a
