@@ -59,8 +59,22 @@ impl Frame {
 
 #[cfg(test)]
 impl Frame {
-    /// A video frame `n` of a 25 fps stream, for unit tests.
+    /// A video frame `n` of a 25 fps H.264 stream, for unit tests.
     pub fn test_video(n: i64, is_key: bool, data: Bytes) -> Frame {
+        static PARAMS: std::sync::OnceLock<Arc<StreamParams>> = std::sync::OnceLock::new();
+        let params = PARAMS.get_or_init(|| {
+            Arc::new(StreamParams {
+                video: Some(VideoParams {
+                    codec: VideoCodec::H264,
+                    rfc6381: "avc1.42C01E".into(),
+                    width: 320,
+                    height: 240,
+                    frame_rate: Some((25, 1)),
+                    sample_entry: Bytes::new(),
+                }),
+                audio: None,
+            })
+        });
         Frame {
             track: TrackKind::Video,
             dts_90k: n * 3600,
@@ -71,7 +85,7 @@ impl Frame {
             wall_ms: 0,
             received: std::time::Instant::now(),
             data,
-            params: Arc::new(StreamParams::default()),
+            params: Arc::clone(params),
         }
     }
 }

@@ -201,7 +201,9 @@ impl Ring {
             let f = &self.frames[(cursor.next - self.first_seq) as usize];
             cursor.next += 1;
             if cursor.want_key {
-                if !f.is_video_key() {
+                // A stream without video starts anywhere (a subscriber that came before the
+                // stream's parameters were known does not know it has no video).
+                if !f.is_video_key() && f.params.video.is_some() {
                     continue;
                 }
                 cursor.want_key = false;

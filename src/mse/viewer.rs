@@ -130,6 +130,10 @@ impl ViewerMux {
             return;
         };
 
+        if params.video.is_none() {
+            // Catch-up squeezes a video GOP; an audio-only stream starts at once.
+            self.catchup_before_ms = None;
+        }
         let catching_up =
             f.track == TrackKind::Video && self.catchup_before_ms.is_some_and(|t| f.wall_ms < t);
         let (out_90k, dur_90k) = if catching_up {
@@ -466,5 +470,18 @@ mod tests {
             })
             .collect();
         assert_eq!(ctos, vec![0, 0, 0, 7200]);
+    }
+
+    #[test]
+    fn an_audio_only_stream_is_sent_at_once_with_catch_up_on() {
+        let mut p = (*params("mp4a.40.2")).clone();
+        p.video = None;
+        let p = Arc::new(p);
+        let mut m = ViewerMux::new(Some(1000));
+        let mut out = Vec::new();
+        for n in 0..3 {
+            m.push(&audio(&p, n * 1920, 0), &mut out);
+        }
+        assert_eq!(fragments(&out).len(), 3, "every audio frame sent");
     }
 }

@@ -48,3 +48,19 @@ if [ ! -s "$out/h265b.mp4" ]; then
     -tag:v hvc1 "$out/h265b.mp4.tmp.mp4"
   mv "$out/h265b.mp4.tmp.mp4" "$out/h265b.mp4"
 fi
+if [ ! -s "$out/big.mp4" ]; then
+  # 4K with keyframes of about 2.4 MB (static noise: incompressible once, cheap after), as a
+  # 4K camera's keyframes are.
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "color=c=gray:s=3840x2160:r=25:d=4" \
+    -vf "noise=alls=12,drawtext=fontfile=${font}:text='4K %{frame_num}':x=80:y=80:fontsize=120:fontcolor=white:box=1:boxcolor=black" \
+    -c:v libx264 -preset ultrafast -bf 0 -g 50 -keyint_min 50 -sc_threshold 0 -crf 27 -pix_fmt yuv420p \
+    "$out/big.mp4.tmp.mp4"
+  mv "$out/big.mp4.tmp.mp4" "$out/big.mp4"
+fi
+if [ ! -s "$out/gop5.mp4" ]; then
+  # A keyframe every 5 frames: played at 1 fps by the fake camera, a keyframe every 5 s.
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc=s=320x240:r=25:d=4" \
+    -c:v libx264 -profile:v main -preset veryfast -bf 0 -g 5 -keyint_min 5 -sc_threshold 0 -b:v 300k -pix_fmt yuv420p \
+    "$out/gop5.mp4.tmp.mp4"
+  mv "$out/gop5.mp4.tmp.mp4" "$out/gop5.mp4"
+fi

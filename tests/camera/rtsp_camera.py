@@ -11,6 +11,9 @@ Mounts (each a shared media, TCP and UDP):
   /h264b    H.264 High with B-frames (3, b-pyramid): RTP timestamps are presentation times,
             sent in decode order, so they step backwards as real B-frame cameras' do
   /h265b    H.265 with B-frames
+  /aac      audio only (AAC 48 kHz)
+  /h264late H.264 + AAC whose audio starts 5 s after the video
+  /h264big  H.264 4K with keyframes of about 2.4 MB
 The clips are demuxed once into memory and pushed in real time through appsrc (no encoding
 while serving); a feeder thread per media paces the buffers and appsrc stamps them.
 Prints "READY <port>" on stdout when listening. Must run under Debian's /usr/bin/python3.
@@ -73,9 +76,9 @@ def load_samples(path, chain):
 class Feeder(threading.Thread):
     """Pushes one track's samples into an appsrc in real time, looping, until it is refused."""
 
-    def __init__(self, appsrc, samples, start, reordered):
+    def __init__(self, appsrc, samples, start, reordered, delay_s=0.0):
         super().__init__(daemon=True)
-        self.appsrc, self.samples, self.start_t = appsrc, samples, start
+        self.appsrc, self.samples, self.start_t = appsrc, samples, start + delay_s
         # Streams with B-frames are stamped here (decode time from the pipeline clock,
         # presentation time = decode time + the sample's offset); others by appsrc on push.
         self.reordered = reordered
@@ -113,10 +116,11 @@ class Feeder(threading.Thread):
 
 
 class Factory(GstRtspServer.RTSPMediaFactory):
-    def __init__(self, tracks, reordered=False):
+    def __init__(self, tracks, reordered=False, delays=None):
         super().__init__()
         self.tracks = tracks  # list of (name, samples, caps, pay)
         self.reordered = reordered
+        self.delays = delays or {}  # track name -> seconds before it starts
         self.set_shared(True)
 
     def do_create_element(self, url):
@@ -134,7 +138,7 @@ class Factory(GstRtspServer.RTSPMediaFactory):
         start = time.monotonic() + 0.05
         for name, samples, _caps, _pay in self.tracks:
             src = element.get_by_name_recurse_up(name) or element.get_child_by_name(name)
-            Feeder(src, samples, start, self.reordered).start()
+            Feeder(src, samples, start, self.reordered, self.delays.get(name, 0.0)).start()
 
 
 def main():
@@ -162,6 +166,10 @@ def main():
     mounts.add_factory("/h264aac", Factory([("v", h264, h264_caps, vpay), ("a", aac, aac_caps, "rtpmp4gpay")]))
     mounts.add_factory("/h265", Factory([("v", h265, h265_caps, "rtph265pay config-interval=-1")]))
     mounts.add_factory("/h264pcma", Factory([("v", h264, h264_caps, vpay), ("a", pcma, pcma_caps, "rtppcmapay")]))
+    big, big_caps = load_samples(os.path.join(a.media, "big.mp4"), "qtdemux ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au")
+    mounts.add_factory("/aac", Factory([("a", aac, aac_caps, "rtpmp4gpay")]))
+    mounts.add_factory("/h264late", Factory([("v", h264, h264_caps, vpay), ("a", aac, aac_caps, "rtpmp4gpay")], delays={"a": 5.0}))
+    mounts.add_factory("/h264big", Factory([("v", big, big_caps, vpay)]))
     mounts.add_factory("/h264b", Factory([("v", h264b, h264b_caps, vpay)], reordered=True))
     mounts.add_factory("/h265b", Factory([("v", h265b, h265b_caps, "rtph265pay config-interval=-1")], reordered=True))
 
@@ -178,7 +186,7 @@ def main():
         perms = GstRtspServer.RTSPPermissions()
         perms.add_permission_for_role("user", "media.factory.access", True)
         perms.add_permission_for_role("user", "media.factory.construct", True)
-        for path in ("/h264", "/h264aac", "/h265", "/h264pcma", "/h264b", "/h265b"):
+        for path in ("/h264", "/h264aac", "/h265", "/h264pcma", "/h264b", "/h265b", "/aac", "/h264late", "/h264big"):
             mounts.match(path)[0].set_permissions(perms)
 
     if server.attach(None) == 0:

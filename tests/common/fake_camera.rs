@@ -23,8 +23,8 @@ struct Clip {
     sps: Vec<u8>,
     pps: Vec<u8>,
     profile_level: [u8; 3],
-    /// (is_key, NAL units) in decode order.
-    frames: Vec<(bool, Vec<Bytes>)>,
+    /// (is_key, NAL units, composition offset in 90 kHz) in decode order.
+    frames: Vec<(bool, Vec<Bytes>, i32)>,
 }
 
 fn load_clip(path: &Path) -> Clip {
@@ -57,7 +57,7 @@ fn load_clip(path: &Path) -> Clip {
                 nals.push(avcc.slice(i + 4..(i + 4 + n).min(avcc.len())));
                 i += 4 + n;
             }
-            (s.is_key, nals)
+            (s.is_key, nals, s.cto_90k)
         })
         .collect();
     Clip {
@@ -85,9 +85,25 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+/// How this camera misbehaves from the start (the corpus of bad cameras).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quirks {
+    /// No `sprop-parameter-sets` in the SDP: parameter sets only in-band, before every keyframe.
+    pub no_sprop: bool,
+    /// Frame interval, 90 kHz (default 3600: 25 fps); 90000 is 1 fps, 1500 is 60 fps.
+    pub frame_90k: Option<u32>,
+    /// Answers DESCRIBE and SETUP, never PLAY.
+    pub never_play: bool,
+    /// RTP timestamps are presentation times (the clip's composition offsets: B-frames).
+    pub presentation_times: bool,
+}
+
 /// Commands shared with the connections.
 #[derive(Default)]
 struct Control {
+    quirks: Quirks,
+    /// Send this clip's SPS/PPS in-band before the next frame that is *not* a keyframe.
+    params_without_idr: Option<usize>,
     ts_offset: u32,
     ssrc: u32,
     clip: usize,
@@ -110,12 +126,18 @@ pub struct FakeCamera {
 impl FakeCamera {
     /// Serves `clips` (MP4 files); clip 0 plays first.
     pub fn start(clips: &[&Path]) -> FakeCamera {
+        Self::start_with(clips, Quirks::default())
+    }
+
+    /// Serves `clips` with `quirks`.
+    pub fn start_with(clips: &[&Path], quirks: Quirks) -> FakeCamera {
         let clips: Arc<Vec<Clip>> = Arc::new(clips.iter().map(|p| load_clip(p)).collect());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let ctl = Arc::new(Mutex::new(Control {
             ssrc: 0x1234_5678,
+            quirks,
             ..Control::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -171,6 +193,12 @@ impl FakeCamera {
     /// Switches to another clip at its first keyframe, sending the new SPS/PPS in-band.
     pub fn switch_clip(&self, i: usize) {
         self.with(|c| c.clip = i);
+    }
+
+    /// Sends clip `i`'s SPS/PPS in-band before the next non-keyframe of the current clip: a
+    /// parameter change without an IDR (the frames that follow do not match them).
+    pub fn params_without_idr(&self, i: usize) {
+        self.with(|c| c.params_without_idr = Some(i));
     }
 
     /// Sends nothing for `d`, sockets open (a frozen camera); time jumps forward afterwards.
@@ -262,14 +290,22 @@ fn serve(
     };
     let mut sender: Option<thread::JoinHandle<()>> = None;
     while let Some((method, cseq)) = read_request(&mut reader) {
-        let clip = &clips[ctl.lock().expect("control").clip];
+        let (clip, quirks) = {
+            let c = ctl.lock().expect("control");
+            (&clips[c.clip], c.quirks)
+        };
         match method.as_str() {
             "OPTIONS" => send(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n\r\n")),
             "DESCRIBE" => {
                 let pl = clip.profile_level;
+                let sprop = if quirks.no_sprop {
+                    String::new()
+                } else {
+                    format!(";sprop-parameter-sets={},{}", base64(&clip.sps), base64(&clip.pps))
+                };
                 let sdp = format!(
-                    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=fake camera\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id={:02X}{:02X}{:02X};sprop-parameter-sets={},{}\r\na=control:trackID=0\r\n",
-                    pl[0], pl[1], pl[2], base64(&clip.sps), base64(&clip.pps)
+                    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=fake camera\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id={:02X}{:02X}{:02X}{sprop}\r\na=control:trackID=0\r\n",
+                    pl[0], pl[1], pl[2]
                 );
                 send(format!(
                     "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Base: {base}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
@@ -279,6 +315,7 @@ fn serve(
             "SETUP" => send(format!(
                 "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 4242;timeout=60\r\n\r\n"
             )),
+            "PLAY" if quirks.never_play => {} // no answer, ever
             "PLAY" => {
                 send(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242\r\nRange: npt=0.000-\r\n\r\n"));
                 if !playing.swap(true, Ordering::SeqCst) {
@@ -373,8 +410,11 @@ fn stream(
     playing: &Arc<AtomicBool>,
     generation: u64,
 ) {
-    const FRAME_90K: u32 = 3600;
-    let mut clip_i = ctl.lock().expect("control").clip;
+    let (mut clip_i, quirks) = {
+        let c = ctl.lock().expect("control");
+        (c.clip, c.quirks)
+    };
+    let frame_90k = quirks.frame_90k.unwrap_or(3600);
     let mut idx = 0usize;
     let mut send_params = false;
     let mut media_90k: u32 = 0;
@@ -418,17 +458,32 @@ fn stream(
             send_params = true;
         }
         let clip = &clips[clip_i];
-        let (is_key, nals) = &clip.frames[idx];
+        let (is_key, nals, cto_90k) = &clip.frames[idx];
+        let foreign = if *is_key {
+            None
+        } else {
+            ctl.lock().expect("control").params_without_idr.take()
+        };
         let due = start + Duration::from_secs_f64(f64::from(media_90k) / 90_000.0);
         if let Some(d) = due.checked_duration_since(Instant::now()) {
             thread::sleep(d);
         }
         buf.clear();
         let rtp_media = (f64::from(media_90k) * (1.0 + drift_ppm as f64 / 1e6)) as u32;
-        let ts = 0x4000_0000u32
+        let mut ts = 0x4000_0000u32
             .wrapping_add(ts_offset)
             .wrapping_add(rtp_media);
-        if send_params && *is_key {
+        if quirks.presentation_times {
+            // The clip's offsets at 25 fps, scaled to this camera's frame interval.
+            let cto = i64::from(*cto_90k) * i64::from(frame_90k) / 3600;
+            ts = ts.wrapping_add(cto as u32);
+        }
+        if let Some(other) = foreign {
+            let o = &clips[other];
+            let mut with = vec![Bytes::from(o.sps.clone()), Bytes::from(o.pps.clone())];
+            with.extend(nals.iter().cloned());
+            packetize(&mut buf, &with, &mut seq, ts, ssrc);
+        } else if (send_params || quirks.no_sprop) && *is_key {
             let mut with = vec![Bytes::from(clip.sps.clone()), Bytes::from(clip.pps.clone())];
             with.extend(nals.iter().cloned());
             packetize(&mut buf, &with, &mut seq, ts, ssrc);
@@ -443,7 +498,7 @@ fn stream(
         if w.lock().expect("writer").write_all(&buf).is_err() {
             return;
         }
-        media_90k = media_90k.wrapping_add(FRAME_90K);
+        media_90k = media_90k.wrapping_add(frame_90k);
         idx = (idx + 1) % clip.frames.len();
     }
 }

@@ -542,7 +542,17 @@ pub fn probe(path: &Path) -> Probe {
     let dec = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-f", "null", "-"])
+        // Every frame decoded as stamped: no conversion to the frame rate the SPS declares
+        // (a camera that declares 25 fps and sends 60 is the camera's business, not a muxer's).
+        .args([
+            "-fps_mode",
+            "passthrough",
+            "-enc_time_base",
+            "-1",
+            "-f",
+            "null",
+            "-",
+        ])
         .output()
         .expect("ffmpeg");
     p.decode_errors = String::from_utf8_lossy(&dec.stderr).into_owned();

@@ -1,0 +1,327 @@
+//! The corpus of bad cameras: each case is a camera that misbehaves the way real ones do, served
+//! by the in-process fake camera or the GStreamer camera, and each test states what a viewer
+//! (MSE), HLS and the archive get, read back with mp4-atom, ffprobe and ffmpeg.
+//! B-frames are in tests/bframes.rs, timestamp jumps, SSRC changes and stalls in
+//! tests/faults.rs.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::fake_camera::{FakeCamera, Quirks};
+use common::*;
+
+/// What each output got from one camera.
+struct Outcome {
+    gw: Gateway,
+    viewer: Capture,
+    _archive: tempfile::TempDir,
+    archive_dir: PathBuf,
+}
+
+/// A gateway with MSE, HLS (1 s segments) and recording (2 s files) on the camera at `url`,
+/// and a viewer that collected `fragments` fragments.
+async fn run(url: &str, extra: &str, fragments: usize, within: Duration) -> Outcome {
+    let archive = tempfile::tempdir().expect("tempdir");
+    let archive_dir = archive.path().to_owned();
+    let gw = Gateway::start(&format!(
+        "[hls]\nms_per_segment = 1000\nms_per_part = 200\nwindow_size = 4\n\n[archive]\nrecording = true\nserving = true\ndirectory = \"{dir}\"\nms_per_file = 2000\n\n{stream}",
+        dir = archive_dir.display(),
+        stream = rtsp_stream(
+            STREAM_A,
+            url,
+            "\"mse\", \"hls\"",
+            &format!(
+                "{extra}\narchive = {{ recording = true, type = \"filesystem\", directory = \"{}\", ms_per_file = 2000 }}",
+                archive_dir.display()
+            )
+        )
+    ))
+    .await;
+    gw.wait_online(STREAM_A, within).await;
+    let mut ws = ws_connect(&gw.ws_url(STREAM_A, "&events=1")).await;
+    let mut viewer = Capture::default();
+    collect(&mut ws, &mut viewer, fragments, within).await;
+    assert!(
+        viewer.fragments() >= fragments,
+        "{} of {fragments} fragments; log:\n{}",
+        viewer.fragments(),
+        gw.log()
+    );
+    Outcome {
+        gw,
+        viewer,
+        _archive: archive,
+        archive_dir,
+    }
+}
+
+impl Outcome {
+    /// ffmpeg decodes what the viewer got without an error.
+    fn viewer_decodes(&self, name: &str) -> Probe {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(name);
+        self.viewer.write(&path);
+        let p = probe(&path);
+        assert!(p.decode_errors.is_empty(), "{name}: {}", p.decode_errors);
+        p
+    }
+
+    /// ffmpeg reads 2 s of the live HLS playlist without a complaint (every frame decoded as
+    /// stamped: no frame rate conversion to what the SPS declares).
+    async fn hls_decodes(&self) {
+        let url = format!("http://{}/hls/{STREAM_A}.m3u8", self.gw.video);
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("timeout")
+                .args(["60", "ffmpeg", "-v", "error", "-i", &url])
+                .args([
+                    "-t",
+                    "2",
+                    "-fps_mode",
+                    "passthrough",
+                    "-enc_time_base",
+                    "-1",
+                ])
+                .args(["-f", "null", "-"])
+                .output()
+                .expect("ffmpeg")
+        })
+        .await
+        .expect("join");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "HLS: {}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.gw.log()
+        );
+    }
+
+    /// The first closed archive file, once there is one, probed by ffprobe.
+    async fn archive_decodes(&self, within: Duration) -> Probe {
+        let list = wait_archive_segments(&self.gw, STREAM_A, 1, false, within).await;
+        let name = list["segments"][0]["file"]
+            .as_str()
+            .expect("file")
+            .to_owned();
+        let p = probe(&self.archive_dir.join(&name));
+        assert!(p.decode_errors.is_empty(), "{name}: {}", p.decode_errors);
+        p
+    }
+
+    async fn stream_status(&self) -> serde_json::Value {
+        get(self.gw.api, &format!("/streams/{STREAM_A}"))
+            .await
+            .json()
+    }
+}
+
+fn clip(name: &str) -> PathBuf {
+    media_dir().join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_sets_only_in_band_and_an_sdp_without_them() {
+    let cam = FakeCamera::start_with(
+        &[&clip("h264aac.mp4")],
+        Quirks {
+            no_sprop: true,
+            ..Quirks::default()
+        },
+    );
+    let o = run(&cam.url(), "", 50, Duration::from_secs(20)).await;
+    // The viewer: the codec string from the in-band SPS, then video that decodes.
+    assert!(
+        o.viewer.codecs[0].starts_with("avc1.64"),
+        "{:?}",
+        o.viewer.codecs
+    );
+    assert!(o.viewer_decodes("inband.mp4").video_frames >= 50);
+    o.hls_decodes().await;
+    assert_eq!(
+        o.archive_decodes(Duration::from_secs(20))
+            .await
+            .video_frames,
+        50,
+        "2 s at 25 fps"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_fps_camera_is_timed_and_cut_at_its_own_pace() {
+    let cam = FakeCamera::start_with(
+        &[&clip("gop5.mp4")],
+        Quirks {
+            frame_90k: Some(90_000),
+            ..Quirks::default()
+        },
+    );
+    let o = run(&cam.url(), "", 8, Duration::from_secs(30)).await;
+    // The viewer: frames a second apart after the cached ones.
+    let samples = video_samples(&o.viewer);
+    let live: Vec<u64> = samples.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        live.iter().rev().take(3).all(|&d| d == 90_000),
+        "one second apart: {live:?}"
+    );
+    o.viewer_decodes("1fps.mp4");
+    // The archive cuts at keyframes (every 5 s): a 2 s file target yields 5 s files.
+    let p = o.archive_decodes(Duration::from_secs(30)).await;
+    assert_eq!(p.video_frames, 5, "{p:?}");
+    let st = o.stream_status().await;
+    assert_eq!(st["discontinuities"], 0, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixty_fps_camera_reaches_viewers_at_sixty() {
+    let cam = FakeCamera::start_with(
+        &[&clip("h264aac.mp4")],
+        Quirks {
+            frame_90k: Some(1500),
+            ..Quirks::default()
+        },
+    );
+    let o = run(&cam.url(), "", 150, Duration::from_secs(20)).await;
+    let samples = video_samples(&o.viewer);
+    let steps: Vec<u64> = samples.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        steps.iter().rev().take(100).all(|&d| d == 1500),
+        "every frame, 1/60 s apart"
+    );
+    o.viewer_decodes("60fps.mp4");
+    o.hls_decodes().await;
+    // Keyframes every 50 frames (0.83 s): 2 s files of 100 or 150 frames.
+    let p = o.archive_decodes(Duration::from_secs(20)).await;
+    assert!(p.video_frames % 50 == 0 && p.video_frames >= 100, "{p:?}");
+    let st = o.stream_status().await;
+    let fps = st["fps_measured"].as_f64().unwrap_or(0.0);
+    assert!((55.0..=65.0).contains(&fps), "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_change_without_an_idr_waits_for_the_next_keyframe() {
+    let cam = FakeCamera::start_with(
+        &[&clip("h264aac.mp4"), &clip("small.mp4")],
+        Quirks {
+            no_sprop: true,
+            ..Quirks::default()
+        },
+    );
+    let mut o = run(&cam.url(), "", 25, Duration::from_secs(20)).await;
+    cam.params_without_idr(1);
+    let mut ws = ws_connect(&o.gw.ws_url(STREAM_A, "")).await;
+    let mut after = Capture::default();
+    collect(&mut ws, &mut after, 75, Duration::from_secs(20)).await;
+    assert!(
+        after.fragments() >= 75,
+        "video went on; log:\n{}",
+        o.gw.log()
+    );
+    o.viewer = after;
+    // What is sent decodes: frames under the foreign parameters are held back until the
+    // camera's next keyframe with its own.
+    o.viewer_decodes("sps-without-idr.mp4");
+    o.hls_decodes().await;
+    o.archive_decodes(Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_never_answers_play_is_diagnosed_and_retried() {
+    let cam = FakeCamera::start_with(
+        &[&clip("h264aac.mp4")],
+        Quirks {
+            never_play: true,
+            ..Quirks::default()
+        },
+    );
+    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url(), "\"mse\"", "")).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let st = gw.status().await;
+        let s = &st["streams"][STREAM_A];
+        if s["last_health_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PLAY"))
+        {
+            assert_eq!(s["online"], false, "{s}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no diagnosis of the missing PLAY answer: {s}\nlog:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        gw.log().contains("timed out waiting for PLAY"),
+        "{}",
+        gw.log()
+    );
+    // A viewer meanwhile is told the stream is offline, and is not dropped.
+    let mut ws = ws_connect(&gw.ws_url(STREAM_A, "&events=1")).await;
+    let mut cap = Capture::default();
+    collect(&mut ws, &mut cap, 1, Duration::from_secs(2)).await;
+    assert!(cap.close.is_none(), "{:?}", cap.close);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_only_camera_is_served_recorded_and_played_back() {
+    let cam = Camera::start(Auth::None);
+    let o = run(&cam.url("aac"), "", 50, Duration::from_secs(20)).await;
+    assert_eq!(o.viewer.codecs[0], "mp4a.40.2");
+    let p = o.viewer_decodes("audio-only.mp4");
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"));
+    assert_eq!(p.video_codec, None);
+    o.hls_decodes().await;
+    let p = o.archive_decodes(Duration::from_secs(20)).await;
+    assert!(p.audio_frames > 40, "a file of about 2 s: {p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_that_starts_five_seconds_after_video_joins_without_breaking_video() {
+    let cam = Camera::start(Auth::None);
+    let o = run(&cam.url("h264late"), "", 25, Duration::from_secs(20)).await;
+    // Video plays from the start; once the audio arrives the stream carries both.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = o.stream_status().await;
+        let audio = st["codecs"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "audio"));
+        if audio {
+            break;
+        }
+        assert!(Instant::now() < deadline, "audio never joined: {st}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut ws = ws_connect(&o.gw.ws_url(STREAM_A, "")).await;
+    let mut cap = Capture::default();
+    collect(&mut ws, &mut cap, 100, Duration::from_secs(20)).await;
+    assert!(cap.codecs[0].contains("mp4a.40.2"), "{:?}", cap.codecs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    cap.write(&dir.path().join("late.mp4"));
+    let p = probe(&dir.path().join("late.mp4"));
+    assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
+    assert!(p.audio_frames > 0 && p.video_frames > 0, "{p:?}");
+    o.viewer_decodes("before-audio.mp4");
+    o.hls_decodes().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4k_camera_with_2_mb_keyframes_is_served_whole() {
+    let cam = Camera::start(Auth::None);
+    let o = run(&cam.url("h264big"), "", 50, Duration::from_secs(30)).await;
+    let biggest = o
+        .viewer
+        .media
+        .iter()
+        .filter(|m| m.len() > 8 && &m[4..8] == b"moof")
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0);
+    assert!(biggest > 2_000_000, "largest fragment {biggest} bytes");
+    let p = o.viewer_decodes("4k.mp4");
+    assert!(p.video_frames >= 50, "{p:?}");
+    o.archive_decodes(Duration::from_secs(30)).await;
+}
