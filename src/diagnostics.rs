@@ -16,7 +16,7 @@ const LONG_GOP_90K: i64 = 4 * 90_000;
 const NO_KEYFRAME_MS: i64 = 12_000;
 
 /// Every finding's code, for metrics that show each one as 0 or 1.
-pub const CODES: [&str; 7] = [
+pub const CODES: [&str; 9] = [
     "no_keyframes",
     "irregular_keyframes",
     "long_gop",
@@ -24,7 +24,12 @@ pub const CODES: [&str; 7] = [
     "track_not_forwarded",
     "camera_clock_off",
     "h265_browsers",
+    "packet_loss",
+    "timestamp_jumps",
 ];
+
+/// RTP packets lost before the loss is worth a finding (a few are noise).
+const LOST_PACKETS: u64 = 10;
 
 /// A media clock this far off real time makes players stall or fall behind.
 const DRIFT_PPM: f64 = 1_000.0;
@@ -82,6 +87,10 @@ pub struct Observed<'a> {
     pub drift_ppm: Option<f64>,
     /// The camera's wall clock minus the server's, ms.
     pub camera_offset_ms: Option<i64>,
+    /// RTP packets lost since the stream was added.
+    pub rtp_packets_lost: u64,
+    /// Camera clock jumps re-stamped since the stream was added.
+    pub timestamp_jumps: u64,
 }
 
 fn secs(d_90k: i64) -> String {
@@ -190,6 +199,26 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
             ),
         });
     }
+    if o.rtp_packets_lost >= LOST_PACKETS {
+        out.push(Diagnostic {
+            code: "packet_loss",
+            level: Level::Warning,
+            message: format!(
+                "{} RTP packets from the camera were lost: a frame with a lost packet is dropped,                  and a lost keyframe costs viewers its whole GOP. Over UDP, set transport = \"tcp\"                  for this camera; otherwise check the network between it and this server.",
+                o.rtp_packets_lost
+            ),
+        });
+    }
+    if o.timestamp_jumps > 0 {
+        out.push(Diagnostic {
+            code: "timestamp_jumps",
+            level: Level::Info,
+            message: format!(
+                "the camera's clock jumped {} time(s); each jump was re-stamped onto the stream's                  timeline and no frame was lost. A camera that keeps jumping has an unsteady                  time source: check its NTP settings.",
+                o.timestamp_jumps
+            ),
+        });
+    }
     if video.is_some_and(|v| v.codec == VideoCodec::H265) {
         out.push(Diagnostic {
             code: "h265_browsers",
@@ -238,6 +267,8 @@ mod tests {
             unsupported: &[],
             drift_ppm: Some(12.0),
             camera_offset_ms: Some(-40),
+            rtp_packets_lost: 3,
+            timestamp_jumps: 0,
         }
     }
 
@@ -310,5 +341,17 @@ mod tests {
             "{}",
             d[1].message
         );
+    }
+
+    #[test]
+    fn lost_packets_and_clock_jumps_are_reported() {
+        let p = params(VideoCodec::H264);
+        let mut o = steady(&p, 2 * 90_000);
+        o.rtp_packets_lost = 250;
+        o.timestamp_jumps = 2;
+        let d = diagnose(&o, 101_000);
+        assert_eq!(codes(&d), vec!["packet_loss", "timestamp_jumps"]);
+        assert!(d[0].message.contains("250 RTP packets") && d[0].message.contains("tcp"));
+        assert!(d[1].message.contains("2 time(s)") && d[1].message.contains("no frame was lost"));
     }
 }

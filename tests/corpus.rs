@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::fake_camera::{FakeCamera, Quirks};
+use common::fake_camera::{FakeCamera, Quirks, UdpFaults};
 use common::*;
 
 /// What each output got from one camera.
@@ -324,4 +324,86 @@ async fn a_4k_camera_with_2_mb_keyframes_is_served_whole() {
     let p = o.viewer_decodes("4k.mp4");
     assert!(p.video_frames >= 50, "{p:?}");
     o.archive_decodes(Duration::from_secs(30)).await;
+}
+
+/// A camera over UDP whose network loses, duplicates and reorders RTP packets.
+async fn lossy_udp(loss: f64) {
+    let cam = FakeCamera::start_with(
+        &[&clip("h264aac.mp4")],
+        Quirks {
+            udp_faults: UdpFaults {
+                loss,
+                duplicate: loss,
+                reorder: loss,
+            },
+            ..Quirks::default()
+        },
+    );
+    let o = run(
+        &cam.url(),
+        "transport = \"udp\"",
+        25,
+        Duration::from_secs(40),
+    )
+    .await;
+    // The viewer: frames keep coming in one session, in decode order; a frame whose packets
+    // were lost is missing (a step of whole frames), nothing is stretched or reversed.
+    let samples = video_samples(&o.viewer);
+    let live = samples
+        .windows(2)
+        .position(|w| w[1].0 - w[0].0 > 1)
+        .unwrap_or(0);
+    for w in samples[live..].windows(2) {
+        let step = w[1].0 - w[0].0;
+        assert!(step > 0 && step % 3600 == 0, "step {step}");
+    }
+    let st = o.stream_status().await;
+    eprintln!(
+        "{}% faults: {} frames in, {} packets lost, {} fps measured",
+        loss * 100.0,
+        st["frames_in"],
+        st["rtp_packets_lost"],
+        st["fps_measured"]
+    );
+    assert_eq!(st["sessions"], 1, "no reconnect: {st}");
+    assert!(
+        st["rtp_packets_lost"].as_u64() > Some(0),
+        "loss is counted: {st}"
+    );
+    if st["rtp_packets_lost"].as_u64() >= Some(10) {
+        assert!(
+            st["diagnostics"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["code"] == "packet_loss")),
+            "the loss is diagnosed: {st}"
+        );
+    }
+    // The archive goes on recording.
+    o.archive_decodes_or_reports_loss(Duration::from_secs(20))
+        .await;
+    assert!(!o.gw.log().contains("panicked"), "{}", o.gw.log());
+}
+
+impl Outcome {
+    /// The first archive file exists and ffprobe reads its frames (a lost packet may leave a
+    /// frame the decoder complains about; the file itself is whole).
+    async fn archive_decodes_or_reports_loss(&self, within: Duration) {
+        let list = wait_archive_segments(&self.gw, STREAM_A, 1, false, within).await;
+        let name = list["segments"][0]["file"]
+            .as_str()
+            .expect("file")
+            .to_owned();
+        let p = probe(&self.archive_dir.join(&name));
+        assert!(p.video_frames > 25, "{name}: {p:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_losing_duplicating_and_reordering_one_percent_of_packets() {
+    lossy_udp(0.01).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_losing_duplicating_and_reordering_five_percent_of_packets() {
+    lossy_udp(0.05).await;
 }

@@ -237,6 +237,8 @@ impl StreamHub {
             unsupported: &h.unsupported,
             drift_ppm: st.clock.drift_ppm(),
             camera_offset_ms: st.clock.offset_ms(),
+            rtp_packets_lost: st.rtp_packets_lost.load(Ordering::Relaxed),
+            timestamp_jumps: st.timestamp_jumps.load(Ordering::Relaxed),
         };
         crate::diagnostics::diagnose(&observed, crate::media::unix_ms_now())
     }

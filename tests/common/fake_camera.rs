@@ -1,7 +1,8 @@
 //! An in-process RTSP camera for fault injection, in addition to the real GStreamer one.
 //!
-//! It serves one H.264 track over RTSP/TCP interleaved (OPTIONS, DESCRIBE, SETUP, PLAY,
-//! GET_PARAMETER, TEARDOWN), packetized by hand (single NAL units and FU-A, RFC 6184), from
+//! It serves one H.264 track over RTSP/TCP interleaved or RTP over UDP (with lost, duplicated
+//! and reordered packets on request) (OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER,
+//! TEARDOWN), packetized by hand (single NAL units and FU-A, RFC 6184), from
 //! MP4 clips demuxed by the crate's own file reader. Faults are commanded at any time:
 //! timestamp jumps, SSRC changes, a switch to a clip with other parameters (new SPS/PPS sent
 //! in-band), stalls with the socket open, and dropped connections.
@@ -96,6 +97,16 @@ pub struct Quirks {
     pub never_play: bool,
     /// RTP timestamps are presentation times (the clip's composition offsets: B-frames).
     pub presentation_times: bool,
+    /// What the network does to RTP over UDP.
+    pub udp_faults: UdpFaults,
+}
+
+/// Probabilities per RTP packet sent over UDP.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UdpFaults {
+    pub loss: f64,
+    pub duplicate: f64,
+    pub reorder: f64,
 }
 
 /// Commands shared with the connections.
@@ -228,8 +239,9 @@ impl Drop for FakeCamera {
     }
 }
 
-/// Reads one RTSP request (skipping interleaved RTCP from the client): (method, CSeq).
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String)> {
+/// Reads one RTSP request (skipping interleaved RTCP from the client): (method, CSeq,
+/// Transport header).
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, String)> {
     loop {
         let buf = r.fill_buf().ok()?;
         if buf.is_empty() {
@@ -244,6 +256,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String)> {
         }
         let mut method = String::new();
         let mut cseq = String::new();
+        let mut transport = String::new();
         let mut content_len = 0usize;
         let mut first = true;
         loop {
@@ -261,6 +274,8 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String)> {
             } else if let Some((k, v)) = line.split_once(':') {
                 if k.eq_ignore_ascii_case("cseq") {
                     cseq = v.trim().to_owned();
+                } else if k.eq_ignore_ascii_case("transport") {
+                    transport = v.trim().to_owned();
                 } else if k.eq_ignore_ascii_case("content-length") {
                     content_len = v.trim().parse().unwrap_or(0);
                 }
@@ -268,7 +283,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String)> {
         }
         let mut body = vec![0u8; content_len];
         r.read_exact(&mut body).ok()?;
-        return Some((method, cseq));
+        return Some((method, cseq, transport));
     }
 }
 
@@ -289,7 +304,9 @@ fn serve(
         let _ = writer.lock().expect("writer").write_all(text.as_bytes());
     };
     let mut sender: Option<thread::JoinHandle<()>> = None;
-    while let Some((method, cseq)) = read_request(&mut reader) {
+    // RTP over UDP, when the client asks for it: where to send, and from which sockets.
+    let mut udp: Option<Udp> = None;
+    while let Some((method, cseq, transport)) = read_request(&mut reader) {
         let (clip, quirks) = {
             let c = ctl.lock().expect("control");
             (&clips[c.clip], c.quirks)
@@ -312,16 +329,31 @@ fn serve(
                     sdp.len()
                 ));
             }
-            "SETUP" => send(format!(
-                "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 4242;timeout=60\r\n\r\n"
-            )),
+            "SETUP" => match client_ports(&transport) {
+                Some((rtp, rtcp)) => {
+                    let u = Udp::bind(rtp, rtcp);
+                    let server = u.rtp.local_addr().expect("addr").port();
+                    let server_rtcp = u.rtcp.local_addr().expect("addr").port();
+                    udp = Some(u);
+                    send(format!(
+                        "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nTransport: RTP/AVP;unicast;client_port={rtp}-{rtcp};server_port={server}-{server_rtcp}\r\nSession: 4242;timeout=60\r\n\r\n"
+                    ))
+                }
+                None => send(format!(
+                    "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 4242;timeout=60\r\n\r\n"
+                )),
+            },
             "PLAY" if quirks.never_play => {} // no answer, ever
             "PLAY" => {
                 send(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242\r\nRange: npt=0.000-\r\n\r\n"));
                 if !playing.swap(true, Ordering::SeqCst) {
                     let (w, ctl, clips, stop, playing) =
                         (writer.clone(), ctl.clone(), clips.clone(), stop.clone(), playing.clone());
-                    sender = Some(thread::spawn(move || stream(&w, &ctl, &clips, &stop, &playing, generation)));
+                    let out = match udp.take() {
+                        Some(u) => Out::Udp(u),
+                        None => Out::Tcp(w),
+                    };
+                    sender = Some(thread::spawn(move || stream(out, &ctl, &clips, &stop, &playing, generation)));
                 }
             }
             "GET_PARAMETER" | "SET_PARAMETER" => send(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nSession: 4242\r\n\r\n")),
@@ -402,8 +434,95 @@ fn packetize(out: &mut Vec<u8>, nals: &[Bytes], seq: &mut u16, ts: u32, ssrc: u3
     }
 }
 
+/// The client's RTP and RTCP ports of a UDP `Transport` header.
+fn client_ports(transport: &str) -> Option<(u16, u16)> {
+    if transport.contains("TCP") {
+        return None;
+    }
+    let ports = transport
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("client_port="))?;
+    let (a, b) = ports.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// RTP over UDP to the client, with the network's faults.
+struct Udp {
+    rtp: std::net::UdpSocket,
+    rtcp: std::net::UdpSocket,
+    to_rtp: u16,
+    to_rtcp: u16,
+    /// A packet held back to be sent after the next one (reordering).
+    held: Option<Vec<u8>>,
+}
+
+impl Udp {
+    /// Binds an even RTP port and the RTCP port after it (as RFC 3550 and retina want).
+    fn bind(to_rtp: u16, to_rtcp: u16) -> Udp {
+        for _ in 0..100 {
+            let rtp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind rtp");
+            let port = rtp.local_addr().expect("addr").port();
+            if port % 2 != 0 {
+                continue;
+            }
+            if let Ok(rtcp) = std::net::UdpSocket::bind(("127.0.0.1", port + 1)) {
+                return Udp {
+                    rtp,
+                    rtcp,
+                    to_rtp,
+                    to_rtcp,
+                    held: None,
+                };
+            }
+        }
+        panic!("no pair of UDP ports");
+    }
+
+    /// Sends the interleaved frames in `buf` as datagrams; RTP packets are lost, duplicated or
+    /// reordered with the probabilities in `faults`.
+    fn send(&mut self, buf: &[u8], faults: UdpFaults) -> bool {
+        let mut at = 0;
+        while at + 4 <= buf.len() {
+            let channel = buf[at + 1];
+            let len = usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]]));
+            let Some(pkt) = buf.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            at += 4 + len;
+            if channel == 1 {
+                let _ = self.rtcp.send_to(pkt, ("127.0.0.1", self.to_rtcp));
+                continue;
+            }
+            let roll = || rand::random::<f64>();
+            if roll() < faults.loss {
+                continue;
+            }
+            if roll() < faults.reorder && self.held.is_none() {
+                self.held = Some(pkt.to_vec());
+                continue;
+            }
+            let copies = if roll() < faults.duplicate { 2 } else { 1 };
+            for _ in 0..copies {
+                if self.rtp.send_to(pkt, ("127.0.0.1", self.to_rtp)).is_err() {
+                    return false;
+                }
+            }
+            if let Some(h) = self.held.take() {
+                let _ = self.rtp.send_to(&h, ("127.0.0.1", self.to_rtp));
+            }
+        }
+        true
+    }
+}
+
+/// Where a session's media goes.
+enum Out {
+    Tcp(Arc<Mutex<TcpStream>>),
+    Udp(Udp),
+}
+
 fn stream(
-    w: &Arc<Mutex<TcpStream>>,
+    mut out: Out,
     ctl: &Arc<Mutex<Control>>,
     clips: &Arc<Vec<Clip>>,
     stop: &Arc<AtomicBool>,
@@ -436,7 +555,9 @@ fn stream(
             )
         };
         if gen != generation {
-            let _ = w.lock().expect("writer").shutdown(std::net::Shutdown::Both);
+            if let Out::Tcp(w) = &out {
+                let _ = w.lock().expect("writer").shutdown(std::net::Shutdown::Both);
+            }
             return;
         }
         if let Some(until) = stall_until {
@@ -495,7 +616,11 @@ fn stream(
             last_report = Instant::now();
             sender_report(&mut buf, ssrc, ts, clock_offset_ms);
         }
-        if w.lock().expect("writer").write_all(&buf).is_err() {
+        let sent = match &mut out {
+            Out::Tcp(w) => w.lock().expect("writer").write_all(&buf).is_ok(),
+            Out::Udp(u) => u.send(&buf, quirks.udp_faults),
+        };
+        if !sent {
             return;
         }
         media_90k = media_90k.wrapping_add(frame_90k);
