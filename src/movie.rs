@@ -170,7 +170,7 @@ impl Movie {
                 timescale,
                 defaults,
             });
-            samples.extend(flatten(stbl, timescale, kind)?);
+            samples.extend(flatten(stbl, timescale, kind, data.len())?);
         }
         if params.video.is_none() && params.audio.is_none() {
             return Err(
@@ -414,9 +414,24 @@ fn read_fragments(
 }
 
 /// Expands a track's sample tables into samples with absolute offsets and 90 kHz times.
-fn flatten(stbl: &mp4_atom::Stbl, timescale: u32, track: TrackKind) -> Result<Vec<Sample>, String> {
+/// Untrusted tables: every sample must lie inside the file of `file_len` bytes, so nothing is
+/// allocated or looped over beyond what the file can hold (a table claiming four billion
+/// samples is an error, not four billion entries).
+fn flatten(
+    stbl: &mp4_atom::Stbl,
+    timescale: u32,
+    track: TrackKind,
+    file_len: usize,
+) -> Result<Vec<Sample>, String> {
+    let outside = || "a sample table describes more than the file holds".to_owned();
     let sizes: Vec<u32> = match &stbl.stsz.samples {
-        mp4_atom::StszSamples::Identical { count, size } => vec![*size; *count as usize],
+        mp4_atom::StszSamples::Identical { count, size } => {
+            let total = u64::from(*count).saturating_mul(u64::from((*size).max(1)));
+            if total > file_len as u64 {
+                return Err(outside());
+            }
+            vec![*size; *count as usize]
+        }
         mp4_atom::StszSamples::Different { sizes } => sizes.clone(),
     };
     let chunks: Vec<u64> = match (&stbl.stco, &stbl.co64) {
@@ -442,6 +457,9 @@ fn flatten(stbl: &mp4_atom::Stbl, timescale: u32, track: TrackKind) -> Result<Ve
             let Some(&size) = sizes.get(sample_i) else {
                 break;
             };
+            if off.saturating_add(size as usize) > file_len {
+                return Err(outside());
+            }
             out.push(Sample {
                 track,
                 dts_90k: 0,
@@ -494,6 +512,17 @@ fn flatten(stbl: &mp4_atom::Stbl, timescale: u32, track: TrackKind) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_finds_stay_fixed() {
+        // `cargo fuzz run movie`: an `stsz` of 4 294 967 286 samples of 4 GiB each in a 1 KiB
+        // file was expanded into a vector of that many entries (out of memory).
+        let oom = include_bytes!("../tests/data/fuzz/movie-stsz-four-billion-samples.mp4");
+        let err = Movie::parse(Bytes::from_static(oom))
+            .err()
+            .expect("refused");
+        assert!(err.contains("more than the file holds"), "{err}");
+    }
 
     #[test]
     fn find_box_walks_top_level_and_rejects_garbage() {

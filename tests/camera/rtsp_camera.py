@@ -115,10 +115,25 @@ class Feeder(threading.Thread):
                 due += dur / 1e9
 
 
+# Clip key -> (file, demux chain); filled by main(). Loaded samples are cached by key.
+CLIPS = {}
+_LOADED = {}
+_LOCK = threading.Lock()
+
+
+def clip(key):
+    """The samples and caps of a clip, demuxed on first use."""
+    with _LOCK:
+        if key not in _LOADED:
+            path, chain = CLIPS[key]
+            _LOADED[key] = load_samples(path, chain)
+        return _LOADED[key]
+
+
 class Factory(GstRtspServer.RTSPMediaFactory):
     def __init__(self, tracks, reordered=False, delays=None):
         super().__init__()
-        self.tracks = tracks  # list of (name, samples, caps, pay)
+        self.tracks = tracks  # list of (appsrc name, clip key, payloader)
         self.reordered = reordered
         self.delays = delays or {}  # track name -> seconds before it starts
         self.set_shared(True)
@@ -126,7 +141,8 @@ class Factory(GstRtspServer.RTSPMediaFactory):
     def do_create_element(self, url):
         parts = []
         stamp = "false" if self.reordered else "true"
-        for i, (name, _samples, caps, pay) in enumerate(self.tracks):
+        for i, (name, key, pay) in enumerate(self.tracks):
+            _samples, caps = clip(key)
             parts.append(
                 f'appsrc name={name} is-live=true do-timestamp={stamp} format=time caps="{caps.to_string()}" '
                 f"! queue ! {pay} name=pay{i} pt={96 + i}"
@@ -136,7 +152,8 @@ class Factory(GstRtspServer.RTSPMediaFactory):
     def do_configure(self, media):
         element = media.get_element()
         start = time.monotonic() + 0.05
-        for name, samples, _caps, _pay in self.tracks:
+        for name, key, _pay in self.tracks:
+            samples, _caps = clip(key)
             src = element.get_by_name_recurse_up(name) or element.get_child_by_name(name)
             Feeder(src, samples, start, self.reordered, self.delays.get(name, 0.0)).start()
 
@@ -150,28 +167,36 @@ def main():
     ap.add_argument("--digest", action="store_true")
     a = ap.parse_args()
 
-    h264, h264_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "qtdemux ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au")
-    aac, aac_caps = load_samples(os.path.join(a.media, "h264aac.mp4"), "qtdemux ! aacparse")
-    pcma, pcma_caps = load_samples(os.path.join(a.media, "pcma.wav"), "wavparse ! audio/x-alaw")
-    h265, h265_caps = load_samples(os.path.join(a.media, "h265.mp4"), "qtdemux ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au")
-    h264b, h264b_caps = load_samples(os.path.join(a.media, "h264b.mp4"), "qtdemux ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au")
-    h265b, h265b_caps = load_samples(os.path.join(a.media, "h265b.mp4"), "qtdemux ! h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au")
+    # Clips are demuxed when a mount is first played, once: a camera starts at once, and a
+    # test pays only for the clips it uses.
+    v264 = "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
+    v265 = "h265parse config-interval=-1 ! video/x-h265,stream-format=byte-stream,alignment=au"
+    CLIPS.update({
+        "h264": (os.path.join(a.media, "h264aac.mp4"), f"qtdemux ! {v264}"),
+        "aac": (os.path.join(a.media, "h264aac.mp4"), "qtdemux ! aacparse"),
+        "pcma": (os.path.join(a.media, "pcma.wav"), "wavparse ! audio/x-alaw"),
+        "h265": (os.path.join(a.media, "h265.mp4"), f"qtdemux ! {v265}"),
+        "h264b": (os.path.join(a.media, "h264b.mp4"), f"qtdemux ! {v264}"),
+        "h265b": (os.path.join(a.media, "h265b.mp4"), f"qtdemux ! {v265}"),
+        "big": (os.path.join(a.media, "big.mp4"), f"qtdemux ! {v264}"),
+    })
 
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(a.port))
     mounts = server.get_mount_points()
     vpay = "rtph264pay config-interval=-1"
-    mounts.add_factory("/h264", Factory([("v", h264, h264_caps, vpay)]))
-    mounts.add_factory("/h264aac", Factory([("v", h264, h264_caps, vpay), ("a", aac, aac_caps, "rtpmp4gpay")]))
-    mounts.add_factory("/h265", Factory([("v", h265, h265_caps, "rtph265pay config-interval=-1")]))
-    mounts.add_factory("/h264pcma", Factory([("v", h264, h264_caps, vpay), ("a", pcma, pcma_caps, "rtppcmapay")]))
-    big, big_caps = load_samples(os.path.join(a.media, "big.mp4"), "qtdemux ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au")
-    mounts.add_factory("/aac", Factory([("a", aac, aac_caps, "rtpmp4gpay")]))
-    mounts.add_factory("/h264late", Factory([("v", h264, h264_caps, vpay), ("a", aac, aac_caps, "rtpmp4gpay")], delays={"a": 5.0}))
-    mounts.add_factory("/h264big", Factory([("v", big, big_caps, vpay)]))
-    mounts.add_factory("/h264b", Factory([("v", h264b, h264b_caps, vpay)], reordered=True))
-    mounts.add_factory("/h265b", Factory([("v", h265b, h265b_caps, "rtph265pay config-interval=-1")], reordered=True))
+    hpay = "rtph265pay config-interval=-1"
+    apay = "rtpmp4gpay"
+    mounts.add_factory("/h264", Factory([("v", "h264", vpay)]))
+    mounts.add_factory("/h264aac", Factory([("v", "h264", vpay), ("a", "aac", apay)]))
+    mounts.add_factory("/h265", Factory([("v", "h265", hpay)]))
+    mounts.add_factory("/h264pcma", Factory([("v", "h264", vpay), ("a", "pcma", "rtppcmapay")]))
+    mounts.add_factory("/aac", Factory([("a", "aac", apay)]))
+    mounts.add_factory("/h264late", Factory([("v", "h264", vpay), ("a", "aac", apay)], delays={"a": 5.0}))
+    mounts.add_factory("/h264big", Factory([("v", "big", vpay)]))
+    mounts.add_factory("/h264b", Factory([("v", "h264b", vpay)], reordered=True))
+    mounts.add_factory("/h265b", Factory([("v", "h265b", hpay)], reordered=True))
 
     if a.user:
         auth = GstRtspServer.RTSPAuth()
