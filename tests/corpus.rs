@@ -407,3 +407,24 @@ async fn udp_losing_duplicating_and_reordering_one_percent_of_packets() {
 async fn udp_losing_duplicating_and_reordering_five_percent_of_packets() {
     lossy_udp(0.05).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_gop_h265_camera_starts_at_a_cra_and_decodes() {
+    let cam = Camera::start(Auth::None);
+    let o = run(&cam.url("h265open"), "", 75, Duration::from_secs(30)).await;
+    assert!(
+        o.viewer.codecs[0].starts_with("hvc1."),
+        "{:?}",
+        o.viewer.codecs
+    );
+    // The viewer starts at a CRA keyframe; the leading frames that refer to the GOP before it
+    // cannot be shown and the decoder skips them: at most one GOP's few, no error.
+    let p = o.viewer_decodes("open-gop.mp4");
+    assert!(p.video_frames >= 70, "{p:?}");
+    o.hls_decodes().await;
+    let p = o.archive_decodes(Duration::from_secs(30)).await;
+    assert!(p.video_frames >= 45, "a 2 s file from a CRA: {p:?}");
+    let st = o.stream_status().await;
+    assert_eq!(st["discontinuities"], 0, "{st}");
+    assert!(st["reorder_depth"].as_u64() >= Some(1), "{st}");
+}

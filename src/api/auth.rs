@@ -50,7 +50,8 @@ pub fn encode_query_value(s: &str) -> String {
 
 /// The stream a request is about: its `stream_id` query parameter, else the first path segment
 /// that starts with a stream id (`/streams/{id}`, `/archive/{id}/…`, `/ws/{id}`,
-/// `/hls/{id}….m4s`). Without one, a route of the admin group is about every stream and any
+/// `/hls/{id}….m4s`). Without one, a route of the admin or metrics group is about every stream
+/// (`/metrics` shows them all, so a credential scoped to some streams may not read it) and any
 /// other about whichever streams the credential covers (the handler shows only those).
 pub fn scope_of(action: Action, path: &str, query: &str) -> Scope {
     let id = query_param(query, "stream_id")
@@ -61,7 +62,7 @@ pub fn scope_of(action: Action, path: &str, query: &str) -> Scope {
         });
     match (id, action) {
         (Some(id), _) => Scope::One(id),
-        (None, Action::Admin) => Scope::All,
+        (None, Action::Admin | Action::Metrics) => Scope::All,
         (None, _) => Scope::Any,
     }
 }
@@ -255,7 +256,7 @@ mod tests {
         );
         assert_eq!(scope_of(Action::Admin, "/status", ""), Scope::All);
         assert_eq!(scope_of(Action::Live, "/streams", ""), Scope::Any);
-        assert_eq!(scope_of(Action::Metrics, "/metrics", ""), Scope::Any);
+        assert_eq!(scope_of(Action::Metrics, "/metrics", ""), Scope::All);
         // Not a stream id: no stream named.
         assert_eq!(
             scope_of(Action::Archive, "/archive/not-an-id/ranges", "stream_id=x"),

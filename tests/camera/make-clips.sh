@@ -64,3 +64,10 @@ if [ ! -s "$out/gop5.mp4" ]; then
     "$out/gop5.mp4.tmp.mp4"
   mv "$out/gop5.mp4.tmp.mp4" "$out/gop5.mp4"
 fi
+if [ ! -s "$out/h265open.mp4" ]; then
+  # H.265 with open GOPs: CRA keyframes whose leading B-frames (RASL) refer to the GOP before.
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=s=640x360:r=25:d=8" -vf "$text" \
+    -c:v libx265 -preset veryfast -x265-params "bframes=3:b-pyramid=1:b-adapt=0:keyint=50:min-keyint=50:scenecut=0:open-gop=1:log-level=error" -b:v 800k -pix_fmt yuv420p \
+    -tag:v hvc1 "$out/h265open.mp4.tmp.mp4"
+  mv "$out/h265open.mp4.tmp.mp4" "$out/h265open.mp4"
+fi

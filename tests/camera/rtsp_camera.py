@@ -14,6 +14,7 @@ Mounts (each a shared media, TCP and UDP):
   /aac      audio only (AAC 48 kHz)
   /h264late H.264 + AAC whose audio starts 5 s after the video
   /h264big  H.264 4K with keyframes of about 2.4 MB
+  /h265open H.265 with open GOPs (CRA keyframes, leading B-frames that refer to the GOP before)
 The clips are demuxed once into memory and pushed in real time through appsrc (no encoding
 while serving); a feeder thread per media paces the buffers and appsrc stamps them.
 Prints "READY <port>" on stdout when listening. Must run under Debian's /usr/bin/python3.
@@ -179,6 +180,7 @@ def main():
         "h264b": (os.path.join(a.media, "h264b.mp4"), f"qtdemux ! {v264}"),
         "h265b": (os.path.join(a.media, "h265b.mp4"), f"qtdemux ! {v265}"),
         "big": (os.path.join(a.media, "big.mp4"), f"qtdemux ! {v264}"),
+        "h265open": (os.path.join(a.media, "h265open.mp4"), f"qtdemux ! {v265}"),
     })
 
     server = GstRtspServer.RTSPServer()
@@ -197,6 +199,7 @@ def main():
     mounts.add_factory("/h264big", Factory([("v", "big", vpay)]))
     mounts.add_factory("/h264b", Factory([("v", "h264b", vpay)], reordered=True))
     mounts.add_factory("/h265b", Factory([("v", "h265b", hpay)], reordered=True))
+    mounts.add_factory("/h265open", Factory([("v", "h265open", hpay)], reordered=True))
 
     if a.user:
         auth = GstRtspServer.RTSPAuth()
@@ -211,7 +214,7 @@ def main():
         perms = GstRtspServer.RTSPPermissions()
         perms.add_permission_for_role("user", "media.factory.access", True)
         perms.add_permission_for_role("user", "media.factory.construct", True)
-        for path in ("/h264", "/h264aac", "/h265", "/h264pcma", "/h264b", "/h265b", "/aac", "/h264late", "/h264big"):
+        for path in ("/h264", "/h264aac", "/h265", "/h264pcma", "/h264b", "/h265b", "/aac", "/h264late", "/h264big", "/h265open"):
             mounts.match(path)[0].set_permissions(perms)
 
     if server.attach(None) == 0:
