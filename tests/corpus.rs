@@ -428,3 +428,47 @@ async fn an_open_gop_h265_camera_starts_at_a_cra_and_decodes() {
     assert_eq!(st["discontinuities"], 0, "{st}");
     assert!(st["reorder_depth"].as_u64() >= Some(1), "{st}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_live555_camera_that_leaks_a_dropped_session_is_waited_out() {
+    let cam = FakeCamera::start_with(
+        &[&clip("h264aac.mp4")],
+        Quirks {
+            live555_stale: Some(Duration::from_secs(3)),
+            ..Quirks::default()
+        },
+    );
+    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url(), "\"mse\"", "")).await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    cam.drop_connections();
+    // The next connection gets the dropped session's data: the gateway says why it waits,
+    // does not hammer the camera, and plays again once the stale session has expired (retina
+    // assumes live555's 65 s).
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(20);
+    loop {
+        let st = gw.status().await;
+        let err = st["streams"][STREAM_A]["last_health_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if err.contains("dropped session") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not diagnosed: {st}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.wait_online(STREAM_A, Duration::from_secs(90)).await;
+    eprintln!("back {:?} after the drop", t.elapsed());
+    let st = gw.status().await;
+    let sessions = st["streams"][STREAM_A]["sessions"].as_u64().unwrap_or(0);
+    assert!(sessions <= 4, "{sessions} sessions: reconnected in a loop");
+    let mut ws = ws_connect(&gw.ws_url(STREAM_A, "")).await;
+    let mut cap = Capture::default();
+    collect(&mut ws, &mut cap, 25, Duration::from_secs(10)).await;
+    assert!(cap.fragments() >= 25, "{}", gw.log());
+}

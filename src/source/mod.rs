@@ -48,6 +48,11 @@ pub enum SourceError {
     File(String),
     #[error("the session panicked: {0}")]
     Panicked(String),
+    #[error(
+        "the camera still sends a dropped session's data (a bug of live555 servers before \
+         2017.06.04); waiting for that session to expire before reconnecting"
+    )]
+    StaleSession,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -350,6 +355,14 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
                         last_logged = None;
                     }
                     hub.set_offline(Some(msg));
+                    if matches!(e, SourceError::StaleSession) {
+                        // Reconnecting now would meet the stale data again: wait it out.
+                        let waited = tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            w = rtsp::await_stale_sessions(&group) => w,
+                        };
+                        info!(waited_s = waited.map_or(0, |d| d.as_secs()), "stale camera session expired; reconnecting");
+                    }
                 }
             }
             tokio::select! {

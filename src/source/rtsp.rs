@@ -100,6 +100,29 @@ fn audio_params(p: &retina::codec::AudioParameters) -> Option<AudioParams> {
     })
 }
 
+/// Our error for one of retina's. Old live555 servers (before 2017.06.04) keep sending a dropped
+/// session's data on a new connection; retina notices (data on a channel nobody set up), notes a
+/// stale session in the stream's `SessionGroup` and fails the session: that is
+/// [`SourceError::StaleSession`], and the supervisor waits the stale session out.
+fn rtsp_error(e: retina::Error) -> SourceError {
+    let text = e.to_string();
+    if text.starts_with("Received interleaved data on unassigned channel") {
+        SourceError::StaleSession
+    } else {
+        SourceError::Rtsp(text)
+    }
+}
+
+/// Waits until the stale sessions retina knows of in `group` have expired (live555's bug; up
+/// to 65 s), or returns at once if there are none.
+pub async fn await_stale_sessions(group: &SessionGroup) -> Option<Duration> {
+    let status = group.stale_sessions();
+    let until = status.max_expires?;
+    let wait = until.saturating_duration_since(Instant::now());
+    group.await_stale_sessions(&status).await;
+    Some(wait)
+}
+
 /// Runs one RTSP session, publishing frames through `emit` until it fails.
 pub async fn run_session(
     raw_url: &str,
@@ -117,7 +140,7 @@ pub async fn run_session(
     let mut session = tokio::time::timeout(timeouts.request, Session::describe(url, opts))
         .await
         .map_err(step("DESCRIBE"))?
-        .map_err(|e| SourceError::Rtsp(e.to_string()))?;
+        .map_err(rtsp_error)?;
 
     let mut video_i = None;
     let mut aac_i = None;
@@ -158,7 +181,7 @@ pub async fn run_session(
         tokio::time::timeout(timeouts.request, session.setup(i, setup))
             .await
             .map_err(step("SETUP"))?
-            .map_err(|e| SourceError::Rtsp(e.to_string()))?;
+            .map_err(rtsp_error)?;
     }
     // Permissive: use RTP-Info's rtptime when every stream has it. retina's default requires it
     // for multi-stream sessions, and many cameras omit it.
@@ -166,10 +189,8 @@ pub async fn run_session(
     let playing = tokio::time::timeout(timeouts.request, session.play(play))
         .await
         .map_err(step("PLAY"))?
-        .map_err(|e| SourceError::Rtsp(e.to_string()))?;
-    let mut demuxed = playing
-        .demuxed()
-        .map_err(|e| SourceError::Rtsp(e.to_string()))?;
+        .map_err(rtsp_error)?;
+    let mut demuxed = playing.demuxed().map_err(rtsp_error)?;
 
     let flac_params = g711.as_ref().map(FlacPacker::params);
     let read_params = |d: &retina::client::Demuxed| -> Result<StreamParams, SourceError> {
@@ -210,7 +231,7 @@ pub async fn run_session(
         last_item = Instant::now();
         let item = match next {
             None => return Err(SourceError::Ended),
-            Some(Err(e)) => return Err(SourceError::Rtsp(e.to_string())),
+            Some(Err(e)) => return Err(rtsp_error(e)),
             Some(Ok(item)) => item,
         };
         match item {

@@ -99,6 +99,10 @@ pub struct Quirks {
     pub presentation_times: bool,
     /// What the network does to RTP over UDP.
     pub udp_faults: UdpFaults,
+    /// An old live555 server (its SDP says so): for this long after a connection is dropped,
+    /// the dropped session's RTP goes on arriving on the next connection (interleaved data on a
+    /// channel the new session never set up).
+    pub live555_stale: Option<Duration>,
 }
 
 /// Probabilities per RTP packet sent over UDP.
@@ -115,6 +119,8 @@ struct Control {
     quirks: Quirks,
     /// Send this clip's SPS/PPS in-band before the next frame that is *not* a keyframe.
     params_without_idr: Option<usize>,
+    /// Until when a dropped session's data leaks into new connections (`live555_stale`).
+    stale_until: Option<Instant>,
     ts_offset: u32,
     ssrc: u32,
     clip: usize,
@@ -228,7 +234,12 @@ impl FakeCamera {
 
     /// Closes every open connection (power blip).
     pub fn drop_connections(&self) {
-        self.with(|c| c.generation += 1);
+        self.with(|c| {
+            c.generation += 1;
+            if let Some(window) = c.quirks.live555_stale {
+                c.stale_until = Some(Instant::now() + window);
+            }
+        });
     }
 }
 
@@ -320,14 +331,30 @@ fn serve(
                 } else {
                     format!(";sprop-parameter-sets={},{}", base64(&clip.sps), base64(&clip.pps))
                 };
+                let tool = if quirks.live555_stale.is_some() {
+                    "a=tool:LIVE555 Streaming Media v2016.10.11\r\n"
+                } else {
+                    ""
+                };
                 let sdp = format!(
-                    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=fake camera\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id={:02X}{:02X}{:02X}{sprop}\r\na=control:trackID=0\r\n",
+                    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=fake camera\r\nt=0 0\r\n{tool}m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id={:02X}{:02X}{:02X}{sprop}\r\na=control:trackID=0\r\n",
                     pl[0], pl[1], pl[2]
                 );
                 send(format!(
                     "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Base: {base}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
                     sdp.len()
                 ));
+                let stale = ctl
+                    .lock()
+                    .expect("control")
+                    .stale_until
+                    .is_some_and(|t| Instant::now() < t);
+                if stale {
+                    // The dropped session's next packet, on this connection.
+                    let mut pkt = Vec::new();
+                    packetize(&mut pkt, &[Bytes::from_static(&[0x41, 0x9a, 0x00])], &mut 7, 1, 0xdead_beef);
+                    let _ = writer.lock().expect("writer").write_all(&pkt);
+                }
             }
             "SETUP" => match client_ports(&transport) {
                 Some((rtp, rtcp)) => {
