@@ -605,19 +605,15 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
         min_free_bytes: amount(&a.min_free_bytes, "archive.min_free_bytes", Unit::Bytes)?,
     };
 
-    let auth = auth::resolve(raw.auth).map_err(|(key, message)| ConfigError {
+    // A section's resolver says (key, message); the line is found here.
+    let located = |(key, message): (String, String)| ConfigError {
         file: path.to_owned(),
         line: line_of_key(text, key.rsplit('.').next().unwrap_or(&key)),
         key,
         message,
-    })?;
-
-    let limits = limits::resolve(raw.limits).map_err(|(key, message)| ConfigError {
-        file: path.to_owned(),
-        line: line_of_key(text, key.rsplit('.').next().unwrap_or(&key)),
-        key,
-        message,
-    })?;
+    };
+    let auth = auth::resolve(raw.auth).map_err(located)?;
+    let limits = limits::resolve(raw.limits).map_err(located)?;
 
     let mut webhooks = Vec::new();
     for (i, w) in raw.webhooks.iter().enumerate() {

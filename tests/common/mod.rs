@@ -489,6 +489,26 @@ pub fn video_samples(cap: &Capture) -> Vec<(u64, i64, bool)> {
     out
 }
 
+/// ffmpeg reads `secs` seconds of a live HLS playlist at `url` (bounded to 60 s in all) and has
+/// nothing to complain about; every frame is decoded as stamped. Panics with what it said.
+pub async fn ffmpeg_reads_live_hls(url: String, secs: u32) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["60", "ffmpeg", "-v", "error", "-i", &url])
+            .args(["-t", &secs.to_string(), "-fps_mode", "passthrough"])
+            .args(["-enc_time_base", "-1", "-f", "null", "-"])
+            .output()
+            .expect("ffmpeg")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "HLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// What ffprobe counts in a file, and whether ffmpeg decodes it without a single error.
 #[derive(Debug)]
 pub struct Probe {
