@@ -110,6 +110,70 @@ fn find_box(data: &[u8], kind: &[u8; 4]) -> Option<Range<usize>> {
         .map(|(_, r)| r)
 }
 
+/// The children each container keeps when a `moov` or `moof` is decoded; every other child is
+/// renamed `free` (same size) first, so that mp4-atom never parses a box this reader does not
+/// use. Some of its decoders trust counts inside such boxes (found by `cargo fuzz run movie`: an
+/// `sgpd` claiming billions of entries ran out of memory).
+const KEEP: &[(&[u8; 4], &[&[u8; 4]])] = &[
+    (b"moov", &[b"mvhd", b"trak", b"mvex"]),
+    (b"trak", &[b"tkhd", b"mdia", b"edts"]),
+    (b"edts", &[b"elst"]),
+    (b"mdia", &[b"mdhd", b"hdlr", b"minf"]),
+    (b"minf", &[b"vmhd", b"smhd", b"dinf", b"stbl"]),
+    (b"dinf", &[b"dref"]),
+    (
+        b"stbl",
+        &[
+            b"stsd", b"stts", b"ctts", b"stss", b"stsc", b"stsz", b"stco", b"co64",
+        ],
+    ),
+    (b"mvex", &[b"mehd", b"trex"]),
+    (b"moof", &[b"mfhd", b"traf"]),
+    (b"traf", &[b"tfhd", b"tfdt", b"trun"]),
+];
+
+/// A copy of one top-level box with the children [`KEEP`] does not list renamed `free`.
+fn pruned(top: &[u8]) -> Vec<u8> {
+    let mut out = top.to_vec();
+    if out.len() >= 8 {
+        let kind: [u8; 4] = [out[4], out[5], out[6], out[7]];
+        let len = out.len();
+        prune_children(&mut out, &kind, 8, len);
+    }
+    out
+}
+
+fn prune_children(buf: &mut [u8], container: &[u8; 4], mut at: usize, end: usize) {
+    let Some((_, keep)) = KEEP.iter().find(|(c, _)| *c == container) else {
+        return;
+    };
+    while at + 8 <= end {
+        let size32 = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        let (size, header) = match size32 {
+            0 => (end - at, 8),
+            1 if at + 16 <= end => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&buf[at + 8..at + 16]);
+                (
+                    usize::try_from(u64::from_be_bytes(b)).unwrap_or(usize::MAX),
+                    16,
+                )
+            }
+            n => (n as usize, 8),
+        };
+        if size < header || size > end - at {
+            return; // malformed: mp4-atom will say so
+        }
+        let kind: [u8; 4] = [buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]];
+        if keep.contains(&&kind) {
+            prune_children(buf, &kind, at + header, at + size);
+        } else {
+            buf[at + 4..at + 8].copy_from_slice(b"free");
+        }
+        at += size;
+    }
+}
+
 /// A track as the `moov` describes it.
 struct Track {
     id: u32,
@@ -138,7 +202,8 @@ impl Movie {
     pub fn parse(data: Bytes) -> Result<Movie, String> {
         let range = find_box(&data, b"moov").ok_or("no moov box (not an MP4 file?)")?;
         let init_len = range.end;
-        let mut cur = std::io::Cursor::new(&data[range]);
+        let moov_bytes = pruned(&data[range]);
+        let mut cur = std::io::Cursor::new(&moov_bytes[..]);
         let moov = mp4_atom::Moov::decode(&mut cur).map_err(|e| format!("bad moov: {e}"))?;
         let mut params = StreamParams::default();
         let mut samples = Vec::new();
@@ -349,7 +414,8 @@ fn read_fragments(
             Some(([b'm', b'd', b'a', b't'], r)) => r.end,
             _ => range.end,
         };
-        let mut cur = std::io::Cursor::new(&data[range.clone()]);
+        let moof_bytes = pruned(&data[range.clone()]);
+        let mut cur = std::io::Cursor::new(&moof_bytes[..]);
         let moof = mp4_atom::Moof::decode(&mut cur).map_err(|e| format!("bad moof: {e}"))?;
         let mut frag_start = None;
         for traf in &moof.traf {
@@ -522,6 +588,10 @@ mod tests {
             panic!("parsed a file whose tables describe more than it holds");
         };
         assert!(err.contains("more than the file holds"), "{err}");
+        // An `sgpd` (sample groups, unused here) claiming billions of entries made mp4-atom
+        // push entries until memory ran out: such boxes are no longer given to it.
+        let oom = include_bytes!("../tests/data/fuzz/movie-sgpd-billions-of-entries.mp4");
+        let _ = Movie::parse(Bytes::from_static(oom));
     }
 
     #[test]
