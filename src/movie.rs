@@ -449,6 +449,14 @@ fn read_fragments(
                         .flags
                         .or(traf.tfhd.default_sample_flags)
                         .unwrap_or(track.defaults.2);
+                    // Untrusted counts: a run without per-sample fields is only a number, so
+                    // each sample must hold bytes inside the file before it is listed.
+                    if size == 0
+                        || offset < 0
+                        || offset.saturating_add(i64::from(size)) > data.len() as i64
+                    {
+                        return Err("a fragment describes more than the file holds".into());
+                    }
                     let is_key = track.kind == TrackKind::Audio || flags & NON_SYNC_FLAG == 0;
                     let dts_90k = media::to_90k(t, track.timescale);
                     if n == 0 && track.kind == lead && frag_start.is_none() {
@@ -592,6 +600,12 @@ mod tests {
         // push entries until memory ran out: such boxes are no longer given to it.
         let oom = include_bytes!("../tests/data/fuzz/movie-sgpd-billions-of-entries.mp4");
         let _ = Movie::parse(Bytes::from_static(oom));
+        // A `trun` of billions of default-sized samples was listed sample by sample.
+        let oom = include_bytes!("../tests/data/fuzz/movie-trun-billions-of-samples.mp4");
+        let Err(err) = Movie::parse(Bytes::from_static(oom)) else {
+            panic!("parsed a fragment that describes more than the file holds");
+        };
+        assert!(err.contains("more than the file holds"), "{err}");
     }
 
     #[test]
