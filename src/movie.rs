@@ -130,7 +130,31 @@ const KEEP: &[(&[u8; 4], &[&[u8; 4]])] = &[
     (b"mvex", &[b"mehd", b"trex"]),
     (b"moof", &[b"mfhd", b"traf"]),
     (b"traf", &[b"tfhd", b"tfdt", b"trun"]),
+    // Sample entries (children after their fixed fields: see `children_at`).
+    (
+        b"stsd",
+        &[b"avc1", b"avc3", b"hvc1", b"hev1", b"mp4a", b"fLaC"],
+    ),
+    (b"avc1", &[b"avcC", b"pasp", b"btrt", b"colr"]),
+    (b"avc3", &[b"avcC", b"pasp", b"btrt", b"colr"]),
+    (b"hvc1", &[b"hvcC", b"pasp", b"btrt", b"colr"]),
+    (b"hev1", &[b"hvcC", b"pasp", b"btrt", b"colr"]),
+    (b"mp4a", &[b"esds", b"btrt"]),
+    (b"fLaC", &[b"dfLa", b"btrt"]),
 ];
+
+/// Where the children of a box start, counted from its content (after the box header): after
+/// a full box's version and flags and an entry count (`stsd`), after a sample entry's fixed
+/// fields, or at once. `None`: do not look inside (a QuickTime sound entry of another version).
+fn children_at(kind: &[u8; 4], content: &[u8]) -> Option<usize> {
+    match kind {
+        b"stsd" => Some(8),
+        b"avc1" | b"avc3" | b"hvc1" | b"hev1" => Some(78),
+        // SoundSampleEntry version 0 only (its first field after the 8 reserved/index bytes).
+        b"mp4a" | b"fLaC" => (content.get(8..10)? == [0, 0]).then_some(28),
+        _ => Some(0),
+    }
+}
 
 /// A copy of one top-level box with the children [`KEEP`] does not list renamed `free`.
 fn pruned(top: &[u8]) -> Vec<u8> {
@@ -166,7 +190,10 @@ fn prune_children(buf: &mut [u8], container: &[u8; 4], mut at: usize, end: usize
         }
         let kind: [u8; 4] = [buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]];
         if keep.contains(&&kind) {
-            prune_children(buf, &kind, at + header, at + size);
+            let content = at + header;
+            if let Some(skip) = children_at(&kind, &buf[content..at + size]) {
+                prune_children(buf, &kind, content + skip, at + size);
+            }
         } else {
             buf[at + 4..at + 8].copy_from_slice(b"free");
         }
@@ -599,6 +626,9 @@ mod tests {
         // An `sgpd` (sample groups, unused here) claiming billions of entries made mp4-atom
         // push entries until memory ran out: such boxes are no longer given to it.
         let oom = include_bytes!("../tests/data/fuzz/movie-sgpd-billions-of-entries.mp4");
+        let _ = Movie::parse(Bytes::from_static(oom));
+        // The same inside an `mp4a` sample entry.
+        let oom = include_bytes!("../tests/data/fuzz/movie-sgpd-in-mp4a.mp4");
         let _ = Movie::parse(Bytes::from_static(oom));
         // A `trun` of billions of default-sized samples was listed sample by sample.
         let oom = include_bytes!("../tests/data/fuzz/movie-trun-billions-of-samples.mp4");
