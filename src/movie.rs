@@ -274,15 +274,8 @@ impl Movie {
         } else {
             TrackKind::Audio
         };
+        // Every sample was checked to lie inside the file as it was listed (`inside`).
         let fragments = read_fragments(&data, &tracks, lead, &mut samples)?;
-        for s in &samples {
-            if s.offset
-                .checked_add(s.size)
-                .is_none_or(|end| end > data.len())
-            {
-                return Err("a sample lies outside the file (truncated?)".into());
-            }
-        }
         // Decode order across tracks; video first on ties so a pass starts on its keyframe.
         samples.sort_by_key(|s| (s.dts_90k, s.track == TrackKind::Audio));
         let duration_90k = samples
@@ -476,13 +469,11 @@ fn read_fragments(
                         .flags
                         .or(traf.tfhd.default_sample_flags)
                         .unwrap_or(track.defaults.2);
-                    // Untrusted counts: a run without per-sample fields is only a number, so
-                    // each sample must hold bytes inside the file before it is listed.
-                    if size == 0
-                        || offset < 0
-                        || offset.saturating_add(i64::from(size)) > data.len() as i64
-                    {
-                        return Err("a fragment describes more than the file holds".into());
+                    // A run without per-sample fields is only a count: an empty sample would let
+                    // it run on without ever leaving the file.
+                    let at = u64::try_from(offset).map_err(|_| OUTSIDE)?;
+                    if size == 0 || !inside(at, size, data.len()) {
+                        return Err(OUTSIDE.into());
                     }
                     let is_key = track.kind == TrackKind::Audio || flags & NON_SYNC_FLAG == 0;
                     let dts_90k = media::to_90k(t, track.timescale);
@@ -495,7 +486,7 @@ fn read_fragments(
                         cto_90k: media::to_90k(e.cts.unwrap_or(0), track.timescale) as i32,
                         dur_90k: media::to_90k(i64::from(dur), track.timescale) as u32,
                         is_key,
-                        offset: usize::try_from(offset).map_err(|_| "negative data offset")?,
+                        offset: at as usize,
                         size: size as usize,
                     });
                     offset = offset.saturating_add(i64::from(size));
@@ -514,22 +505,32 @@ fn read_fragments(
     Ok(fragments)
 }
 
-/// Expands a track's sample tables into samples with absolute offsets and 90 kHz times.
-/// Untrusted tables: every sample must lie inside the file of `file_len` bytes, so nothing is
-/// allocated or looped over beyond what the file can hold (a table claiming four billion
-/// samples is an error, not four billion entries).
+/// Why a file is refused whose samples do not all lie inside it.
+const OUTSIDE: &str =
+    "a sample lies outside the file (truncated, or its tables describe more than the file holds)";
+
+/// Whether `size` bytes at `offset` lie inside a file of `file_len` bytes. Sample tables and
+/// runs are untrusted counts: each sample is checked as it is listed, so nothing is allocated
+/// or looped over beyond what the file holds (a table claiming four billion samples is an
+/// error, not four billion entries).
+fn inside(offset: u64, size: u32, file_len: usize) -> bool {
+    offset.saturating_add(u64::from(size)) <= file_len as u64
+}
+
+/// Expands a track's sample tables into samples with absolute offsets and 90 kHz times, each
+/// inside the file ([`inside`]).
 fn flatten(
     stbl: &mp4_atom::Stbl,
     timescale: u32,
     track: TrackKind,
     file_len: usize,
 ) -> Result<Vec<Sample>, String> {
-    let outside = || "a sample table describes more than the file holds".to_owned();
     let sizes: Vec<u32> = match &stbl.stsz.samples {
         mp4_atom::StszSamples::Identical { count, size } => {
+            // Refused before the table is expanded.
             let total = u64::from(*count).saturating_mul(u64::from((*size).max(1)));
             if total > file_len as u64 {
-                return Err(outside());
+                return Err(OUTSIDE.into());
             }
             vec![*size; *count as usize]
         }
@@ -558,8 +559,8 @@ fn flatten(
             let Some(&size) = sizes.get(sample_i) else {
                 break;
             };
-            if off.saturating_add(size as usize) > file_len {
-                return Err(outside());
+            if !inside(off as u64, size, file_len) {
+                return Err(OUTSIDE.into());
             }
             out.push(Sample {
                 track,

@@ -4,7 +4,8 @@
 //! Frame-accurate starts without re-encoding: playback begins at the keyframe at or before
 //! `start`, and every video frame presented before `start` is squeezed to one 90 kHz tick
 //! (decode and presentation times alike, in order: [`Warp`]), so decoders still see the whole
-//! GOP but the first frame shown for any real time is the one at `start`, with B-frames too. Audio before `start` is dropped. Files are joined back to back:
+//! GOP but the first frame shown for any real time is the one at `start`, with B-frames too.
+//! Audio before `start` is dropped. Files are joined back to back:
 //! a gap between files disappears from the output timeline (the original's behaviour), and is
 //! reported so the caller can tell the client.
 

@@ -70,10 +70,8 @@ pub struct Stats {
     pub rtp_packets_lost: AtomicU64,
     /// Camera clock jumps re-stamped onto the timeline within a session (no frame lost).
     pub timestamp_jumps: AtomicU64,
-    /// Video frames reordered (B-frames): the depth in use, and how often it had to grow
-    /// because the camera reordered deeper than its SPS said.
+    /// Video frames reordered (B-frames): the depth in use.
     pub reorder_depth: AtomicU64,
-    pub reorder_grown: AtomicU64,
     pub mse_viewers: AtomicU64,
     pub frames_dropped_for_slow_viewers: AtomicU64,
     /// Time from a frame's arrival (its last packet read from the camera socket) to its

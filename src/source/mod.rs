@@ -151,7 +151,7 @@ impl<'a> Emitter<'a> {
                         );
                     }
                     self.timeline.set_reorder_depth(depth);
-                    self.note_reorder(self.timeline.reorder());
+                    self.publish_reorder_depth();
                 }
                 None => warn!(
                     "the camera's SPS could not be read; reordering is learnt from the stream"
@@ -196,16 +196,12 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    fn note_reorder(&mut self, (depth, grown): (u32, u32)) {
-        use std::sync::atomic::Ordering::Relaxed;
+    fn publish_reorder_depth(&self) {
+        let (depth, _) = self.timeline.reorder();
         self.hub
             .stats
             .reorder_depth
-            .store(u64::from(depth), Relaxed);
-        let before = self.hub.stats.reorder_grown.swap(u64::from(grown), Relaxed);
-        if u64::from(grown) > before {
-            warn!(depth, "frames arrive further out of order than the camera's SPS says; reorder depth raised (presentation moved later once)");
-        }
+            .store(u64::from(depth), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// RTP packets lost before a frame (a sequence number gap).
@@ -264,9 +260,12 @@ impl<'a> Emitter<'a> {
         if self.timeline.jumps() != jumps_before {
             self.note_jump(track);
         }
-        let reorder = self.timeline.reorder();
-        if reorder != reorder_before {
-            self.note_reorder(reorder);
+        let (depth, grown) = self.timeline.reorder();
+        if (depth, grown) != reorder_before {
+            self.publish_reorder_depth();
+            if grown > reorder_before.1 {
+                warn!(depth, "frames arrive further out of order than the camera's SPS says; reorder depth raised (presentation moved later once)");
+            }
         }
         if params.lead() == track {
             self.drift.push(m.epoch, m.dts_90k, arrival_ms);

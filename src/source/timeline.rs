@@ -181,28 +181,23 @@ impl Timeline {
         let (in_base, out_base) = t.mapping.unwrap_or((pts_in_90k, end));
         let mut pts = pts_in_90k - in_base + out_base;
         let dts = match (kind, cto_90k) {
-            (_, Some(cto)) => {
-                (pts - i64::from(cto)).max(if t.seen { t.last_dts_90k + 1 } else { i64::MIN })
-            }
+            (_, Some(cto)) => pts - i64::from(cto),
             (TrackKind::Video, None) => {
                 let d = t.reorder.push(pts, est_dur);
                 if d.shift_90k != 0 {
                     t.mapping = Some((in_base, out_base + d.shift_90k));
                 }
                 pts = d.pts_90k;
-                // Above what a file's offsets put out before, should a source mix both.
-                if t.seen {
-                    d.dts_90k.max(t.last_dts_90k + 1)
-                } else {
-                    d.dts_90k
-                }
+                d.dts_90k
             }
-            (TrackKind::Audio, None) => {
-                if t.seen {
-                    pts = pts.max(t.last_dts_90k + 1);
-                }
-                pts
-            }
+            (TrackKind::Audio, None) => pts,
+        };
+        // Decode times rise per track whatever the source does (and presentation never
+        // precedes decoding).
+        let dts = if t.seen {
+            dts.max(t.last_dts_90k + 1)
+        } else {
+            dts
         };
         let pts = pts.max(dts);
         let dur = if t.seen {
