@@ -6,8 +6,8 @@
 mod common;
 
 use bytes::BytesMut;
-use video_server::fmp4::{self, Sample, TrackRun};
 use video_server::media::{rescale, TrackKind, TIMESCALE_90K};
+use video_server::mp4::fmp4::{self, Sample, TrackRun};
 use video_server::source::file::Movie;
 
 #[test]

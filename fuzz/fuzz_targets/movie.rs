@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use video_server::movie::Movie;
+use video_server::mp4::movie::Movie;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(movie) = Movie::parse(bytes::Bytes::copy_from_slice(data)) {

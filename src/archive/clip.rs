@@ -18,9 +18,9 @@ use super::index::Segment;
 use super::playback::{self, Planner};
 use super::{ArchiveError, StreamArchive};
 use crate::api::ranged::Streamed;
-use crate::fmp4;
 use crate::media::{rescale, StreamParams};
-use crate::movie::Movie;
+use crate::mp4::fmp4;
+use crate::mp4::movie::Movie;
 
 /// One piece of the clip, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]

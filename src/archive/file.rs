@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::fmp4::{self, DurationFields};
-use crate::movie::{top_level_boxes, whole_fragments_len, Movie};
+use crate::mp4::fmp4::{self, DurationFields};
+use crate::mp4::movie::{top_level_boxes, whole_fragments_len, Movie};
 
 /// The suffix of files being written.
 pub const PART_SUFFIX: &str = ".part";

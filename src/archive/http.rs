@@ -28,7 +28,7 @@ use super::clip::ClipPlan;
 use super::index::{file_name, parse_file_name};
 use super::{ArchiveError, StreamArchive};
 use crate::app::App;
-use crate::movie::top_level_boxes;
+use crate::mp4::movie::top_level_boxes;
 
 /// Window query parameters.
 #[derive(Debug, Default, Deserialize)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::media::{StreamParams, TrackKind};
-use crate::movie::Movie;
+use crate::mp4::movie::Movie;
 
 /// One sample on the output timeline.
 #[derive(Clone, Debug)]
@@ -105,7 +105,8 @@ impl Planner {
             .iter()
             .find(|s| s.track == lead)
             .map_or(movie.samples[from].dts_90k, |s| s.dts_90k);
-        let pre_start = |s: &crate::movie::Sample| !self.started && wall(s.dts_90k) < self.start_ms;
+        let pre_start =
+            |s: &crate::mp4::movie::Sample| !self.started && wall(s.dts_90k) < self.start_ms;
         let warp = if self.started || !has_video {
             Warp::identity(first_dts)
         } else {
@@ -275,8 +276,8 @@ fn fragment(
     lead: TrackKind,
     sequence: &mut u32,
 ) -> OutFragment {
-    use crate::fmp4::{write_fragment_header, Sample, TrackRun};
     use crate::media::rescale;
+    use crate::mp4::fmp4::{write_fragment_header, Sample, TrackRun};
     let mut runs_data: Vec<(TrackKind, Vec<&OutSample>)> = Vec::new();
     for kind in [TrackKind::Video, TrackKind::Audio] {
         let v: Vec<&OutSample> = group.iter().filter(|s| s.track == kind).collect();
@@ -345,10 +346,10 @@ fn fragment(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::fmp4;
-    use crate::fmp4::tests::real_params;
-    use crate::hls::segmenter::{Event, Segmenter, Targets};
     use crate::media::Frame;
+    use crate::mp4::fmp4;
+    use crate::mp4::fmp4::tests::real_params;
+    use crate::mp4::segmenter::{Event, Segmenter, Targets};
 
     /// A fragmented file of `secs` seconds (25 fps, a keyframe every 50 frames, AAC), as the
     /// recorder writes it.

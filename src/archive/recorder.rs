@@ -20,10 +20,10 @@ use tracing::{info, warn, Instrument};
 use super::file::OpenFile;
 use super::index::{EndReason, Location, Segment};
 use super::StreamArchive;
-use crate::fmp4;
-use crate::hls::segmenter::{Event, Segmenter, Targets};
 use crate::hub::{RecvError, StreamHub};
 use crate::media::{rescale, StreamParams};
+use crate::mp4::fmp4;
+use crate::mp4::segmenter::{Event, Segmenter, Targets};
 
 const BATCH: usize = 64;
 

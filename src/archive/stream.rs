@@ -12,7 +12,7 @@ use super::index::{self, Location, Segment, StreamIndex};
 use super::journal::Journal;
 use super::s3::S3Store;
 use super::{file, upload};
-use crate::movie::Movie;
+use crate::mp4::movie::Movie;
 
 /// What a recorder reports.
 #[derive(Debug, Default)]
@@ -259,7 +259,7 @@ impl StreamArchive {
                     .await
                     .map_err(|e| format!("{name}: {e}"))?
                     .len();
-                if len > crate::movie::MAX_FILE_BYTES {
+                if len > crate::mp4::movie::MAX_FILE_BYTES {
                     return Err(format!(
                         "{name}: {len} bytes is more than a file may have here"
                     ));
@@ -269,8 +269,8 @@ impl StreamArchive {
                     .map(Bytes::from)
                     .map_err(|e| format!("{name}: {e}"))?;
                 // A file being written may end in half a fragment: keep whole fragments only.
-                let whole = crate::movie::whole_fragments_len(&data)
-                    .unwrap_or_else(|| crate::movie::top_level_boxes(&data).1);
+                let whole = crate::mp4::movie::whole_fragments_len(&data)
+                    .unwrap_or_else(|| crate::mp4::movie::top_level_boxes(&data).1);
                 Ok(data.slice(..whole))
             }
         }

@@ -344,7 +344,7 @@ impl Session {
             let params = plan.params.take().unwrap_or_default();
             if self.params.as_ref().is_none_or(|p| !p.same_codecs(&params)) {
                 self.send(codecs_message(&params)).await?;
-                let init = crate::fmp4::init_segment(&params);
+                let init = crate::mp4::fmp4::init_segment(&params);
                 self.send(Message::Binary(init)).await?;
                 self.params = Some(Arc::clone(&params));
             }

@@ -2,7 +2,7 @@
 //! served at `/hls/<uuid>.m3u8` and the names that playlist lists.
 //!
 //! Belongs here: the per-stream task that feeds the segmenter ([`run`]), the pure cores
-//! (`segmenter`: frames → parts and segments; `playlist`: the m3u8 text; `store`: the window),
+//! (`mp4::segmenter` cuts frames into parts and segments; `playlist`: the m3u8 text; `store`: the window),
 //! the HTTP handler (`http`) and the optional disk mirror (`mirror`). Does not belong here: fMP4
 //! boxes (`fmp4`), which streams exist (`app`).
 //!
@@ -13,7 +13,6 @@
 pub mod http;
 mod mirror;
 pub mod playlist;
-pub mod segmenter;
 pub mod sessions;
 mod spill;
 pub mod store;
@@ -26,7 +25,8 @@ use tracing::{debug, warn, Instrument};
 
 use crate::config::HlsConfig;
 use crate::hub::{RecvError, StreamHub};
-pub use segmenter::{Segmenter, Targets};
+use crate::mp4::segmenter;
+pub use crate::mp4::segmenter::{Segmenter, Targets};
 pub use store::{Store, Window, WindowConfig};
 
 /// Frames read from the ring per wake-up at most.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
 use super::playlist::{self, View};
-use super::segmenter::{Event, Part, Targets};
+use crate::mp4::segmenter::{Event, Part, Targets};
 
 /// Segments kept after they leave the playlist, for clients that read an older playlist.
 const RETAINED: usize = 3;

@@ -2,8 +2,8 @@
 //! written out by `memory_segments`.
 
 use super::*;
-use crate::hls::segmenter::Segmenter;
 use crate::media::{Frame, StreamParams};
+use crate::mp4::segmenter::Segmenter;
 use std::sync::Arc;
 
 const NAME: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
@@ -21,7 +21,7 @@ fn window(size: usize, ll: bool) -> Window {
 }
 
 fn params() -> Arc<StreamParams> {
-    crate::hls::segmenter::tests::params(true, false)
+    crate::mp4::segmenter::tests::params(true, false)
 }
 
 /// Feeds `n` frames of 25 fps video with 2 s GOPs, epoch `epoch`, from frame `from`.

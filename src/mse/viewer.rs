@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::fmp4::{self, Sample, TrackRun};
 use crate::media::{rescale, Frame, StreamParams, TrackKind, TIMESCALE_90K};
+use crate::mp4::fmp4::{self, Sample, TrackRun};
 
 /// A message for the client, in order.
 #[derive(Debug, PartialEq, Eq)]

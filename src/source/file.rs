@@ -1,5 +1,5 @@
 //! Local-file sources: an MP4 file played in real time as if it were a camera, optionally
-//! looped with continuous timestamps. Demuxing is [`crate::movie`]'s.
+//! looped with continuous timestamps. Demuxing is [`crate::mp4::movie`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Emitter, SourceError};
-pub use crate::movie::Movie;
+pub use crate::mp4::movie::Movie;
 
 /// Plays a movie in real time through `emit`; loops forever when `looped`.
 pub async fn play(movie: &Movie, looped: bool, emit: &mut Emitter<'_>) -> Result<(), SourceError> {

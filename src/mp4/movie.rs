@@ -4,7 +4,7 @@
 //!
 //! Belongs here: the mp4-atom boundary for *reading* files, top-level box walking (also for
 //! repairing a file cut short by a crash). Does not belong here: playing a file as a source
-//! (`source::file`), writing MP4 (`fmp4`), archive policy (`archive`).
+//! (`source::file`), writing MP4 (`mp4::fmp4`), archive policy (`archive`).
 //!
 //! Every sample is a zero-copy slice of the file's bytes.
 
@@ -619,20 +619,20 @@ mod tests {
     fn fuzz_finds_stay_fixed() {
         // `cargo fuzz run movie`: an `stsz` of 4 294 967 286 samples of 4 GiB each in a 1 KiB
         // file was expanded into a vector of that many entries (out of memory).
-        let oom = include_bytes!("../tests/data/fuzz/movie-stsz-four-billion-samples.mp4");
+        let oom = include_bytes!("../../tests/data/fuzz/movie-stsz-four-billion-samples.mp4");
         let Err(err) = Movie::parse(Bytes::from_static(oom)) else {
             panic!("parsed a file whose tables describe more than it holds");
         };
         assert!(err.contains("more than the file holds"), "{err}");
         // An `sgpd` (sample groups, unused here) claiming billions of entries made mp4-atom
         // push entries until memory ran out: such boxes are no longer given to it.
-        let oom = include_bytes!("../tests/data/fuzz/movie-sgpd-billions-of-entries.mp4");
+        let oom = include_bytes!("../../tests/data/fuzz/movie-sgpd-billions-of-entries.mp4");
         let _ = Movie::parse(Bytes::from_static(oom));
         // The same inside an `mp4a` sample entry.
-        let oom = include_bytes!("../tests/data/fuzz/movie-sgpd-in-mp4a.mp4");
+        let oom = include_bytes!("../../tests/data/fuzz/movie-sgpd-in-mp4a.mp4");
         let _ = Movie::parse(Bytes::from_static(oom));
         // A `trun` of billions of default-sized samples was listed sample by sample.
-        let oom = include_bytes!("../tests/data/fuzz/movie-trun-billions-of-samples.mp4");
+        let oom = include_bytes!("../../tests/data/fuzz/movie-trun-billions-of-samples.mp4");
         let Err(err) = Movie::parse(Bytes::from_static(oom)) else {
             panic!("parsed a fragment that describes more than the file holds");
         };

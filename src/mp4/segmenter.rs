@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::fmp4::{self, Sample, TrackRun};
 use crate::media::{rescale, Frame, StreamParams, TrackKind, TIMESCALE_90K};
+use crate::mp4::fmp4::{self, Sample, TrackRun};
 
 /// A segment without a keyframe for this long is cut anyway, to bound memory.
 const MAX_SEGMENT_90K: i64 = 60 * 90_000;
