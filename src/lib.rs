@@ -11,20 +11,15 @@
 //!
 //! Stages depend on `media` and `hub`, never on each other.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod archive;
-pub mod auth;
 pub mod config;
-pub mod diagnostics;
 pub mod hls;
 pub mod hub;
 pub mod media;
-pub mod metrics;
 pub mod mp4;
 pub mod mse;
-pub mod persist;
-pub mod reload;
 pub mod source;
-pub mod telemetry;
 pub mod webhooks;

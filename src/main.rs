@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use video_server::app::{self, telemetry};
 use video_server::config::{Config, StorageKind};
-use video_server::{app, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -134,7 +134,7 @@ async fn run(config: Config) -> std::io::Result<()> {
             };
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the configuration");
-                if let Err(e) = video_server::reload::reload(&app).await {
+                if let Err(e) = video_server::app::reload::reload(&app).await {
                     tracing::error!("reload refused, nothing changed: {e}");
                 }
             }

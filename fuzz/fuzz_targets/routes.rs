@@ -21,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
         Action::Admin,
         Action::Metrics,
     ] {
-        let _ = video_server::api::auth::scope_of(action, path, query);
+        let _ = video_server::api::guard::scope_of(action, path, query);
     }
 });

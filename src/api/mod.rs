@@ -4,9 +4,10 @@
 //! Belongs here: routes, request parsing, response shapes. Does not belong here: stream
 //! lifecycle (`app`), websocket media sessions (`mse`).
 
-pub mod auth;
 pub mod cors;
 pub mod error;
+pub mod guard;
+pub mod metrics;
 pub mod ranged;
 pub mod server;
 pub mod streams;
@@ -28,7 +29,7 @@ use crate::config::auth::Action;
 enum Group {
     /// No credential: health, the OpenAPI document, the favicon and player scripts.
     Public,
-    /// Needs the action on the stream the request is about (see `auth::scope_of`).
+    /// Needs the action on the stream the request is about (see `guard::scope_of`).
     Guarded(Action),
 }
 
@@ -64,13 +65,13 @@ impl Routes {
                 Group::Public => r,
                 Group::Guarded(action) => r.route_layer(axum::middleware::from_fn_with_state(
                     (Arc::clone(&app), action),
-                    auth::require,
+                    guard::require,
                 )),
             });
         }
         let mut router = router
-            .fallback(auth::unknown_route)
-            .method_not_allowed_fallback(auth::unknown_route)
+            .fallback(guard::unknown_route)
+            .method_not_allowed_fallback(guard::unknown_route)
             .layer(axum::extract::DefaultBodyLimit::max(
                 app.config.limits.max_body_bytes,
             ))
@@ -187,7 +188,7 @@ async fn openapi() -> Response {
 /// `POST /config/reload`: re-reads the configuration file and applies its stream changes;
 /// 400 with the file, line and key of an error (nothing is changed then).
 async fn reload(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
-    match crate::reload::reload(&app).await {
+    match crate::app::reload::reload(&app).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => error::ApiError::BadRequest(e.to_string()).into_response(),
     }

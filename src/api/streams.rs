@@ -255,7 +255,7 @@ pub async fn disable_camera(
 /// `GET /streams` on the video port: what the built-in page needs.
 pub async fn video_streams(
     State(app): State<Arc<App>>,
-    grant: Option<axum::Extension<crate::auth::Grant>>,
+    grant: Option<axum::Extension<crate::access::Grant>>,
 ) -> Json<Value> {
     // With auth on, a credential sees the streams it may watch.
     let visible = |id: &Uuid| {

@@ -237,10 +237,10 @@ pub async fn playlist(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Query(w): Query<Window>,
-    token: Option<axum::Extension<crate::api::auth::QueryToken>>,
+    token: Option<axum::Extension<crate::api::guard::QueryToken>>,
 ) -> Result<Response, ArchiveError> {
     let token = token.map_or_else(String::new, |axum::Extension(t)| {
-        format!("&token={}", crate::api::auth::encode_query_value(&t.0))
+        format!("&token={}", crate::api::guard::encode_query_value(&t.0))
     });
     let sa = stream(&app, &id).await?;
     let (start, end) = window(&w, false)?;

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod persist;
 mod raw;
 mod streams;
 

@@ -91,7 +91,7 @@ pub async fn handler(
     State(app): State<Arc<App>>,
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
-    token: Option<axum::Extension<crate::api::auth::QueryToken>>,
+    token: Option<axum::Extension<crate::api::guard::QueryToken>>,
     remote: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -153,7 +153,7 @@ pub async fn handler(
                 Some(axum::Extension(t)) => {
                     let text = String::from_utf8_lossy(&body).replace(
                         "?v=",
-                        &format!("?token={}&v=", crate::api::auth::encode_query_value(&t.0)),
+                        &format!("?token={}&v=", crate::api::guard::encode_query_value(&t.0)),
                     );
                     bytes::Bytes::from(text)
                 }

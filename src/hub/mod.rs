@@ -11,6 +11,7 @@
 //! is moved to the newest keyframe and told how many frames it missed.
 
 mod delay;
+pub mod diagnostics;
 mod ring;
 
 use std::collections::HashMap;
@@ -198,7 +199,7 @@ impl StreamHub {
             .keyframe_interval_max_90k
             .fetch_max(interval_90k, Ordering::Relaxed)
             .max(interval_90k);
-        let Some(found) = crate::diagnostics::keyframe_finding(interval_90k, min, max) else {
+        let Some(found) = crate::hub::diagnostics::keyframe_finding(interval_90k, min, max) else {
             return;
         };
         let bit = if found.code == "irregular_keyframes" {
@@ -221,10 +222,10 @@ impl StreamHub {
     }
 
     /// What is worth telling about the camera's configuration now.
-    pub fn diagnostics(&self) -> Vec<crate::diagnostics::Diagnostic> {
+    pub fn diagnostics(&self) -> Vec<crate::hub::diagnostics::Diagnostic> {
         let h = self.health.borrow();
         let st = &self.stats;
-        let observed = crate::diagnostics::Observed {
+        let observed = crate::hub::diagnostics::Observed {
             online: h.online,
             params: h.params.as_deref(),
             since_ms: h.since_ms,
@@ -238,7 +239,7 @@ impl StreamHub {
             rtp_packets_lost: st.rtp_packets_lost.load(Ordering::Relaxed),
             timestamp_jumps: st.timestamp_jumps.load(Ordering::Relaxed),
         };
-        crate::diagnostics::diagnose(&observed, crate::media::unix_ms_now())
+        crate::hub::diagnostics::diagnose(&observed, crate::media::unix_ms_now())
     }
 
     /// Starts reading at the newest keyframe (or at the end, for streams without video).

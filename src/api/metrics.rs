@@ -285,7 +285,7 @@ impl Metrics {
             gauge!("video_server_stream_reorder_depth", l())
                 .set(st.reorder_depth.load(Ordering::Relaxed) as f64);
             let findings = s.hub.diagnostics();
-            for code in crate::diagnostics::CODES {
+            for code in crate::hub::diagnostics::CODES {
                 let on = findings.iter().any(|d| d.code == code);
                 gauge!(
                     "video_server_stream_diagnostic",

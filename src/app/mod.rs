@@ -4,6 +4,9 @@
 //! will join them), looking streams up for the outputs, binding listeners, and the
 //! shutdown sequence. Does not belong here: request handling (`api`, `mse`), media work.
 
+pub mod reload;
+pub mod telemetry;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -155,9 +158,9 @@ pub struct App {
     /// The archive, once opened by [`serve`] (absent in tests that build an `App` by hand).
     archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
     /// What `/metrics` renders.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::api::metrics::Metrics,
     /// Credential checks, when `[auth]` is on.
-    authority: Option<crate::auth::Authority>,
+    authority: Option<crate::access::Authority>,
     /// `[[webhooks]]` (empty when none are configured).
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Serialises edits of the configuration file (`[api] persist`).
@@ -189,17 +192,17 @@ impl App {
             persist_lock: tokio::sync::Mutex::new(()),
             server_stats: Arc::default(),
             archive: std::sync::OnceLock::new(),
-            metrics: crate::metrics::Metrics::new(),
+            metrics: crate::api::metrics::Metrics::new(),
             authority: config
                 .auth
                 .enabled
-                .then(|| crate::auth::Authority::new(&config.auth)),
+                .then(|| crate::access::Authority::new(&config.auth)),
             config,
         })
     }
 
     /// Credential checks, if `[auth]` is on.
-    pub fn authority(&self) -> Option<&crate::auth::Authority> {
+    pub fn authority(&self) -> Option<&crate::access::Authority> {
         self.authority.as_ref()
     }
 
@@ -258,15 +261,17 @@ impl App {
             }
         };
         let edited = match added {
-            Some(s) => crate::persist::append_stream(&text, s),
-            None => crate::persist::remove_stream(&text, id),
+            Some(s) => crate::config::persist::append_stream(&text, s),
+            None => crate::config::persist::remove_stream(&text, id),
         };
         let Some(edited) = edited else {
             return; // not in the file (removal), or not an RTSP stream
         };
         let p = path.clone();
-        match tokio::task::spawn_blocking(move || crate::persist::write_atomically(&p, &edited))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            crate::config::persist::write_atomically(&p, &edited)
+        })
+        .await
         {
             Ok(Ok(())) => {
                 info!(stream = %id, file = %path.display(), "configuration file updated");

@@ -17,8 +17,8 @@ use axum::Json;
 use tracing::warn;
 use uuid::Uuid;
 
+use crate::access::Grant;
 use crate::app::App;
-use crate::auth::Grant;
 use crate::config::auth::Action;
 
 /// Which streams a request is about.
@@ -182,7 +182,7 @@ fn check(app: &App, need: Option<(Action, Scope)>, mut req: Request) -> Result<R
             let t = |k| query_param(&query, k).and_then(|v| crate::archive::http::parse_time(&v));
             Some(match (t("start"), t("end"), exp.parse::<i64>()) {
                 (Some(s), Some(e), Ok(exp)) => authority.check_link(&id, s, e, exp, &sig, now_s),
-                _ => Err(crate::auth::Refused::Malformed),
+                _ => Err(crate::access::Refused::Malformed),
             })
         }
         _ => None,

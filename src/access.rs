@@ -1,6 +1,6 @@
 //! Credentials: static bearer tokens, HS256 JWTs and signed archive links. Pure: a credential
 //! and the current time in, a grant (which streams, which actions) or a reason out. The HTTP
-//! side (where tokens come from, which route needs what) is `api::auth`.
+//! side (where tokens come from, which route needs what) is `api::guard`.
 //!
 //! - Static tokens are compared as SHA-256 digests in constant time, so neither their length
 //!   nor their prefix leaks through timing.
