@@ -11,11 +11,11 @@
 //!
 //! Stages depend on `media` and `hub`, never on each other.
 
-pub mod access;
 pub mod api;
 pub mod app;
 pub mod archive;
 pub mod config;
+pub mod events;
 pub mod hls;
 pub mod hub;
 pub mod media;
@@ -23,3 +23,4 @@ pub mod mp4;
 pub mod mse;
 pub mod source;
 pub mod webhooks;
+pub mod wsproto;

@@ -122,24 +122,6 @@ async fn run(config: Config) -> std::io::Result<()> {
     let api_addr = api.as_ref().map(|l| l.local_addr()).transpose()?;
     print_banner(&config, video_addr, api_addr);
     let state = app::App::new(config);
-    #[cfg(unix)]
-    {
-        // SIGHUP re-reads the configuration (as `POST /config/reload` does).
-        let app = std::sync::Arc::clone(&state);
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                tracing::warn!("cannot listen for SIGHUP: reload with POST /config/reload");
-                return;
-            };
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the configuration");
-                if let Err(e) = video_server::app::reload::reload(&app).await {
-                    tracing::error!("reload refused, nothing changed: {e}");
-                }
-            }
-        });
-    }
     let token = state.shutdown.clone();
     tokio::spawn(async move {
         app::shutdown_signal().await;

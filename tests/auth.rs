@@ -137,13 +137,13 @@ async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
     );
 
     // JWT: scoped claims; an expired one is refused.
-    let jwt = video_server::access::make_jwt(
+    let jwt = video_server::api::access::make_jwt(
         JWT_SECRET,
         &serde_json::json!({"sub": "grafana", "exp": now_s() + 60, "streams": ["*"], "actions": ["metrics"]}),
     );
     assert_eq!(get_with(gw.api, "/metrics", &jwt).await.status, 200);
     assert_eq!(get_with(gw.api, "/status", &jwt).await.status, 403);
-    let old = video_server::access::make_jwt(
+    let old = video_server::api::access::make_jwt(
         JWT_SECRET,
         &serde_json::json!({"exp": now_s() - 1, "streams": ["*"], "actions": ["metrics"]}),
     );

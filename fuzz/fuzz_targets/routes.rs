@@ -9,8 +9,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = video_server::hls::http::parse_name(text);
-    let _ = video_server::archive::http::parse_time(text);
+    let _ = video_server::api::hls::parse_name(text);
+    let _ = video_server::api::archive::parse_time(text);
     let _ = video_server::archive::file::parse_part_name(text);
     let id = uuid::Uuid::nil();
     let _ = video_server::archive::index::parse_file_name(&id, text);

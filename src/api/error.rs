@@ -1,7 +1,7 @@
 //! The API's one error type and its mapping to HTTP: every handler error goes through here, so
 //! status codes and body shapes are decided in one place.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -17,6 +17,15 @@ pub enum ApiError {
     /// Unknown route or resource.
     #[error("{0}")]
     NotFound(String),
+    /// No credential, or one that does not verify: 401 with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A credential that does not allow this (or a websocket from a foreign origin): 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over a `[limits]` cap: 503 with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl IntoResponse for ApiError {
@@ -24,13 +33,33 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::BadJson | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        // The original's handlers spell the key `Error`.
-        (
-            status,
-            Json(serde_json::json!({ "Error": self.to_string() })),
-        )
-            .into_response()
+        let reason = self.to_string();
+        match self {
+            // The original's handlers spell the key `Error`.
+            ApiError::BadJson | ApiError::BadRequest(_) | ApiError::NotFound(_) => {
+                (status, Json(serde_json::json!({ "Error": reason }))).into_response()
+            }
+            // Ours (auth and limits) spell it `error`, as the archive's do.
+            ApiError::Unauthorized(_) => (
+                status,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(serde_json::json!({ "error": reason })),
+            )
+                .into_response(),
+            ApiError::Busy(_) => (
+                status,
+                [(header::RETRY_AFTER, "5")],
+                Json(serde_json::json!({ "error": reason })),
+            )
+                .into_response(),
+            ApiError::Forbidden(_) => {
+                (status, Json(serde_json::json!({ "error": reason }))).into_response()
+            }
+        }
     }
 }
 
@@ -41,6 +70,7 @@ impl IntoResponse for crate::archive::ArchiveError {
             E::BadRequest(_) | E::TooLarge(_) => StatusCode::BAD_REQUEST,
             E::NotAvailable(_) | E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Storage(_) => StatusCode::BAD_GATEWAY,
+            E::ListingFailed => StatusCode::INTERNAL_SERVER_ERROR,
         };
         // The original's archive handlers spell the key `error`.
         (

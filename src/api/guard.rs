@@ -10,15 +10,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::access::Grant;
-use crate::app::App;
+use super::error::ApiError;
+use super::Ctx;
+use crate::api::access::Grant;
 use crate::config::auth::Action;
 
 /// Which streams a request is about.
@@ -84,19 +84,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn refuse(status: StatusCode, reason: &str) -> Response {
-    let mut r = (status, Json(serde_json::json!({ "error": reason }))).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-    }
-    r
-}
-
 /// A websocket's `Origin` must be the server's own host or allowed by `[cors]`.
-fn origin_ok(app: &App, headers: &HeaderMap) -> bool {
+fn origin_ok(ctx: &Ctx, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true; // not a browser
     };
@@ -108,7 +97,7 @@ fn origin_ok(app: &App, headers: &HeaderMap) -> bool {
     if !host.is_empty() && origin_host == host {
         return true;
     }
-    let cors = &app.config.cors;
+    let cors = &ctx.config.cors;
     cors.enabled
         && cors
             .allow_origins
@@ -119,44 +108,35 @@ fn origin_ok(app: &App, headers: &HeaderMap) -> bool {
 /// The check every route of a group gets (`api::mod` attaches it per action): with `[auth]`
 /// on, a request needs a credential that allows `action` on the stream it is about.
 pub async fn require(
-    State((app, action)): State<(Arc<App>, Action)>,
+    State((ctx, action)): State<(Arc<Ctx>, Action)>,
     req: Request,
     next: Next,
 ) -> Response {
-    if app.authority().is_none() || req.method() == Method::OPTIONS {
+    if ctx.authority.as_ref().is_none() || req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
     let scope = scope_of(action, req.uri().path(), req.uri().query().unwrap_or(""));
-    match check(&app, Some((action, scope)), req) {
+    match check(&ctx, Some((action, scope)), req) {
         Ok(req) => next.run(req).await,
-        Err(refused) => refused.into(),
+        Err(refused) => refused.into_response(),
     }
 }
 
 /// Routes nobody listed (and wrong methods): with `[auth]` on, a credential first, then the
 /// original's 404; without one, 401. Nothing answers unauthenticated by omission.
-pub async fn unknown_route(State(app): State<Arc<App>>, req: Request) -> Response {
-    if app.authority().is_some() && req.method() != Method::OPTIONS {
-        if let Err(refused) = check(&app, None, req) {
-            return refused.into();
+pub async fn unknown_route(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
+    if ctx.authority.as_ref().is_some() && req.method() != Method::OPTIONS {
+        if let Err(refused) = check(&ctx, None, req) {
+            return refused.into_response();
         }
     }
     super::error::not_found().await
 }
 
-/// A refusal: its status and the reason given in the JSON body.
-struct Refusal(StatusCode, String);
-
-impl From<Refusal> for Response {
-    fn from(r: Refusal) -> Response {
-        refuse(r.0, &r.1)
-    }
-}
-
 /// Authenticates `req` and, with `need`, authorizes it for that action and scope; the request
 /// comes back with its grant, or the refusal to send.
-fn check(app: &App, need: Option<(Action, Scope)>, mut req: Request) -> Result<Request, Refusal> {
-    let Some(authority) = app.authority() else {
+fn check(ctx: &Ctx, need: Option<(Action, Scope)>, mut req: Request) -> Result<Request, ApiError> {
+    let Some(authority) = ctx.authority.as_ref() else {
         return Ok(req);
     };
     let path = req.uri().path().to_owned();
@@ -170,19 +150,19 @@ fn check(app: &App, need: Option<(Action, Scope)>, mut req: Request) -> Result<R
         .headers()
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    if is_ws && !origin_ok(app, req.headers()) {
+    if is_ws && !origin_ok(ctx, req.headers()) {
         warn!(%remote, %path, "refused: websocket Origin not allowed");
-        return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed".into()));
+        return Err(ApiError::Forbidden("origin not allowed".into()));
     }
     // A signed clip link stands in for a token, for its stream and window only.
     let signed = match (need, query_param(&query, "sig"), query_param(&query, "exp")) {
         (Some((Action::Archive, Scope::One(id))), Some(sig), Some(exp))
             if path.ends_with("/clip.mp4") =>
         {
-            let t = |k| query_param(&query, k).and_then(|v| crate::archive::http::parse_time(&v));
+            let t = |k| query_param(&query, k).and_then(|v| crate::api::archive::parse_time(&v));
             Some(match (t("start"), t("end"), exp.parse::<i64>()) {
                 (Some(s), Some(e), Ok(exp)) => authority.check_link(&id, s, e, exp, &sig, now_s),
-                _ => Err(crate::access::Refused::Malformed),
+                _ => Err(crate::api::access::Refused::Malformed),
             })
         }
         _ => None,
@@ -197,10 +177,7 @@ fn check(app: &App, need: Option<(Action, Scope)>, mut req: Request) -> Result<R
             Some(credential) => authority.check(&credential, now_s),
             None => {
                 warn!(%remote, %path, "refused: no credential");
-                return Err(Refusal(
-                    StatusCode::UNAUTHORIZED,
-                    "a token is required".into(),
-                ));
+                return Err(ApiError::Unauthorized("a token is required".into()));
             }
         },
     };
@@ -208,14 +185,13 @@ fn check(app: &App, need: Option<(Action, Scope)>, mut req: Request) -> Result<R
         Ok(g) => g,
         Err(e) => {
             warn!(%remote, %path, "refused: {e}");
-            return Err(Refusal(StatusCode::UNAUTHORIZED, e.to_string()));
+            return Err(ApiError::Unauthorized(e.to_string()));
         }
     };
     if let Some((action, scope)) = need {
         if !allowed(&grant, action, scope) {
             warn!(%remote, %path, who = %grant.who, ?action, "refused: not allowed");
-            return Err(Refusal(
-                StatusCode::FORBIDDEN,
+            return Err(ApiError::Forbidden(
                 "not allowed for this stream or action".into(),
             ));
         }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use metrics::{counter, gauge, Label};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::app::App;
+use super::Ctx;
 use crate::media::unix_ms_now;
 
 /// The recorder behind `/metrics` and what rates are computed from.
@@ -240,18 +240,18 @@ impl Metrics {
     }
 
     /// Copies the current values in and renders the text format.
-    pub fn render(&self, app: &App) -> String {
-        metrics::with_local_recorder(&self.recorder, || self.collect(app));
+    pub fn render(&self, ctx: &Ctx) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.collect(ctx));
         self.handle.render()
     }
 
-    fn collect(&self, app: &App) {
+    fn collect(&self, ctx: &Ctx) {
         let now = unix_ms_now();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let streams = app.list();
+        let streams = ctx.streams.list();
         last.retain(|id, _| streams.iter().any(|s| s.config.id == *id));
         gauge!("video_server_streams").set(streams.len() as f64);
-        let server = &app.server_stats;
+        let server = &ctx.server_stats;
         gauge!("video_server_websocket_viewers")
             .set(server.ws_viewers.load(Ordering::Relaxed) as f64);
         counter!("video_server_connections_refused_total")
@@ -345,7 +345,7 @@ impl Metrics {
             if let Some(p99) = delay.p99_ms_at_most {
                 gauge!("video_server_mse_send_delay_p99_seconds", l()).set(p99 / 1000.0);
             }
-            if let Some(store) = app.hls_store(&s.config.id) {
+            if let Some(store) = ctx.streams.hls_store(&s.config.id) {
                 let hls = vec![
                     Label::new("stream", id.clone()),
                     Label::new("output", "hls"),
@@ -358,12 +358,12 @@ impl Metrics {
                 }
             }
         }
-        if let Some(archive) = app.archive() {
+        if let Some(archive) = ctx.archive.as_ref() {
             self.collect_archive(archive, now);
         }
-        if !app.webhooks.is_empty() {
+        if !ctx.webhooks.is_empty() {
             counter!("video_server_webhook_events_dropped_total")
-                .absolute(app.webhooks.dropped.load(Ordering::Relaxed));
+                .absolute(ctx.webhooks.dropped.load(Ordering::Relaxed));
         }
         self.collect_process(now);
     }

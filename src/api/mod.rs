@@ -1,14 +1,20 @@
 //! HTTP surface: the routers of the API server and the video server, the built-in web assets,
 //! CORS, and the one error type mapped to HTTP.
 //!
-//! Belongs here: routes, request parsing, response shapes. Does not belong here: stream
-//! lifecycle (`app`), websocket media sessions (`mse`).
+//! Belongs here: routes, request parsing, response shapes, the websocket upgrades. Does not
+//! belong here: stream lifecycle (`app`, reached through [`registry::Registry`]), websocket
+//! media sessions (`mse`, `archive::ws`), media work.
 
+pub mod access;
+pub mod archive;
 pub mod cors;
 pub mod error;
 pub mod guard;
+pub mod hls;
+pub mod live;
 pub mod metrics;
 pub mod ranged;
+pub mod registry;
 pub mod server;
 pub mod streams;
 
@@ -20,8 +26,55 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
-use crate::app::App;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::Archive;
 use crate::config::auth::Action;
+use crate::config::Config;
+use crate::webhooks::Webhooks;
+
+/// What every handler may reach: the registry of streams, the archive, the settings and the
+/// shared counters. `app` builds it once the archive is open.
+pub struct Ctx {
+    pub streams: Arc<dyn registry::Registry>,
+    /// Recording and serving, when `[archive]` is on.
+    pub archive: Option<Arc<Archive>>,
+    pub config: Arc<Config>,
+    /// Credential checks, when `[auth]` is on.
+    pub authority: Option<access::Authority>,
+    /// Both servers' connection and viewer counts (`[limits]`).
+    pub server_stats: Arc<server::ServerStats>,
+    /// What `/metrics` renders.
+    pub metrics: metrics::Metrics,
+    /// For `/metrics` (events dropped).
+    pub webhooks: Arc<Webhooks>,
+    /// Cancelled when the process shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Ctx {
+    pub fn new(
+        streams: Arc<dyn registry::Registry>,
+        archive: Option<Arc<Archive>>,
+        config: Arc<Config>,
+        webhooks: Arc<Webhooks>,
+        shutdown: CancellationToken,
+    ) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            streams,
+            archive,
+            authority: config
+                .auth
+                .enabled
+                .then(|| access::Authority::new(&config.auth)),
+            config,
+            server_stats: Arc::default(),
+            metrics: metrics::Metrics::new(),
+            webhooks,
+            shutdown,
+        })
+    }
+}
 
 /// Who may use a group of routes. Every route is created inside a group, and the group
 /// decides its check, so a route cannot be added without one.
@@ -35,19 +88,19 @@ enum Group {
 
 /// A set of routes of one group; `add` is the only way a route gets into a router.
 struct Routes {
-    app: Arc<App>,
-    groups: Vec<(Group, Router<Arc<App>>)>,
+    ctx: Arc<Ctx>,
+    groups: Vec<(Group, Router<Arc<Ctx>>)>,
 }
 
 impl Routes {
-    fn new(app: &Arc<App>) -> Routes {
+    fn new(ctx: &Arc<Ctx>) -> Routes {
         Routes {
-            app: Arc::clone(app),
+            ctx: Arc::clone(ctx),
             groups: Vec::new(),
         }
     }
 
-    fn add(mut self, group: Group, path: &str, route: MethodRouter<Arc<App>>) -> Routes {
+    fn add(mut self, group: Group, path: &str, route: MethodRouter<Arc<Ctx>>) -> Routes {
         match self.groups.iter_mut().find(|(g, _)| *g == group) {
             Some((_, r)) => *r = std::mem::take(r).route(path, route),
             None => self.groups.push((group, Router::new().route(path, route))),
@@ -58,13 +111,13 @@ impl Routes {
     /// Each group with its check, the original's plain-text 404 for unknown routes and methods
     /// (after a credential when auth is on), and CORS if configured.
     fn finish(self) -> Router {
-        let app = self.app;
+        let ctx = self.ctx;
         let mut router = Router::new();
         for (group, r) in self.groups {
             router = router.merge(match group {
                 Group::Public => r,
                 Group::Guarded(action) => r.route_layer(axum::middleware::from_fn_with_state(
-                    (Arc::clone(&app), action),
+                    (Arc::clone(&ctx), action),
                     guard::require,
                 )),
             });
@@ -73,10 +126,10 @@ impl Routes {
             .fallback(guard::unknown_route)
             .method_not_allowed_fallback(guard::unknown_route)
             .layer(axum::extract::DefaultBodyLimit::max(
-                app.config.limits.max_body_bytes,
+                ctx.config.limits.max_body_bytes,
             ))
-            .with_state(Arc::clone(&app));
-        if let Some(c) = cors::Cors::new(&app.config.cors) {
+            .with_state(Arc::clone(&ctx));
+        if let Some(c) = cors::Cors::new(&ctx.config.cors) {
             router = router.layer(axum::middleware::from_fn_with_state(c, cors::layer));
         }
         router
@@ -89,8 +142,8 @@ const ARCHIVE: Group = Group::Guarded(Action::Archive);
 const METRICS: Group = Group::Guarded(Action::Metrics);
 
 /// The API server (`[api]`): the original's routes.
-pub fn api_router(app: Arc<App>) -> Router {
-    both(Routes::new(&app))
+pub fn api_router(ctx: Arc<Ctx>) -> Router {
+    both(Routes::new(&ctx))
         .add(ADMIN, "/list", get(streams::list))
         .add(ADMIN, "/status", get(streams::status))
         .add(ADMIN, "/enable_camera", post(streams::enable_camera))
@@ -101,14 +154,14 @@ pub fn api_router(app: Arc<App>) -> Router {
 }
 
 /// The video server (`[video]`): MSE websocket, the built-in page and players.
-pub fn video_router(app: Arc<App>) -> Router {
-    both(Routes::new(&app))
-        .add(LIVE, "/ws/{segment}", get(crate::mse::live_handler))
-        .add(LIVE, "/hls/{file}", get(crate::hls::http::handler))
+pub fn video_router(ctx: Arc<Ctx>) -> Router {
+    both(Routes::new(&ctx))
+        .add(LIVE, "/ws/{segment}", get(live::mse))
+        .add(LIVE, "/hls/{file}", get(hls::handler))
         .add(LIVE, "/streams", get(streams::video_streams))
         .add(LIVE, "/", get(|| asset("/")))
         .add(LIVE, "/players/{player}/", get(player_page))
-        .add(ARCHIVE, "/ws/archive", get(crate::archive::ws::handler))
+        .add(ARCHIVE, "/ws/archive", get(live::archive))
         .add(
             Group::Public,
             "/favicon.ico",
@@ -123,7 +176,7 @@ pub fn video_router(app: Arc<App>) -> Router {
 /// server; players reach clips and playlists on the video server), health, stream details and
 /// the OpenAPI document.
 fn both(r: Routes) -> Routes {
-    use crate::archive::http;
+    use archive as http;
     r.add(Group::Public, "/openapi.json", get(openapi))
         .add(Group::Public, "/health", get(streams::health))
         .add(LIVE, "/streams/{id}", get(streams::stream_details))
@@ -187,16 +240,16 @@ async fn openapi() -> Response {
 
 /// `POST /config/reload`: re-reads the configuration file and applies its stream changes;
 /// 400 with the file, line and key of an error (nothing is changed then).
-async fn reload(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
-    match crate::app::reload::reload(&app).await {
+async fn reload(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Response {
+    match ctx.streams.reload().await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => error::ApiError::BadRequest(e.to_string()).into_response(),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
-    let text = app.metrics.render(&app);
+async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Response {
+    let text = ctx.metrics.render(&ctx);
     (
         [(
             header::CONTENT_TYPE,

@@ -84,17 +84,6 @@ impl Drop for ViewerSlot {
     }
 }
 
-/// The answer to a viewer over a cap: 503 with the reason, before any upgrade.
-pub fn viewers_busy(reason: &str) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        [(axum::http::header::RETRY_AFTER, "5")],
-        axum::Json(serde_json::json!({ "error": reason })),
-    )
-        .into_response()
-}
-
 /// The answer to a connection over the cap, written before closing it.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 content-length: 47\r\nretry-after: 5\r\nconnection: close\r\n\r\n\

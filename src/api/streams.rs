@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::app::{App, StreamView};
+use super::registry::StreamView;
+use super::Ctx;
 use crate::config::{Outputs, SourceSpec, StreamConfig, Transport};
 use crate::media::StreamParams;
 
@@ -20,8 +21,9 @@ use crate::media::StreamParams;
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// `GET /list`.
-pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
-    let data: Vec<Value> = app
+pub async fn list(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    let data: Vec<Value> = ctx
+        .streams
         .list()
         .iter()
         .map(|s| json!({ "stream_id": s.config.id }))
@@ -106,12 +108,13 @@ fn stream_json(s: &StreamView) -> Value {
 /// `GET /streams/{id}` (ours): one stream with everything known about it: the `/status` entry
 /// plus measured rates, uptime, and its HLS and archive state.
 pub async fn stream_details(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = Uuid::parse_str(id.trim())
         .map_err(|_| ApiError::BadRequest(format!("Not valid UUID: '{id}'")))?;
-    let s = app
+    let s = ctx
+        .streams
         .list()
         .into_iter()
         .find(|s| s.config.id == id)
@@ -132,14 +135,14 @@ pub async fn stream_details(
         "camera_offset_ms": clock.offset_ms(),
         "media_clock_drift_ppm": clock.drift_ppm().map(|p| p.round()),
     });
-    if let Some(store) = app.hls_store(&id) {
+    if let Some(store) = ctx.streams.hls_store(&id) {
         v["hls"] = json!({
             "active": store.active(),
             "viewers": store.sessions.count(now),
             "last_media_sequence": store.lock().last_msn(),
         });
     }
-    if let Some(sa) = app.archive().and_then(|a| a.known(&id)) {
+    if let Some(sa) = ctx.archive.as_ref().and_then(|a| a.known(&id)) {
         let (segments, bytes) = sa.with_index(|i| (i.segments().len(), i.total_bytes()));
         v["archive"] = json!({
             "recording": sa.recording,
@@ -152,8 +155,8 @@ pub async fn stream_details(
 }
 
 /// `GET /health` (ours): for load balancers and orchestrators; 200 while the process serves.
-pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
-    let streams = app.list();
+pub async fn health(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    let streams = ctx.streams.list();
     let online = streams.iter().filter(|s| s.hub.health().online).count();
     Json(json!({
         "status": "ok",
@@ -163,10 +166,10 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 /// The `/status` document (the original's newer shape).
-pub fn status_doc(app: &App) -> Value {
-    let c = &app.config;
+pub fn status_doc(ctx: &Ctx) -> Value {
+    let c = &ctx.config;
     let mut streams = serde_json::Map::new();
-    for s in app.list() {
+    for s in ctx.streams.list() {
         streams.insert(s.config.id.to_string(), stream_json(&s));
     }
     json!({
@@ -183,8 +186,8 @@ pub fn status_doc(app: &App) -> Value {
 }
 
 /// `GET /status`.
-pub async fn status(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(status_doc(&app))
+pub async fn status(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
+    Json(status_doc(&ctx))
 }
 
 /// The body of `/enable_camera` and `/disable_camera`.
@@ -212,7 +215,7 @@ fn parse_body(body: &[u8]) -> Result<(Uuid, CameraBody), ApiError> {
 
 /// `POST /enable_camera`.
 pub async fn enable_camera(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let (id, b) = parse_body(&body)?;
@@ -231,31 +234,27 @@ pub async fn enable_camera(
         },
         outputs,
         verbose: String::new(),
-        on_demand: b.on_demand.unwrap_or(app.config.on_demand.enabled),
+        on_demand: b.on_demand.unwrap_or(ctx.config.on_demand.enabled),
         archive: None,
     };
-    if app.start_stream(stream.clone()) {
-        app.persist(&id, Some(&stream)).await;
-    }
-    Ok(Json(status_doc(&app)))
+    ctx.streams.add(stream).await;
+    Ok(Json(status_doc(&ctx)))
 }
 
 /// `POST /disable_camera`.
 pub async fn disable_camera(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let (id, _) = parse_body(&body)?;
-    if app.stop_stream(&id).await {
-        app.persist(&id, None).await;
-    }
-    Ok(Json(status_doc(&app)))
+    ctx.streams.remove(id).await;
+    Ok(Json(status_doc(&ctx)))
 }
 
 /// `GET /streams` on the video port: what the built-in page needs.
 pub async fn video_streams(
-    State(app): State<Arc<App>>,
-    grant: Option<axum::Extension<crate::access::Grant>>,
+    State(ctx): State<Arc<Ctx>>,
+    grant: Option<axum::Extension<crate::api::access::Grant>>,
 ) -> Json<Value> {
     // With auth on, a credential sees the streams it may watch.
     let visible = |id: &Uuid| {
@@ -263,7 +262,8 @@ pub async fn video_streams(
             .as_ref()
             .is_none_or(|g| g.0.allows(crate::config::auth::Action::Live, Some(id)))
     };
-    let list: Vec<Value> = app
+    let list: Vec<Value> = ctx
+        .streams
         .list()
         .iter()
         .filter(|s| visible(&s.config.id))
@@ -286,7 +286,7 @@ pub async fn video_streams(
             })
         })
         .collect();
-    let api = &app.config.api;
+    let api = &ctx.config.api;
     Json(json!({
         "streams": list,
         "api_port": api.enabled.then_some(api.port),

@@ -4,28 +4,12 @@
 //! `/enable_camera` are not in the file and are left alone. Settings that need a restart (ports,
 //! `[hls]`, `[archive]` globals, `[cors]`, `[auth]`, `[on_demand]`) are reported, not applied.
 
-use std::sync::Arc;
-
-use serde::Serialize;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::app::App;
+use super::App;
+use crate::api::registry::ReloadReport as Report;
 use crate::config::{Config, ConfigError, StreamConfig};
-
-/// What a reload did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Report {
-    pub added: Vec<Uuid>,
-    pub removed: Vec<Uuid>,
-    pub restarted: Vec<Uuid>,
-    pub unchanged: usize,
-    /// Streams in the file whose id is already used by a stream added through the API.
-    pub skipped: Vec<Uuid>,
-    /// Sections that changed but only take effect after a restart.
-    pub restart_required: Vec<String>,
-    pub warnings: Vec<String>,
-}
 
 /// The stream changes between two lists (pure).
 pub fn diff(
@@ -79,14 +63,14 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-async fn stop(app: &Arc<App>, id: &Uuid) {
+async fn stop(app: &App, id: &Uuid) {
     app.stop_stream(id).await;
     if let Some(a) = app.archive() {
         a.wait_recorder(id).await;
     }
 }
 
-async fn start(app: &Arc<App>, s: StreamConfig) -> bool {
+async fn start(app: &App, s: StreamConfig) -> bool {
     if let Some(a) = app.archive() {
         a.update_stream(&s).await;
     }
@@ -94,7 +78,7 @@ async fn start(app: &Arc<App>, s: StreamConfig) -> bool {
 }
 
 /// Re-reads the file and applies the stream changes.
-pub async fn reload(app: &Arc<App>) -> Result<Report, ConfigError> {
+pub async fn reload(app: &App) -> Result<Report, ConfigError> {
     let new = Config::load(&app.config.path)?;
     let old_streams = app.configured_streams();
     let (removed, added, changed, unchanged) = diff(&old_streams, &new.streams);

@@ -7,8 +7,8 @@
 //! requested range covers again (from the page cache or S3).
 //!
 //! What belongs here: the plan ([`ClipPlan`], pure once the files are parsed) and the reader
-//! that walks it for a byte range. The route, its checks and its headers are in `http.rs`; the
-//! exact-length body type is `api::ranged::Streamed`.
+//! that walks it for a byte range, as a stream of bytes. The route, its checks, its headers
+//! and the HTTP body made of the stream are the HTTP layer's (`api::archive`).
 
 use std::sync::Arc;
 
@@ -17,7 +17,6 @@ use bytes::{Bytes, BytesMut};
 use super::index::Segment;
 use super::playback::{self, Planner};
 use super::{ArchiveError, StreamArchive};
-use crate::api::ranged::Streamed;
 use crate::media::{rescale, StreamParams};
 use crate::mp4::fmp4;
 use crate::mp4::movie::Movie;
@@ -205,8 +204,14 @@ impl ClipPlan {
         self.len
     }
 
-    /// `len` bytes from `skip`, read from the files as they are reached.
-    pub fn body(self: Arc<Self>, sa: Arc<StreamArchive>, skip: u64, len: u64) -> Streamed {
+    /// `len` bytes from `skip`, read from the files as they are reached (the HTTP layer makes
+    /// the body of it).
+    pub fn bytes(
+        self: Arc<Self>,
+        sa: Arc<StreamArchive>,
+        skip: u64,
+        len: u64,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
         let first = self
             .starts
             .partition_point(|s| *s <= skip)
@@ -219,7 +224,7 @@ impl ClipPlan {
             remaining: len,
             loaded: None,
         };
-        Streamed::new(len, futures::stream::unfold(state, Reader::step))
+        futures::stream::unfold(state, Reader::step)
     }
 }
 

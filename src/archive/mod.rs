@@ -18,7 +18,6 @@
 
 pub mod clip;
 pub mod file;
-pub mod http;
 pub mod index;
 pub mod journal;
 pub mod playback;
@@ -58,6 +57,9 @@ pub enum ArchiveError {
     TooLarge(String),
     #[error("{0}")]
     Storage(String),
+    /// The original's answer when `ranges` cannot list the files.
+    #[error("failed to list archive files")]
+    ListingFailed,
 }
 
 /// Every stream's archive, the upload spool and the background tasks.
@@ -69,7 +71,7 @@ pub struct Archive {
     uploader: Arc<upload::Uploader>,
     retention_wake: Arc<tokio::sync::Notify>,
     /// Where `segment_closed`, `upload_done`, `retention_deleted` and `disk_low` go.
-    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    pub events: Arc<dyn crate::events::EventSink>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -81,10 +83,10 @@ impl Archive {
     pub async fn open(
         cfg: &ArchiveConfig,
         streams: &[StreamConfig],
-        webhooks: Arc<crate::webhooks::Webhooks>,
+        events: Arc<dyn crate::events::EventSink>,
     ) -> Arc<Archive> {
         let archive = Arc::new(Archive {
-            webhooks,
+            events,
             cfg: cfg.clone(),
             streams: RwLock::new(HashMap::new()),
             recorders: Mutex::new(HashMap::new()),
@@ -365,7 +367,7 @@ impl Archive {
             journal,
             index: Mutex::new(idx),
             retention: Arc::clone(&self.retention_wake),
-            webhooks: Arc::clone(&self.webhooks),
+            events: Arc::clone(&self.events),
             growing: Mutex::new(None),
             uploader: Arc::clone(&self.uploader),
         });

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::index::{Location, Segment};
 use super::{Archive, StreamArchive};
+use crate::events::Event;
 
 /// How often retention runs.
 const EVERY: Duration = Duration::from_secs(30);
@@ -67,14 +68,13 @@ async fn delete(sa: &StreamArchive, names: &[i64], why: &str) -> u64 {
         match sa.delete(name_s).await {
             Ok(bytes) => {
                 freed += bytes;
-                sa.webhooks.emit(
-                    "retention_deleted",
+                sa.events.emit(
                     Some(&sa.id),
-                    serde_json::json!({
-                        "file": super::index::file_name(&sa.id, name_s),
-                        "bytes": bytes,
-                        "reason": why,
-                    }),
+                    Event::RetentionDeleted {
+                        file: super::index::file_name(&sa.id, name_s),
+                        bytes,
+                        reason: why.to_owned(),
+                    },
                 );
                 info!(stream = %sa.id, file = %super::index::file_name(&sa.id, name_s), bytes, "deleted ({why})");
             }
@@ -104,10 +104,13 @@ async fn ensure_free_space(streams: &[Arc<StreamArchive>], min_free: u64) {
         let mut need = min_free - free;
         warn!(dir = %dir.display(), free, min_free, "disk low: deleting the oldest local files");
         if let Some(sa) = group.first() {
-            sa.webhooks.emit(
-                "disk_low",
+            sa.events.emit(
                 None,
-                serde_json::json!({ "dir": dir.display().to_string(), "free_bytes": free, "min_free_bytes": min_free }),
+                Event::DiskLow {
+                    dir: dir.display().to_string(),
+                    free_bytes: free,
+                    min_free_bytes: min_free,
+                },
             );
         }
         // Oldest local segments across the streams of this directory.

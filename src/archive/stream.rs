@@ -12,6 +12,7 @@ use super::index::{self, Location, Segment, StreamIndex};
 use super::journal::Journal;
 use super::s3::S3Store;
 use super::{file, upload};
+use crate::events::Event;
 use crate::mp4::movie::Movie;
 
 /// What a recorder reports.
@@ -74,7 +75,7 @@ pub struct StreamArchive {
     pub(super) index: Mutex<StreamIndex>,
     /// Wakes retention when a file is closed (cheap: planning stops at the first file kept).
     pub(super) retention: Arc<tokio::sync::Notify>,
-    pub(super) webhooks: Arc<crate::webhooks::Webhooks>,
+    pub(super) events: Arc<dyn crate::events::EventSink>,
     /// The file being written, as far as it is written (not in the index until closed).
     pub(super) growing: Mutex<Option<Segment>>,
     pub(super) uploader: Arc<upload::Uploader>,
@@ -181,16 +182,15 @@ impl StreamArchive {
             s.bytes_written += seg.bytes;
         });
         let name_s = seg.name_s;
-        self.webhooks.emit(
-            "segment_closed",
+        self.events.emit(
             Some(&self.id),
-            serde_json::json!({
-                "file": seg.file_name(&self.id),
-                "start_ms": seg.start_ms,
-                "duration_ms": seg.duration_ms,
-                "bytes": seg.bytes,
-                "end_reason": seg.end,
-            }),
+            Event::SegmentClosed {
+                file: seg.file_name(&self.id),
+                start_ms: seg.start_ms,
+                duration_ms: seg.duration_ms,
+                bytes: seg.bytes,
+                end_reason: serde_json::json!(seg.end),
+            },
         );
         // Indexed before it stops being the growing file: a request in between finds it.
         self.index().insert(seg);
@@ -204,11 +204,9 @@ impl StreamArchive {
     pub(super) fn uploaded(&self, name_s: i64) {
         if let Some(s3) = &self.s3 {
             let name = index::file_name(&self.id, name_s);
-            self.webhooks.emit(
-                "upload_done",
-                Some(&self.id),
-                serde_json::json!({ "file": name, "key": s3.key(&name) }),
-            );
+            let key = s3.key(&name);
+            self.events
+                .emit(Some(&self.id), Event::UploadDone { file: name, key });
         }
         self.index().set_location(name_s, Location::Remote);
         if let Err(e) = self.journal.moved(name_s, Location::Remote) {

@@ -18,20 +18,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::BytesMut;
 use serde::Deserialize;
 use tokio::time::Instant;
-use tracing::{debug, Instrument};
+use tracing::debug;
 use uuid::Uuid;
 
 use super::index::Segment;
 use super::playback::{self, Planner};
-use super::StreamArchive;
-use crate::app::App;
-use crate::mse::{close, codecs_message, event, flag};
+use super::{Archive, StreamArchive};
+use crate::wsproto::{close, codecs_message, event, flag};
 
 /// Media sent between two `pause` messages.
 const PAUSE_EVERY_90K: i64 = 5 * 60 * 90_000;
@@ -48,30 +45,6 @@ pub struct ArchiveQuery {
     pub gaps: Option<String>,
     pub events: Option<String>,
     pub realtime: Option<String>,
-}
-
-/// `GET /ws/archive`.
-pub async fn handler(
-    State(app): State<Arc<App>>,
-    Query(q): Query<ArchiveQuery>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let slot = match crate::api::server::ViewerSlot::reserve(
-        &app.server_stats,
-        &app.config.limits,
-        None,
-    ) {
-        Ok(slot) => slot,
-        Err(reason) => return crate::api::server::viewers_busy(reason),
-    };
-    ws.on_upgrade(move |socket| {
-        let span = tracing::info_span!("ws_archive", stream = q.stream_id.as_deref().unwrap_or(""));
-        async move {
-            let _slot = slot;
-            session(app, socket, q).await
-        }
-        .instrument(span)
-    })
 }
 
 /// The session's state between messages.
@@ -139,7 +112,9 @@ enum Stop {
     Seek(i64),
 }
 
-async fn session(app: Arc<App>, socket: WebSocket, q: ArchiveQuery) {
+/// Plays the archive to an upgraded socket until the window ends or the client leaves.
+/// `archive`: `None` when archive serving is off (the client is told so).
+pub async fn session(archive: Option<Arc<Archive>>, socket: WebSocket, q: ArchiveQuery) {
     let mut s = Session {
         socket,
         events: flag(&q.events, false),
@@ -181,7 +156,7 @@ async fn session(app: Arc<App>, socket: WebSocket, q: ArchiveQuery) {
         .filter(|d| d.is_finite() && *d > 0.0)
         .map(|d| start_ms.saturating_add((d * 1000.0).round() as i64))
         .unwrap_or_else(|| crate::media::unix_ms_now() + 365 * 86_400_000);
-    let sa = match app.archive() {
+    let sa = match &archive {
         None => {
             let _ = s
                 .socket
@@ -212,7 +187,10 @@ async fn session(app: Arc<App>, socket: WebSocket, q: ArchiveQuery) {
     let mut from_ms = start_ms;
     let mut end_ms = end_ms;
     loop {
-        match s.play(&app, &sa, from_ms, end_ms).await {
+        let tolerance_ms = archive
+            .as_ref()
+            .map_or(500, |a| a.config().gap_tolerance_ms);
+        match s.play(tolerance_ms, &sa, from_ms, end_ms).await {
             Ok(true) => {
                 let _ = s
                     .socket
@@ -299,12 +277,11 @@ impl Session {
     /// Plays `[from_ms, end_ms)`; `Ok(true)` at the end, `Ok(false)` if nothing was readable.
     async fn play(
         &mut self,
-        app: &App,
+        tolerance_ms: i64,
         sa: &Arc<StreamArchive>,
         from_ms: i64,
         end_ms: i64,
     ) -> Result<bool, Stop> {
-        let tolerance = app.archive().map_or(500, |a| a.config().gap_tolerance_ms);
         let base_90k = self.end_90k;
         let mut planner = Planner::new(from_ms, end_ms);
         let mut last: Option<Segment> = None;
@@ -326,7 +303,7 @@ impl Session {
                 }
             };
             last = Some(seg.clone());
-            let mut plan = planner.file(&movie, seg.start_ms, tolerance);
+            let mut plan = planner.file(&movie, seg.start_ms, tolerance_ms);
             if plan.samples.is_empty() {
                 continue;
             }

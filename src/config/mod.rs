@@ -231,23 +231,13 @@ pub struct StreamArchiveConfig {
     pub max_bytes: Option<u64>,
 }
 
-/// Events a webhook can receive.
-pub const WEBHOOK_EVENTS: &[&str] = &[
-    "stream_online",
-    "stream_offline",
-    "segment_closed",
-    "upload_done",
-    "retention_deleted",
-    "disk_low",
-];
-
 /// One `[[webhooks]]` entry (ours): where to POST which events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WebhookConfig {
     #[serde(serialize_with = "ser_masked_url")]
     pub url: String,
     /// Empty: every event.
-    pub events: Vec<String>,
+    pub events: Vec<crate::events::EventKind>,
 }
 
 /// One stream, resolved.
@@ -628,22 +618,22 @@ fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErro
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             _ => return Err(err("url", format!("`{}` is not an http(s) URL", w.url))),
         }
-        if let Some(bad) = w
-            .events
-            .iter()
-            .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
-        {
-            return Err(err(
-                "events",
-                format!(
-                    "`{bad}` is not an event: expected one of {}",
-                    WEBHOOK_EVENTS.join(", ")
-                ),
-            ));
+        let mut events = Vec::with_capacity(w.events.len());
+        for name in &w.events {
+            let Some(kind) = crate::events::EventKind::parse(name) else {
+                return Err(err(
+                    "events",
+                    format!(
+                        "`{name}` is not an event: expected one of {}",
+                        crate::events::EventKind::names().join(", ")
+                    ),
+                ));
+            };
+            events.push(kind);
         }
         webhooks.push(WebhookConfig {
             url: w.url.clone(),
-            events: w.events.clone(),
+            events,
         });
     }
 

@@ -10,7 +10,6 @@
 //! media sequence number NNNN, at least 4 digits, like the original's `.ts` names),
 //! `<uuid><NNNN>.<P>.m4s` (part P of it), `<uuid>_init<K>.mp4` (init segment K).
 
-pub mod http;
 mod mirror;
 pub mod playlist;
 pub mod sessions;

@@ -9,7 +9,6 @@
 //! Every sample is a zero-copy slice of the file's bytes.
 
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -211,27 +210,13 @@ struct Track {
 }
 
 impl Movie {
-    /// Reads and demuxes a file; errors name the file.
-    pub async fn open(path: &Path) -> Result<Movie, String> {
-        let err = |m: &dyn std::fmt::Display| format!("{}: {m}", path.display());
-        let meta = tokio::fs::metadata(path).await.map_err(|e| err(&e))?;
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(err(&format_args!(
-                "{} bytes is more than the {MAX_FILE_BYTES} a file may have here",
-                meta.len()
-            )));
-        }
-        let data = tokio::fs::read(path).await.map_err(|e| err(&e))?;
-        Self::parse(Bytes::from(data)).map_err(|m| err(&m))
-    }
-
     /// Demuxes an MP4 held in memory.
-    pub fn parse(data: Bytes) -> Result<Movie, String> {
-        let range = find_box(&data, b"moov").ok_or("no moov box (not an MP4 file?)")?;
+    pub fn parse(data: Bytes) -> Result<Movie, Mp4Error> {
+        let range = find_box(&data, b"moov").ok_or(Mp4Error::NoMoov)?;
         let init_len = range.end;
         let moov_bytes = pruned(&data[range]);
         let mut cur = std::io::Cursor::new(&moov_bytes[..]);
-        let moov = mp4_atom::Moov::decode(&mut cur).map_err(|e| format!("bad moov: {e}"))?;
+        let moov = mp4_atom::Moov::decode(&mut cur).map_err(|e| Mp4Error::Decode("moov", e))?;
         let mut params = StreamParams::default();
         let mut samples = Vec::new();
         let mut tracks = Vec::new();
@@ -265,9 +250,7 @@ impl Movie {
             samples.extend(flatten(stbl, timescale, kind, data.len())?);
         }
         if params.video.is_none() && params.audio.is_none() {
-            return Err(
-                "no H.264 (avc1), H.265 (hvc1/hev1), AAC (mp4a) or FLAC (fLaC) track".into(),
-            );
+            return Err(Mp4Error::NoTrack);
         }
         let lead = if params.video.is_some() {
             TrackKind::Video
@@ -323,7 +306,7 @@ fn adopt_codec(
     codec: &Codec,
     timescale: u32,
     params: &mut StreamParams,
-) -> Result<Option<TrackKind>, String> {
+) -> Result<Option<TrackKind>, Mp4Error> {
     let mut entry = BytesMut::new();
     let video =
         |codec: VideoCodec, rfc6381: String, visual: &mp4_atom::Visual, entry: Bytes| VideoParams {
@@ -336,7 +319,7 @@ fn adopt_codec(
         };
     let kind = match codec {
         Codec::Avc1(avc) if params.video.is_none() => {
-            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            codec.encode(&mut entry).map_err(Mp4Error::Entry)?;
             let c = &avc.avcc;
             let s = format!(
                 "avc1.{:02X}{:02X}{:02X}",
@@ -346,19 +329,19 @@ fn adopt_codec(
             TrackKind::Video
         }
         Codec::Hvc1(h) if params.video.is_none() => {
-            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            codec.encode(&mut entry).map_err(Mp4Error::Entry)?;
             let s = hevc_codec_string("hvc1", &h.hvcc);
             params.video = Some(video(VideoCodec::H265, s, &h.visual, entry.freeze()));
             TrackKind::Video
         }
         Codec::Hev1(h) if params.video.is_none() => {
-            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            codec.encode(&mut entry).map_err(Mp4Error::Entry)?;
             let s = hevc_codec_string("hev1", &h.hvcc);
             params.video = Some(video(VideoCodec::H265, s, &h.visual, entry.freeze()));
             TrackKind::Video
         }
         Codec::Mp4a(mp4a) if params.audio.is_none() => {
-            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            codec.encode(&mut entry).map_err(Mp4Error::Entry)?;
             let profile = mp4a
                 .esds
                 .es_desc
@@ -378,7 +361,7 @@ fn adopt_codec(
         }
         // What we make of G.711 cameras (see `source::g711`).
         Codec::Flac(flac) if params.audio.is_none() => {
-            codec.encode(&mut entry).map_err(|e| e.to_string())?;
+            codec.encode(&mut entry).map_err(Mp4Error::Entry)?;
             params.audio = Some(AudioParams {
                 rfc6381: "flac".into(),
                 sample_rate: timescale,
@@ -422,7 +405,7 @@ fn read_fragments(
     tracks: &[Track],
     lead: TrackKind,
     samples: &mut Vec<Sample>,
-) -> Result<Vec<Fragment>, String> {
+) -> Result<Vec<Fragment>, Mp4Error> {
     let (boxes, _) = top_level_boxes(data);
     let mut fragments = Vec::new();
     let mut next_dts: Vec<i64> = vec![0; tracks.len()];
@@ -436,7 +419,7 @@ fn read_fragments(
         };
         let moof_bytes = pruned(&data[range.clone()]);
         let mut cur = std::io::Cursor::new(&moof_bytes[..]);
-        let moof = mp4_atom::Moof::decode(&mut cur).map_err(|e| format!("bad moof: {e}"))?;
+        let moof = mp4_atom::Moof::decode(&mut cur).map_err(|e| Mp4Error::Decode("moof", e))?;
         let mut frag_start = None;
         for traf in &moof.traf {
             let Some(ti) = tracks.iter().position(|t| t.id == traf.tfhd.track_id) else {
@@ -471,9 +454,9 @@ fn read_fragments(
                         .unwrap_or(track.defaults.2);
                     // A run without per-sample fields is only a count: an empty sample would let
                     // it run on without ever leaving the file.
-                    let at = u64::try_from(offset).map_err(|_| OUTSIDE)?;
+                    let at = u64::try_from(offset).map_err(|_| Mp4Error::Outside)?;
                     if size == 0 || !inside(at, size, data.len()) {
-                        return Err(OUTSIDE.into());
+                        return Err(Mp4Error::Outside);
                     }
                     let is_key = track.kind == TrackKind::Audio || flags & NON_SYNC_FLAG == 0;
                     let dts_90k = media::to_90k(t, track.timescale);
@@ -505,9 +488,26 @@ fn read_fragments(
     Ok(fragments)
 }
 
-/// Why a file is refused whose samples do not all lie inside it.
-const OUTSIDE: &str =
-    "a sample lies outside the file (truncated, or its tables describe more than the file holds)";
+/// Why a file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Mp4Error {
+    #[error("no moov box (not an MP4 file?)")]
+    NoMoov,
+    #[error("bad {0}: {1}")]
+    Decode(&'static str, #[source] mp4_atom::Error),
+    #[error("cannot re-encode a sample entry: {0}")]
+    Entry(#[source] mp4_atom::Error),
+    #[error("no H.264 (avc1), H.265 (hvc1/hev1), AAC (mp4a) or FLAC (fLaC) track")]
+    NoTrack,
+    #[error("track without chunk offsets")]
+    NoChunkOffsets,
+    /// Samples must all lie inside the file.
+    #[error(
+        "a sample lies outside the file (truncated, or its tables describe more than the file \
+         holds)"
+    )]
+    Outside,
+}
 
 /// Whether `size` bytes at `offset` lie inside a file of `file_len` bytes. Sample tables and
 /// runs are untrusted counts: each sample is checked as it is listed, so nothing is allocated
@@ -524,13 +524,13 @@ fn flatten(
     timescale: u32,
     track: TrackKind,
     file_len: usize,
-) -> Result<Vec<Sample>, String> {
+) -> Result<Vec<Sample>, Mp4Error> {
     let sizes: Vec<u32> = match &stbl.stsz.samples {
         mp4_atom::StszSamples::Identical { count, size } => {
             // Refused before the table is expanded.
             let total = u64::from(*count).saturating_mul(u64::from((*size).max(1)));
             if total > file_len as u64 {
-                return Err(OUTSIDE.into());
+                return Err(Mp4Error::Outside);
             }
             vec![*size; *count as usize]
         }
@@ -539,7 +539,7 @@ fn flatten(
     let chunks: Vec<u64> = match (&stbl.stco, &stbl.co64) {
         (Some(s), _) => s.entries.iter().map(|&o| u64::from(o)).collect(),
         (None, Some(c)) => c.entries.clone(),
-        (None, None) => return Err("track without chunk offsets".into()),
+        (None, None) => return Err(Mp4Error::NoChunkOffsets),
     };
     let mut out = Vec::with_capacity(sizes.len());
     // stsc: runs of chunks with the same number of samples.
@@ -560,7 +560,7 @@ fn flatten(
                 break;
             };
             if !inside(off as u64, size, file_len) {
-                return Err(OUTSIDE.into());
+                return Err(Mp4Error::Outside);
             }
             out.push(Sample {
                 track,
@@ -623,7 +623,7 @@ mod tests {
         let Err(err) = Movie::parse(Bytes::from_static(oom)) else {
             panic!("parsed a file whose tables describe more than it holds");
         };
-        assert!(err.contains("more than the file holds"), "{err}");
+        assert!(matches!(err, Mp4Error::Outside), "{err}");
         // An `sgpd` (sample groups, unused here) claiming billions of entries made mp4-atom
         // push entries until memory ran out: such boxes are no longer given to it.
         let oom = include_bytes!("../../tests/data/fuzz/movie-sgpd-billions-of-entries.mp4");
@@ -636,7 +636,7 @@ mod tests {
         let Err(err) = Movie::parse(Bytes::from_static(oom)) else {
             panic!("parsed a fragment that describes more than the file holds");
         };
-        assert!(err.contains("more than the file holds"), "{err}");
+        assert!(matches!(err, Mp4Error::Outside), "{err}");
     }
 
     #[test]

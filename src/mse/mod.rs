@@ -18,101 +18,32 @@ mod viewer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::sync::mpsc;
-use tracing::{debug, info, Instrument};
-use uuid::Uuid;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
 
-use crate::api::server::{viewers_busy, ViewerSlot};
-use crate::app::App;
-use crate::hub::RecvError;
+use crate::hub::{RecvError, StreamHub};
+use crate::wsproto::{close, event, going_away};
 pub use viewer::{Out, ViewerMux};
 
-/// Close code the original uses for every error.
-pub const CLOSE_ERROR: u16 = 1011;
 /// Frames read from the ring per wake-up at most.
 const BATCH: usize = 64;
 /// A socket with nothing to send for this long gets a websocket ping.
 const IDLE_PING: Duration = Duration::from_secs(10);
 /// A viewer about to be sent frames older than this is moved to the newest keyframe.
 const MAX_BEHIND_MS: i64 = 3000;
-/// Read buffer of a viewer connection, bytes.
-const CLIENT_READ_BUFFER: usize = 4 * 1024;
-/// Largest message a viewer may send, bytes.
-const CLIENT_MAX_MESSAGE: usize = 64 * 1024;
 /// A single send blocked this long means the client is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Default, Deserialize)]
-pub struct LiveQuery {
-    pub stream_id: Option<String>,
-    /// `1`/`true`: send JSON text events.
-    pub events: Option<String>,
-    /// `0`/`false`: play the GOP cache in real time instead of catching up.
-    pub catchup: Option<String>,
-}
-
-pub(crate) fn flag(v: &Option<String>, default: bool) -> bool {
-    match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        Some("1" | "true" | "yes" | "on") => true,
-        Some("0" | "false" | "no" | "off") => false,
-        _ => default,
-    }
-}
-
-/// `GET /ws/{segment}`.
-pub async fn live_handler(
-    State(app): State<Arc<App>>,
-    Path(segment): Path<String>,
-    Query(q): Query<LiveQuery>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let raw_id = q.stream_id.clone().unwrap_or(segment);
-    // A known stream's viewer takes its place under `[limits]` before the upgrade; an unknown
-    // one is told so after it, with the original's close reason.
-    let hub = Uuid::parse_str(raw_id.trim())
-        .ok()
-        .and_then(|id| app.hub.get(&id));
-    let slot = match hub {
-        Some(hub) => match ViewerSlot::reserve(&app.server_stats, &app.config.limits, Some(&hub)) {
-            Ok(slot) => Some(slot),
-            Err(reason) => return viewers_busy(reason),
-        },
-        None => None,
-    };
-    // Viewers send only short texts (`ping`): a small read buffer and a cap on their messages
-    // keep a thousand connections cheap (tungstenite's default read buffer is 128 KiB each).
-    ws.read_buffer_size(CLIENT_READ_BUFFER)
-        .max_message_size(CLIENT_MAX_MESSAGE)
-        .max_frame_size(CLIENT_MAX_MESSAGE)
-        .on_upgrade(move |socket| {
-            let span = tracing::info_span!("mse", stream = %raw_id);
-            session(app, socket, raw_id, q, slot).instrument(span)
-        })
-}
-
-pub(crate) fn close(reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CLOSE_ERROR,
-        reason: Utf8Bytes::from(reason),
-    }))
-}
-
-pub(crate) fn event(json: serde_json::Value) -> Message {
-    Message::Text(Utf8Bytes::from(json.to_string()))
-}
-
-/// The protocol's first message: `0x09` and the codec list (binary).
-pub(crate) fn codecs_message(params: &crate::media::StreamParams) -> Message {
-    let list = params.codec_list();
-    let mut b = Vec::with_capacity(1 + list.len());
-    b.push(0x09);
-    b.extend_from_slice(list.as_bytes());
-    Message::Binary(b.into())
+/// What a viewer asked for in its query.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Send JSON text events (`events=1`).
+    pub events: bool,
+    /// Catch up through the GOP cache to the live edge (`catchup=0` turns it off).
+    pub catchup: bool,
 }
 
 /// The `online` / `offline` event (with the reason when offline).
@@ -124,38 +55,19 @@ fn health_event(online: bool, error: Option<String>) -> Message {
     })
 }
 
-async fn session(
-    app: Arc<App>,
+/// Serves one viewer on an upgraded socket until it leaves, the stream goes away or the
+/// server shuts down. `hold` (its demand on the upstream, its place under `[limits]`) is
+/// dropped when the session ends.
+pub async fn session(
     socket: WebSocket,
-    raw_id: String,
-    q: LiveQuery,
-    slot: Option<ViewerSlot>,
+    hub: Arc<StreamHub>,
+    hold: impl Send,
+    opts: Options,
+    shutdown: CancellationToken,
 ) {
+    let _hold = hold;
     let (mut tx, mut rx) = socket.split();
-    let Ok(id) = Uuid::parse_str(raw_id.trim()) else {
-        let _ = tx.send(close(&format!("Not valid UUID: '{raw_id}'"))).await;
-        return;
-    };
-    let (hub, _demand) = match app.acquire_output(&id, |o| o.mse) {
-        Ok(found) => found,
-        Err(reason) => {
-            let _ = tx.send(close(reason)).await;
-            return;
-        }
-    };
-    let events = flag(&q.events, false);
-    let catchup = flag(&q.catchup, true);
-    // A stream that appeared after the upgrade began takes its place now.
-    let _slot = match slot {
-        Some(slot) => slot,
-        None => match ViewerSlot::reserve(&app.server_stats, &app.config.limits, Some(&hub)) {
-            Ok(slot) => slot,
-            Err(reason) => {
-                let _ = tx.send(close(reason)).await;
-                return;
-            }
-        },
-    };
+    let Options { events, catchup } = opts;
     info!(events, catchup, "viewer connected");
 
     // Client messages are read by their own task so that a slow send never delays a pong and a
@@ -182,7 +94,6 @@ async fn session(
     let mut last_send = tokio::time::Instant::now();
     let mut ping = tokio::time::interval(IDLE_PING);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let shutdown = app.shutdown.clone();
 
     if events
         && tx
@@ -276,7 +187,7 @@ async fn session(
                 }
             }
             _ = shutdown.cancelled() => {
-                let _ = tx.send(Message::Close(Some(CloseFrame { code: 1001, reason: Utf8Bytes::from_static("Server is shutting down") }))).await;
+                let _ = tx.send(going_away()).await;
                 break None;
             }
         }
@@ -285,10 +196,7 @@ async fn session(
         // At shutdown the streams are removed too; whichever the viewer noticed first, it is
         // told the server is going away.
         let frame = if shutdown.is_cancelled() {
-            Message::Close(Some(CloseFrame {
-                code: 1001,
-                reason: Utf8Bytes::from_static("Server is shutting down"),
-            }))
+            going_away()
         } else {
             close(reason)
         };

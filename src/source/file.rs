@@ -1,13 +1,31 @@
 //! Local-file sources: an MP4 file played in real time as if it were a camera, optionally
 //! looped with continuous timestamps. Demuxing is [`crate::mp4::movie`]'s.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use tokio::time::Instant;
 
 use super::{Emitter, SourceError};
 pub use crate::mp4::movie::Movie;
+
+/// Reads and demuxes a file; errors name the file.
+pub async fn open(path: &Path) -> Result<Movie, SourceError> {
+    let err = |m: &dyn std::fmt::Display| SourceError::File(format!("{}: {m}", path.display()));
+    let meta = tokio::fs::metadata(path).await.map_err(|e| err(&e))?;
+    let max = crate::mp4::movie::MAX_FILE_BYTES;
+    if meta.len() > max {
+        return Err(err(&format_args!(
+            "{} bytes is more than the {max} a file may have here",
+            meta.len()
+        )));
+    }
+    let data = tokio::fs::read(path).await.map_err(|e| err(&e))?;
+    Movie::parse(Bytes::from(data)).map_err(|e| err(&e))
+}
 
 /// Plays a movie in real time through `emit`; loops forever when `looped`.
 pub async fn play(movie: &Movie, looped: bool, emit: &mut Emitter<'_>) -> Result<(), SourceError> {

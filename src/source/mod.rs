@@ -37,7 +37,7 @@ pub enum SourceError {
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
     #[error("RTSP: {0}")]
-    Rtsp(String),
+    Rtsp(#[source] rtsp::RtspError),
     #[error("no frame for {0:?}")]
     Stalled(Duration),
     #[error("the source ended the stream")]
@@ -306,7 +306,7 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_millis(1000));
         let mut last_logged: Option<(String, Instant)> = None;
         let mut failures_since_log = 0u64;
-        let group = Arc::new(retina::client::SessionGroup::default());
+        let group = rtsp::Sessions::default();
         let clock = Instant::now();
         loop {
             timeline.new_session();
@@ -378,7 +378,7 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
 
 async fn run_once(
     spec: &SourceSpec,
-    group: &Arc<retina::client::SessionGroup>,
+    group: &rtsp::Sessions,
     emit: &mut Emitter<'_>,
 ) -> Result<(), SourceError> {
     match spec {
@@ -391,13 +391,13 @@ async fn run_once(
                 url,
                 *transport,
                 rtsp::Timeouts::default(),
-                Arc::clone(group),
+                group.clone(),
                 emit,
             )
             .await
         }
         SourceSpec::LocalFile { file, looped } => {
-            let movie = file::Movie::open(file).await.map_err(SourceError::File)?;
+            let movie = file::open(file).await?;
             file::play(&movie, *looped, emit).await
         }
     }

@@ -1,15 +1,12 @@
 //! Health probes for idle on-demand streams (the original's `[on_demand] health_check`): is the
 //! camera there, without streaming from it?
 //!
-//! An RTSP probe is a DESCRIBE through retina (so Basic and Digest auth work as for sessions),
+//! An RTSP probe is a DESCRIBE (`rtsp::probe`) (so Basic and Digest auth work as for sessions),
 //! bounded by a timeout; it succeeds when the SDP offers video. There is no SETUP or PLAY, and
 //! the connection closes when the probe ends. A local file only has to exist.
 
 use std::time::Duration;
 
-use retina::client::{Session, SessionOptions};
-
-use super::rtsp::split_credentials;
 use super::SourceError;
 use crate::config::SourceSpec;
 
@@ -24,21 +21,7 @@ pub async fn probe(source: &SourceSpec, timeout: Duration) -> Result<(), SourceE
             if url.is_empty() {
                 return Err(SourceError::BadUrl("empty".into()));
             }
-            let (url, creds) = split_credentials(url)?;
-            let opts = SessionOptions::default()
-                .creds(creds)
-                .user_agent("video-server-health-probe".into());
-            let session = tokio::time::timeout(timeout, Session::describe(url, opts))
-                .await
-                .map_err(|_| SourceError::Timeout("DESCRIBE (health probe)"))?
-                .map_err(|e| SourceError::Rtsp(e.to_string()))?;
-            if session.streams().iter().any(|s| s.media() == "video") {
-                Ok(())
-            } else {
-                Err(SourceError::Unsupported(
-                    "the camera offers no video".into(),
-                ))
-            }
+            super::rtsp::probe(url, timeout).await
         }
     }
 }

@@ -43,8 +43,29 @@ impl Default for Timeouts {
     }
 }
 
+/// retina's error, kept whole (not as text) as the source of [`SourceError::Rtsp`].
+#[derive(Debug)]
+pub struct RtspError(retina::Error);
+
+impl std::fmt::Display for RtspError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for RtspError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The RTSP sessions of one stream, so a reconnect can wait for the stale ones a live555
+/// server still feeds (see [`await_stale_sessions`]).
+#[derive(Clone, Default)]
+pub struct Sessions(Arc<SessionGroup>);
+
 /// Splits `user:pass@` out of an RTSP URL.
-pub fn split_credentials(raw: &str) -> Result<(url::Url, Option<Credentials>), SourceError> {
+fn split_credentials(raw: &str) -> Result<(url::Url, Option<Credentials>), SourceError> {
     let mut url =
         url::Url::parse(raw).map_err(|e| SourceError::BadUrl(format!("{}: {e}", mask_url(raw))))?;
     let creds = if url.username().is_empty() && url.password().is_none() {
@@ -109,13 +130,14 @@ fn rtsp_error(e: retina::Error) -> SourceError {
     if text.starts_with("Received interleaved data on unassigned channel") {
         SourceError::StaleSession
     } else {
-        SourceError::Rtsp(text)
+        SourceError::Rtsp(RtspError(e))
     }
 }
 
 /// Waits until the stale sessions retina knows of in `group` have expired (live555's bug; up
 /// to 65 s), or returns at once if there are none.
-pub async fn await_stale_sessions(group: &SessionGroup) -> Option<Duration> {
+pub async fn await_stale_sessions(sessions: &Sessions) -> Option<Duration> {
+    let group = &sessions.0;
     let status = group.stale_sessions();
     let until = status.max_expires?;
     let wait = until.saturating_duration_since(Instant::now());
@@ -123,19 +145,39 @@ pub async fn await_stale_sessions(group: &SessionGroup) -> Option<Duration> {
     Some(wait)
 }
 
+/// A health probe: DESCRIBE within `timeout`; succeeds when the SDP offers video. No SETUP or
+/// PLAY; the connection closes when the probe ends.
+pub async fn probe(raw_url: &str, timeout: Duration) -> Result<(), SourceError> {
+    let (url, creds) = split_credentials(raw_url)?;
+    let opts = SessionOptions::default()
+        .creds(creds)
+        .user_agent("video-server-health-probe".into());
+    let session = tokio::time::timeout(timeout, Session::describe(url, opts))
+        .await
+        .map_err(|_| SourceError::Timeout("DESCRIBE (health probe)"))?
+        .map_err(rtsp_error)?;
+    if session.streams().iter().any(|s| s.media() == "video") {
+        Ok(())
+    } else {
+        Err(SourceError::Unsupported(
+            "the camera offers no video".into(),
+        ))
+    }
+}
+
 /// Runs one RTSP session, publishing frames through `emit` until it fails.
 pub async fn run_session(
     raw_url: &str,
     transport: Transport,
     timeouts: Timeouts,
-    group: Arc<SessionGroup>,
+    sessions: Sessions,
     emit: &mut Emitter<'_>,
 ) -> Result<(), SourceError> {
     let (url, creds) = split_credentials(raw_url)?;
     let opts = SessionOptions::default()
         .creds(creds)
         .user_agent(format!("video-server/{}", env!("CARGO_PKG_VERSION")))
-        .session_group(group);
+        .session_group(sessions.0);
     let step = |what: &'static str| move |_| SourceError::Timeout(what);
     let mut session = tokio::time::timeout(timeouts.request, Session::describe(url, opts))
         .await

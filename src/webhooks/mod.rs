@@ -1,7 +1,8 @@
 //! Webhooks (ours, `[[webhooks]]`): HTTP POSTs of JSON events to operators' services.
 //!
-//! Events: `stream_online`, `stream_offline`, `segment_closed`, `upload_done`,
-//! `retention_deleted`, `disk_low`. Body: `{"event", "time", "stream_id", …details}`.
+//! Events: the kinds in `events` (`stream_online`, `stream_offline`, `segment_closed`,
+//! `upload_done`, `retention_deleted`, `disk_low`). Body:
+//! `{"event", "time", "stream_id", …details}`.
 //!
 //! Never blocking media: [`Webhooks::emit`] puts the event in a bounded queue per webhook and
 //! returns; a full queue drops the event and counts it. Each webhook has one sender task that
@@ -19,6 +20,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::config::WebhookConfig;
+use crate::events::{Event, EventKind, EventSink};
 
 /// Events waiting per webhook at most.
 const QUEUE: usize = 256;
@@ -27,7 +29,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const RETRIES: [u64; 5] = [1, 2, 4, 8, 16];
 
 struct Hook {
-    events: Vec<String>,
+    events: Vec<EventKind>,
     tx: mpsc::Sender<Value>,
 }
 
@@ -66,14 +68,18 @@ impl Webhooks {
     pub fn is_empty(&self) -> bool {
         self.hooks.is_empty()
     }
+}
 
+impl EventSink for Webhooks {
     /// Queues `event` for every webhook that wants it; never waits.
-    pub fn emit(&self, event: &str, stream: Option<&Uuid>, details: Value) {
+    fn emit(&self, stream: Option<&Uuid>, event: Event) {
         if self.hooks.is_empty() {
             return;
         }
+        let kind = event.kind();
+        let details = event.details();
         let mut body = json!({
-            "event": event,
+            "event": kind.name(),
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "stream_id": stream,
         });
@@ -81,7 +87,7 @@ impl Webhooks {
             b.extend(d);
         }
         for h in &self.hooks {
-            if !h.events.is_empty() && !h.events.iter().any(|e| e == event) {
+            if !h.events.is_empty() && !h.events.contains(&kind) {
                 continue;
             }
             if h.tx.try_send(body.clone()).is_err() {
@@ -148,14 +154,13 @@ pub async fn watch_stream(hooks: Arc<Webhooks>, hub: Arc<crate::hub::StreamHub>)
             continue;
         }
         online = h.online;
-        if online {
-            hooks.emit("stream_online", Some(&hub.id), json!({}));
+        let event = if online {
+            Event::StreamOnline
         } else {
-            hooks.emit(
-                "stream_offline",
-                Some(&hub.id),
-                json!({ "error": h.last_error }),
-            );
-        }
+            Event::StreamOffline {
+                error: h.last_error,
+            }
+        };
+        hooks.emit(Some(&hub.id), event);
     }
 }

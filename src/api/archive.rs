@@ -1,4 +1,4 @@
-//! The archive's HTTP routes:
+//! The archive's HTTP routes (the archive itself is the `archive` stage):
 //!
 //! - `GET /archive/{id}/ranges`: the original's shape and codes, from real durations; a gap
 //!   only where video is missing for more than `gap_tolerance_ms`.
@@ -24,10 +24,10 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::clip::ClipPlan;
-use super::index::{file_name, parse_file_name};
-use super::{ArchiveError, StreamArchive};
-use crate::app::App;
+use super::Ctx;
+use crate::archive::clip::ClipPlan;
+use crate::archive::index::{file_name, parse_file_name};
+use crate::archive::{ArchiveError, StreamArchive};
 use crate::mp4::movie::top_level_boxes;
 
 /// Window query parameters.
@@ -86,52 +86,52 @@ fn utc_time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-async fn stream(app: &App, id: &str) -> Result<Arc<StreamArchive>, ArchiveError> {
+async fn stream(ctx: &Ctx, id: &str) -> Result<Arc<StreamArchive>, ArchiveError> {
     let id =
         Uuid::parse_str(id).map_err(|_| ArchiveError::BadRequest("invalid stream_id".into()))?;
-    app.archive()
+    ctx.archive
+        .as_ref()
         .ok_or_else(|| ArchiveError::NotAvailable("archive serving not enabled globally".into()))?
         .resolve(&id)
         .await
 }
 
 /// `GET /archive/{id}/ranges`: the original's body and codes.
-pub async fn ranges(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let sa = match stream(&app, &id).await {
-        Ok(sa) => sa,
-        Err(ArchiveError::Storage(_)) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "failed to list archive files",
-            )
-        }
-        Err(e) => return e.into_response(),
-    };
-    let tolerance = app.archive().map_or(500, |a| a.config().gap_tolerance_ms);
+pub async fn ranges(
+    State(ctx): State<Arc<Ctx>>,
+    Path(id): Path<String>,
+) -> Result<Response, ArchiveError> {
+    let sa = stream(&ctx, &id).await.map_err(|e| match e {
+        ArchiveError::Storage(_) => ArchiveError::ListingFailed,
+        e => e,
+    })?;
+    let tolerance = ctx
+        .archive
+        .as_ref()
+        .map_or(500, |a| a.config().gap_tolerance_ms);
     let spans = sa.spans(tolerance);
     if spans.is_empty() {
-        return error(StatusCode::NOT_FOUND, "no archive segments found");
+        return Err(ArchiveError::NotFound("no archive segments found".into()));
     }
     let ranges: Vec<_> = spans
         .iter()
         .map(|s| json!({"start": local_time(s.start_ms), "end": local_time(s.end_ms)}))
         .collect();
-    Json(json!({"stream_id": id, "ranges": ranges})).into_response()
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    Ok(Json(json!({"stream_id": id, "ranges": ranges})).into_response())
 }
 
 /// `GET /archive/{id}/segments?start&end`.
 pub async fn segments(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     Path(id): Path<String>,
     Query(w): Query<Window>,
 ) -> Result<Response, ArchiveError> {
-    let sa = stream(&app, &id).await?;
+    let sa = stream(&ctx, &id).await?;
     let (start, end) = window(&w, false)?;
-    let tolerance = app.archive().map_or(500, |a| a.config().gap_tolerance_ms);
+    let tolerance = ctx
+        .archive
+        .as_ref()
+        .map_or(500, |a| a.config().gap_tolerance_ms);
     let gaps = sa.with_index(|i| i.gaps(start, end, tolerance));
     let growing = sa.growing().map(|g| g.name_s);
     let segs: Vec<_> = sa
@@ -175,15 +175,16 @@ pub async fn segments(
 
 /// `GET /archive/{id}/clip.mp4?start&end`.
 pub async fn clip(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     Path(id): Path<String>,
     Query(w): Query<Window>,
     request: HeaderMap,
 ) -> Result<Response, ArchiveError> {
-    let sa = stream(&app, &id).await?;
+    let sa = stream(&ctx, &id).await?;
     let (start, end) = window(&w, true)?;
-    let cfg = app
-        .archive()
+    let cfg = ctx
+        .archive
+        .as_ref()
         .map(|a| a.config().clone())
         .ok_or_else(|| ArchiveError::NotAvailable("no archive".into()))?;
     if end.saturating_sub(start) > cfg.max_clip_ms {
@@ -227,14 +228,14 @@ pub async fn clip(
         len,
         &request,
         &headers,
-        |skip, n| axum::body::Body::new(plan.body(sa, skip, n)),
+        |skip, n| axum::body::Body::new(super::ranged::Streamed::new(n, plan.bytes(sa, skip, n))),
     ))
 }
 
 /// `GET /archive/{id}/playlist.m3u8?start&end`: every file is one segment (its media section),
 /// after its own `EXT-X-MAP` and a discontinuity (each file's timestamps start at zero).
 pub async fn playlist(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     Path(id): Path<String>,
     Query(w): Query<Window>,
     token: Option<axum::Extension<crate::api::guard::QueryToken>>,
@@ -242,7 +243,7 @@ pub async fn playlist(
     let token = token.map_or_else(String::new, |axum::Extension(t)| {
         format!("&token={}", crate::api::guard::encode_query_value(&t.0))
     });
-    let sa = stream(&app, &id).await?;
+    let sa = stream(&ctx, &id).await?;
     let (start, end) = window(&w, false)?;
     let segs = sa.with_index(|i| i.overlapping(start, end).to_vec());
     if segs.is_empty() {
@@ -288,12 +289,12 @@ pub struct Part {
 /// `GET /archive/{id}/files/{name}[?part=init|media]`: a whole archive file, or its init
 /// section (`ftyp`+`moov`), or its media section (the fragments).
 pub async fn file(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     Path((id, name)): Path<(String, String)>,
     Query(part): Query<Part>,
     request: HeaderMap,
 ) -> Result<Response, ArchiveError> {
-    let sa = stream(&app, &id).await?;
+    let sa = stream(&ctx, &id).await?;
     let name_s = parse_file_name(&sa.id, &name)
         .filter(|&n| file_name(&sa.id, n) == name)
         .ok_or_else(|| ArchiveError::NotFound(format!("{name} is not a file of this stream")))?;
@@ -362,7 +363,7 @@ fn json_time(v: &serde_json::Value) -> Option<i64> {
 /// `POST /archive/{id}/share` (admin): a clip link for one window of one stream that works
 /// without any other credential until it expires, and for nothing else.
 pub async fn share(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ArchiveError> {
@@ -378,7 +379,7 @@ pub async fn share(
             "`start` and `end` must be Unix seconds or RFC 3339".into(),
         ));
     };
-    let max_clip = app.archive().map_or(0, |a| a.config().max_clip_ms);
+    let max_clip = ctx.archive.as_ref().map_or(0, |a| a.config().max_clip_ms);
     if end <= start || end.saturating_sub(start) > max_clip {
         return Err(ArchiveError::BadRequest(format!(
             "the window must be positive and at most {} s",
@@ -392,8 +393,9 @@ pub async fn share(
     if exp <= now_s {
         return Err(ArchiveError::BadRequest("the expiry is in the past".into()));
     }
-    let sig = app
-        .authority()
+    let sig = ctx
+        .authority
+        .as_ref()
         .and_then(|a| a.sign_link(&id, start, end, exp))
         .ok_or_else(|| {
             ArchiveError::BadRequest(

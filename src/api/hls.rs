@@ -1,4 +1,4 @@
-//! `GET /hls/<file>`: playlists (with LL-HLS blocking reload and a bounded wait on a cold
+//! `GET /hls/<file>`: the HTTP side of the `hls` output: playlists (with LL-HLS blocking reload and a bounded wait on a cold
 //! start), init segments, segments and parts, from memory, with HTTP Range on media.
 //!
 //! A file name must start with a UUID (any version; a bad one is a 400 with the original's
@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::store::{Lookup, Media, Store, Window};
-use crate::api::error::ApiError;
-use crate::app::App;
+use super::error::ApiError;
+use super::Ctx;
+use crate::hls::store::{Lookup, Media, Store, Window};
 
 /// The longest any HLS request waits, under the original's 30 s write timeout.
 const MAX_WAIT: Duration = Duration::from_secs(25);
@@ -88,17 +88,20 @@ fn blocking_params(query: Option<&str>) -> Result<Option<(u64, Option<usize>)>, 
 }
 
 pub async fn handler(
-    State(app): State<Arc<App>>,
+    State(ctx): State<Arc<Ctx>>,
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
-    token: Option<axum::Extension<crate::api::guard::QueryToken>>,
+    token: Option<axum::Extension<super::guard::QueryToken>>,
     remote: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (id, kind) = parse_name(&file).map_err(ApiError::BadRequest)?;
     let not_found = || ApiError::NotFound(format!("no such HLS file: {file}"));
     // Any request counts as a viewer: it starts an on-demand upstream and re-arms its timer.
-    let (store, _demand) = app.hls(&id).map_err(|e| ApiError::NotFound(e.to_owned()))?;
+    let (store, _demand) = ctx
+        .streams
+        .hls(&id)
+        .map_err(|e| ApiError::NotFound(e.to_string()))?;
     store.touch();
     let Some(kind) = kind else {
         return Err(not_found());
@@ -110,7 +113,7 @@ pub async fn handler(
     let block = (Duration::from_secs(3 * target_s) + Duration::from_secs(1)).min(MAX_WAIT);
     let waiter = Waiter {
         store: &store,
-        shutdown: &app.shutdown,
+        shutdown: &ctx.shutdown,
     };
     match kind {
         FileKind::Playlist => {
@@ -119,7 +122,7 @@ pub async fn handler(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             store.sessions.seen(
-                super::sessions::client_key(remote.map(|r| r.0 .0.ip()), agent),
+                crate::hls::sessions::client_key(remote.map(|r| r.0 .0.ip()), agent),
                 crate::media::unix_ms_now(),
             );
             let blocking = if low_latency {
@@ -153,7 +156,7 @@ pub async fn handler(
                 Some(axum::Extension(t)) => {
                     let text = String::from_utf8_lossy(&body).replace(
                         "?v=",
-                        &format!("?token={}&v=", crate::api::guard::encode_query_value(&t.0)),
+                        &format!("?token={}&v=", super::guard::encode_query_value(&t.0)),
                     );
                     bytes::Bytes::from(text)
                 }
@@ -250,7 +253,7 @@ impl Waiter<'_> {
 
 /// A media response from shared chunks, honouring a single byte range.
 fn media(chunks: Vec<Bytes>, kind: &'static str, headers: &HeaderMap) -> Response {
-    crate::api::ranged::response(
+    super::ranged::response(
         chunks,
         headers,
         &[

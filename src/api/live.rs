@@ -1,0 +1,129 @@
+//! The two websocket upgrades: `GET /ws/{segment}` (live MSE, the session is `mse`) and
+//! `GET /ws/archive` (archive playback, the session is `archive::ws`).
+//!
+//! Belongs here: query parsing, the viewer's place under `[limits]` (503 before the upgrade
+//! when full), finding the stream, and the original's close reasons for what cannot be
+//! played. Does not belong here: what is sent on the socket.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::server::ViewerSlot;
+use super::Ctx;
+use crate::archive::ws::ArchiveQuery;
+use crate::wsproto::{close, flag};
+
+/// Read buffer of a viewer connection, bytes.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+/// Largest message a viewer may send, bytes.
+const CLIENT_MAX_MESSAGE: usize = 64 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LiveQuery {
+    pub stream_id: Option<String>,
+    /// `1`/`true`: send JSON text events.
+    pub events: Option<String>,
+    /// `0`/`false`: play the GOP cache in real time instead of catching up.
+    pub catchup: Option<String>,
+}
+
+/// `GET /ws/{segment}`: the original's live MSE websocket.
+pub async fn mse(
+    State(ctx): State<Arc<Ctx>>,
+    Path(segment): Path<String>,
+    Query(q): Query<LiveQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let raw_id = q.stream_id.clone().unwrap_or(segment);
+    // A known stream's viewer takes its place under `[limits]` before the upgrade; an unknown
+    // one is told so after it, with the original's close reason.
+    let hub = Uuid::parse_str(raw_id.trim())
+        .ok()
+        .and_then(|id| ctx.streams.hub(&id));
+    let slot = match hub {
+        Some(hub) => match ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, Some(&hub)) {
+            Ok(slot) => Some(slot),
+            Err(reason) => return ApiError::Busy(reason.into()).into_response(),
+        },
+        None => None,
+    };
+    let opts = crate::mse::Options {
+        events: flag(&q.events, false),
+        catchup: flag(&q.catchup, true),
+    };
+    // Viewers send only short texts (`ping`): a small read buffer and a cap on their messages
+    // keep a thousand connections cheap (tungstenite's default read buffer is 128 KiB each).
+    ws.read_buffer_size(CLIENT_READ_BUFFER)
+        .max_message_size(CLIENT_MAX_MESSAGE)
+        .max_frame_size(CLIENT_MAX_MESSAGE)
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("mse", stream = %raw_id);
+            start_mse(ctx, socket, raw_id, opts, slot).instrument(span)
+        })
+}
+
+/// Finds the stream for an upgraded socket and hands both to `mse`; what cannot be played is
+/// closed with the original's reason.
+async fn start_mse(
+    ctx: Arc<Ctx>,
+    mut socket: WebSocket,
+    raw_id: String,
+    opts: crate::mse::Options,
+    slot: Option<ViewerSlot>,
+) {
+    let Ok(id) = Uuid::parse_str(raw_id.trim()) else {
+        let _ = socket
+            .send(close(&format!("Not valid UUID: '{raw_id}'")))
+            .await;
+        return;
+    };
+    let (hub, demand) = match ctx.streams.live(&id) {
+        Ok(found) => found,
+        Err(e) => {
+            let _ = socket.send(close(e.reason())).await;
+            return;
+        }
+    };
+    // A stream that appeared after the upgrade began takes its place now.
+    let slot = match slot {
+        Some(slot) => slot,
+        None => match ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, Some(&hub)) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                let _ = socket.send(close(reason)).await;
+                return;
+            }
+        },
+    };
+    let shutdown = ctx.shutdown.clone();
+    drop(ctx);
+    crate::mse::session(socket, hub, (demand, slot), opts, shutdown).await;
+}
+
+/// `GET /ws/archive`: the original's archive playback websocket.
+pub async fn archive(
+    State(ctx): State<Arc<Ctx>>,
+    Query(q): Query<ArchiveQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let slot = match ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, None) {
+        Ok(slot) => slot,
+        Err(reason) => return ApiError::Busy(reason.into()).into_response(),
+    };
+    let archive = ctx.archive.clone();
+    ws.on_upgrade(move |socket| {
+        let span = tracing::info_span!("ws_archive", stream = q.stream_id.as_deref().unwrap_or(""));
+        async move {
+            let _slot = slot;
+            crate::archive::ws::session(archive, socket, q).await
+        }
+        .instrument(span)
+    })
+}

@@ -1,0 +1,170 @@
+//! Serving and signals: binding both listeners, running the servers, SIGHUP (reload) and
+//! SIGINT/SIGTERM (ordered shutdown).
+//!
+//! Belongs here: process-level start and stop. Does not belong here: routes (`api`), stream
+//! lifecycle (`app`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::App;
+use crate::config::Config;
+
+/// Kernel send buffer of each video-server connection, bytes.
+const VIEWER_SEND_BUFFER: usize = 256 * 1024;
+
+/// Addresses the servers are listening on.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub video: SocketAddr,
+    pub api: Option<SocketAddr>,
+}
+
+/// Binds both listeners (the API only if enabled). Port 0 picks a free port.
+pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, Option<TcpListener>)> {
+    let video = TcpListener::bind(config.video.bind_addr())
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("video server on {}: {e}", config.video.bind_addr()),
+            )
+        })?;
+    let api = if config.api.enabled {
+        Some(
+            TcpListener::bind(config.api.bind_addr())
+                .await
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("API server on {}: {e}", config.api.bind_addr()),
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
+    Ok((video, api))
+}
+
+/// Runs the gateway on bound listeners until `app.shutdown` is cancelled, then shuts down in
+/// order: stop accepting, end websocket sessions, stop sources.
+pub async fn serve(
+    app: Arc<App>,
+    video: TcpListener,
+    api: Option<TcpListener>,
+) -> std::io::Result<()> {
+    app.open_archive().await;
+    app.start_configured();
+    tokio::spawn(super::health::monitor(Arc::clone(&app)));
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(Arc::clone(&app)));
+    let ctx = crate::api::Ctx::new(
+        Arc::clone(&app) as Arc<dyn crate::api::registry::Registry>,
+        app.archive().cloned(),
+        Arc::clone(&app.config),
+        Arc::clone(&app.webhooks),
+        app.shutdown.clone(),
+    );
+    let video_router = crate::api::video_router(Arc::clone(&ctx));
+    let mut servers = Vec::new();
+    let token = app.shutdown.clone();
+    // Media connections: no Nagle delay, and a send buffer of about a second of video so that a
+    // slow viewer shows up as back-pressure (and is resynced) instead of as growing latency.
+    fn media_socket(tcp: &tokio::net::TcpStream) {
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(tcp).set_send_buffer_size(VIEWER_SEND_BUFFER);
+    }
+    let limits = app.config.limits;
+    servers.push(tokio::spawn(crate::api::server::run(
+        video,
+        video_router,
+        limits,
+        Arc::clone(&ctx.server_stats),
+        token.clone(),
+        media_socket,
+    )));
+    if let Some(api) = api {
+        let api_router = crate::api::api_router(Arc::clone(&ctx));
+        servers.push(tokio::spawn(crate::api::server::run(
+            api,
+            api_router,
+            limits,
+            Arc::clone(&ctx.server_stats),
+            token.clone(),
+            |_| {},
+        )));
+    }
+    token.cancelled().await;
+    info!("shutting down: stopping streams");
+    app.stop_all().await;
+    if let Some(archive) = app.archive() {
+        // Recorders close their files when their streams stop; wait for them.
+        if tokio::time::timeout(Duration::from_secs(10), archive.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("the archive did not finish within 10 s");
+        }
+    }
+    for s in servers {
+        match tokio::time::timeout(Duration::from_secs(5), s).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => warn!(error = %e, "server task failed"),
+            Err(_) => warn!("a server did not stop within 5 s"),
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP re-reads the configuration (as `POST /config/reload` does).
+#[cfg(unix)]
+async fn reload_on_sighup(app: Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP: reload with POST /config/reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        info!("SIGHUP: reloading the configuration");
+        if let Err(e) = super::reload::reload(&app).await {
+            tracing::error!("reload refused, nothing changed: {e}");
+        }
+    }
+}
+
+/// Completes when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    info!("Server has captured signal");
+}
