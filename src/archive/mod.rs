@@ -37,11 +37,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use self::s3::S3Store;
 use crate::config::{ArchiveConfig, StorageKind, StreamConfig};
 use crate::hub::StreamHub;
 use index::{EndReason, Location, Segment, StreamIndex};
 use journal::Journal;
-use s3::S3Store;
 pub use stream::{Status, StatusInner, StreamArchive};
 
 /// Why an archive request cannot be answered.
