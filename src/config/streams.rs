@@ -5,10 +5,12 @@ use std::path::Path;
 
 use uuid::Uuid;
 
+use super::amount::{parse_amount, Unit};
+use super::load::line_of_value;
 use super::raw::{RawAmount, RawStreamArchive};
 use super::{
-    line_of_value, parse_amount, ArchiveConfig, ConfigError, Outputs, SourceSpec, StorageKind,
-    StreamArchiveConfig, StreamConfig, Unit, DEFAULT_MS_PER_FILE,
+    ArchiveConfig, ConfigError, Outputs, SourceSpec, StorageKind, StreamArchiveConfig,
+    StreamConfig, DEFAULT_MS_PER_FILE,
 };
 
 /// What every stream entry is resolved against.

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 fn load(text: &str, name: &str) -> Result<Config, ConfigError> {
