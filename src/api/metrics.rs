@@ -33,202 +33,159 @@ impl Default for Metrics {
     }
 }
 
-/// Every metric with its help text (the table in docs/operations.md follows this one).
-const HELP: &[(&str, &str)] = &[
-    (
-        "video_server_streams",
+/// Declares every metric once: its variant, kind, name and help text. The registration, the
+/// updates (`Metric::X.name()`) and the table in docs/operations.md (checked by a test) all
+/// follow this list.
+macro_rules! metrics_table {
+    ($($variant:ident $kind:ident $name:literal $help:literal,)*) => {
+        /// Every metric `/metrics` renders.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Metric {
+            $($variant,)*
+        }
+
+        impl Metric {
+            pub const ALL: &'static [Metric] = &[$(Metric::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Metric::$variant => $name,)*
+                }
+            }
+
+            pub fn help(self) -> &'static str {
+                match self {
+                    $(Metric::$variant => $help,)*
+                }
+            }
+
+            /// `gauge` or `counter`, as Prometheus' `# TYPE` says.
+            pub fn kind(self) -> &'static str {
+                match self {
+                    $(Metric::$variant => stringify!($kind),)*
+                }
+            }
+        }
+    };
+}
+
+metrics_table! {
+    Streams gauge "video_server_streams"
         "Streams configured or added through the API.",
-    ),
-    (
-        "video_server_websocket_viewers",
+    WebsocketViewers gauge "video_server_websocket_viewers"
         "Websocket viewers (live and archive) now, against [limits] max_viewers.",
-    ),
-    (
-        "video_server_connections_refused_total",
+    ConnectionsRefusedTotal counter "video_server_connections_refused_total"
         "Connections refused with a 503 at [limits] max_connections.",
-    ),
-    (
-        "video_server_viewers_refused_total",
+    ViewersRefusedTotal counter "video_server_viewers_refused_total"
         "Viewers refused with a 503 at [limits] max_viewers or max_viewers_per_stream.",
-    ),
-    (
-        "video_server_stream_up",
+    StreamUp gauge "video_server_stream_up"
         "1 while frames flow from the camera.",
-    ),
-    (
-        "video_server_stream_upstream_running",
+    StreamUpstreamRunning gauge "video_server_stream_upstream_running"
         "1 while the source task runs (on-demand streams stop it when idle).",
-    ),
-    (
-        "video_server_stream_sessions_total",
+    StreamSessionsTotal counter "video_server_stream_sessions_total"
         "Camera sessions started (connects that delivered media).",
-    ),
-    (
-        "video_server_stream_reconnects_total",
+    StreamReconnectsTotal counter "video_server_stream_reconnects_total"
         "Camera sessions after the first one.",
-    ),
-    (
-        "video_server_stream_frames_total",
+    StreamFramesTotal counter "video_server_stream_frames_total"
         "Frames received (video and audio).",
-    ),
-    ("video_server_stream_bytes_total", "Payload bytes received."),
-    (
-        "video_server_stream_keyframes_total",
+    StreamBytesTotal counter "video_server_stream_bytes_total"
+        "Payload bytes received.",
+    StreamKeyframesTotal counter "video_server_stream_keyframes_total"
         "Video keyframes received.",
-    ),
-    (
-        "video_server_stream_discontinuities_total",
+    StreamDiscontinuitiesTotal counter "video_server_stream_discontinuities_total"
         "Reconnects, SSRC and parameter changes (new epochs).",
-    ),
-    (
-        "video_server_stream_rtp_packets_lost_total",
+    StreamRtpPacketsLostTotal counter "video_server_stream_rtp_packets_lost_total"
         "RTP packets the camera sent that never arrived (sequence number gaps).",
-    ),
-    (
-        "video_server_stream_timestamp_jumps_total",
+    StreamTimestampJumpsTotal counter "video_server_stream_timestamp_jumps_total"
         "Camera clock jumps re-stamped onto the stream timeline without losing a frame.",
-    ),
-    (
-        "video_server_stream_reorder_depth",
+    StreamReorderDepth gauge "video_server_stream_reorder_depth"
         "Video frames reordered (B-frames): decode-order depth in use.",
-    ),
-    (
-        "video_server_stream_keyframe_interval_seconds",
+    StreamKeyframeIntervalSeconds gauge "video_server_stream_keyframe_interval_seconds"
         "Time between the last two keyframes.",
-    ),
-    (
-        "video_server_stream_diagnostic",
+    StreamDiagnostic gauge "video_server_stream_diagnostic"
         "1 while a camera-configuration finding (label code: see docs/operations.md, Camera diagnostics) holds, else 0.",
-    ),
-    (
-        "video_server_stream_camera_clock_offset_seconds",
+    StreamCameraClockOffsetSeconds gauge "video_server_stream_camera_clock_offset_seconds"
         "The camera's wall clock minus the server's, from its RTCP sender reports (present once one arrived this session).",
-    ),
-    (
-        "video_server_stream_media_clock_drift_ppm",
+    StreamMediaClockDriftPpm gauge "video_server_stream_media_clock_drift_ppm"
         "The camera's media (RTP) clock rate against the server's clock, ppm; positive runs fast (present after 20 s of a session).",
-    ),
-    (
-        "video_server_stream_nominal_fps",
+    StreamNominalFps gauge "video_server_stream_nominal_fps"
         "Frame rate the stream declares or shows.",
-    ),
-    (
-        "video_server_stream_gop_frames",
+    StreamGopFrames gauge "video_server_stream_gop_frames"
         "Frames per GOP (keyframe interval times the frame rate).",
-    ),
-    (
-        "video_server_stream_frames_per_second",
+    StreamFramesPerSecond gauge "video_server_stream_frames_per_second"
         "Frames received per second since the previous scrape.",
-    ),
-    (
-        "video_server_stream_bitrate_bps",
+    StreamBitrateBps gauge "video_server_stream_bitrate_bps"
         "Bits received per second since the previous scrape.",
-    ),
-    (
-        "video_server_stream_gop_cache_frames",
+    StreamGopCacheFrames gauge "video_server_stream_gop_cache_frames"
         "Frames in the stream's ring (the GOP cache).",
-    ),
-    (
-        "video_server_stream_gop_cache_bytes",
+    StreamGopCacheBytes gauge "video_server_stream_gop_cache_bytes"
         "Bytes in the stream's ring (the GOP cache).",
-    ),
-    ("video_server_viewers", "Viewers, by output: MSE websockets; HLS clients (address and User-Agent) that polled the playlist in the last 30 s."),
-    (
-        "video_server_frames_dropped_for_slow_viewers_total",
+    Viewers gauge "video_server_viewers"
+        "Viewers, by output: MSE websockets; HLS clients (address and User-Agent) that polled the playlist in the last 30 s.",
+    FramesDroppedForSlowViewersTotal counter "video_server_frames_dropped_for_slow_viewers_total"
         "Frames slow viewers skipped when moved to a newer keyframe.",
-    ),
-    (
-        "video_server_mse_send_delay_p99_seconds",
+    MseSendDelayP99Seconds gauge "video_server_mse_send_delay_p99_seconds"
         "99th percentile (bucket bound) of frame arrival to websocket write.",
-    ),
-    (
-        "video_server_hls_active",
+    HlsActive gauge "video_server_hls_active"
         "1 while HLS is being requested (muxing runs).",
-    ),
-    (
-        "video_server_hls_segments_total",
+    HlsSegmentsTotal counter "video_server_hls_segments_total"
         "HLS segments produced (the media sequence of the newest one, plus one).",
-    ),
-    (
-        "video_server_archive_recording",
+    ArchiveRecording gauge "video_server_archive_recording"
         "1 while a file is being written.",
-    ),
-    (
-        "video_server_archive_files_written_total",
+    ArchiveFilesWrittenTotal counter "video_server_archive_files_written_total"
         "Archive files closed.",
-    ),
-    (
-        "video_server_archive_bytes_written_total",
+    ArchiveBytesWrittenTotal counter "video_server_archive_bytes_written_total"
         "Bytes of archive files closed.",
-    ),
-    (
-        "video_server_archive_frames_lost_total",
+    ArchiveFramesLostTotal counter "video_server_archive_frames_lost_total"
         "Frames the recorder skipped because it fell behind.",
-    ),
-    (
-        "video_server_archive_deleted_files_total",
+    ArchiveDeletedFilesTotal counter "video_server_archive_deleted_files_total"
         "Archive files deleted by retention.",
-    ),
-    (
-        "video_server_archive_deleted_bytes_total",
+    ArchiveDeletedBytesTotal counter "video_server_archive_deleted_bytes_total"
         "Bytes deleted by retention.",
-    ),
-    (
-        "video_server_archive_error",
+    ArchiveError gauge "video_server_archive_error"
         "1 if the recorder's or uploader's last attempt failed.",
-    ),
-    ("video_server_archive_segments", "Archive files indexed."),
-    (
-        "video_server_archive_bytes",
+    ArchiveSegments gauge "video_server_archive_segments"
+        "Archive files indexed.",
+    ArchiveBytes gauge "video_server_archive_bytes"
         "Bytes of archive files indexed.",
-    ),
-    (
-        "video_server_archive_oldest_age_seconds",
+    ArchiveOldestAgeSeconds gauge "video_server_archive_oldest_age_seconds"
         "Age of the oldest archive file.",
-    ),
-    (
-        "video_server_archive_write_lag_seconds",
+    ArchiveWriteLagSeconds gauge "video_server_archive_write_lag_seconds"
         "How far the file being written trails the wall clock.",
-    ),
-    (
-        "video_server_archive_upload_backlog_files",
+    ArchiveUploadBacklogFiles gauge "video_server_archive_upload_backlog_files"
         "Files waiting in the S3 upload spool.",
-    ),
-    (
-        "video_server_archive_upload_backlog_bytes",
+    ArchiveUploadBacklogBytes gauge "video_server_archive_upload_backlog_bytes"
         "Bytes waiting in the S3 upload spool.",
-    ),
-    (
-        "video_server_archive_upload_backlog_oldest_age_seconds",
+    ArchiveUploadBacklogOldestAgeSeconds gauge "video_server_archive_upload_backlog_oldest_age_seconds"
         "Age of the oldest file waiting for upload.",
-    ),
-    (
-        "video_server_uptime_seconds",
+    UptimeSeconds gauge "video_server_uptime_seconds"
         "Time since the process started.",
-    ),
-    (
-        "process_start_time_seconds",
-        "Start of the process, Unix seconds.",
-    ),
-    (
-        "process_cpu_seconds",
-        "CPU time used by the process, user and system.",
-    ),
-    ("process_resident_memory_bytes", "Resident memory."),
-    ("process_virtual_memory_bytes", "Virtual memory."),
-    ("process_threads", "Threads."),
-    ("process_open_fds", "Open file descriptors."),
-];
+    WebhookEventsDroppedTotal counter "video_server_webhook_events_dropped_total"
+        "Webhook events dropped because a webhook's queue was full (only with [[webhooks]]).",
+    ProcessStartTimeSeconds gauge "process_start_time_seconds"
+        "Unix time the process started.",
+    ProcessCpuSeconds gauge "process_cpu_seconds"
+        "CPU time the process used (user and system), from /proc/self/stat.",
+    ProcessResidentMemoryBytes gauge "process_resident_memory_bytes"
+        "Resident memory (VmRSS), from /proc/self/status.",
+    ProcessVirtualMemoryBytes gauge "process_virtual_memory_bytes"
+        "Virtual memory (VmSize), from /proc/self/status.",
+    ProcessThreads gauge "process_threads"
+        "Threads of the process.",
+    ProcessOpenFds gauge "process_open_fds"
+        "Open file descriptors.",
+}
 
 impl Metrics {
     pub fn new() -> Metrics {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
-            for (name, help) in HELP {
-                // The kind is decided by how a metric is recorded; the help is shared.
-                metrics::describe_gauge!(*name, *help);
-                metrics::describe_counter!(*name, *help);
+            for m in Metric::ALL {
+                match m.kind() {
+                    "counter" => metrics::describe_counter!(m.name(), m.help()),
+                    _ => metrics::describe_gauge!(m.name(), m.help()),
+                }
             }
         });
         Metrics {
@@ -250,13 +207,13 @@ impl Metrics {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let streams = ctx.streams.list();
         last.retain(|id, _| streams.iter().any(|s| s.config.id == *id));
-        gauge!("video_server_streams").set(streams.len() as f64);
+        gauge!(Metric::Streams.name()).set(streams.len() as f64);
         let server = &ctx.server_stats;
-        gauge!("video_server_websocket_viewers")
+        gauge!(Metric::WebsocketViewers.name())
             .set(server.ws_viewers.load(Ordering::Relaxed) as f64);
-        counter!("video_server_connections_refused_total")
+        counter!(Metric::ConnectionsRefusedTotal.name())
             .absolute(server.refused_connections.load(Ordering::Relaxed));
-        counter!("video_server_viewers_refused_total")
+        counter!(Metric::ViewersRefusedTotal.name())
             .absolute(server.refused_viewers.load(Ordering::Relaxed));
         for s in &streams {
             let id = s.config.id.to_string();
@@ -265,43 +222,44 @@ impl Metrics {
             let st = &s.hub.stats;
             let frames = st.frames_in.load(Ordering::Relaxed);
             let bytes = st.bytes_in.load(Ordering::Relaxed);
-            gauge!("video_server_stream_up", l()).set(f64::from(u8::from(h.online)));
-            gauge!("video_server_stream_upstream_running", l())
-                .set(f64::from(u8::from(s.streaming)));
-            counter!("video_server_stream_sessions_total", l())
+            gauge!(Metric::StreamUp.name(), l()).set(f64::from(u8::from(h.online)));
+            gauge!(Metric::StreamUpstreamRunning.name(), l()).set(f64::from(u8::from(s.streaming)));
+            counter!(Metric::StreamSessionsTotal.name(), l())
                 .absolute(st.sessions.load(Ordering::Relaxed));
-            counter!("video_server_stream_reconnects_total", l())
+            counter!(Metric::StreamReconnectsTotal.name(), l())
                 .absolute(st.sessions.load(Ordering::Relaxed).saturating_sub(1));
-            counter!("video_server_stream_frames_total", l()).absolute(frames);
-            counter!("video_server_stream_bytes_total", l()).absolute(bytes);
-            counter!("video_server_stream_keyframes_total", l())
+            counter!(Metric::StreamFramesTotal.name(), l()).absolute(frames);
+            counter!(Metric::StreamBytesTotal.name(), l()).absolute(bytes);
+            counter!(Metric::StreamKeyframesTotal.name(), l())
                 .absolute(st.keyframes_in.load(Ordering::Relaxed));
-            counter!("video_server_stream_discontinuities_total", l())
+            counter!(Metric::StreamDiscontinuitiesTotal.name(), l())
                 .absolute(st.discontinuities.load(Ordering::Relaxed));
-            counter!("video_server_stream_rtp_packets_lost_total", l())
+            counter!(Metric::StreamRtpPacketsLostTotal.name(), l())
                 .absolute(st.rtp_packets_lost.load(Ordering::Relaxed));
-            counter!("video_server_stream_timestamp_jumps_total", l())
+            counter!(Metric::StreamTimestampJumpsTotal.name(), l())
                 .absolute(st.timestamp_jumps.load(Ordering::Relaxed));
-            gauge!("video_server_stream_reorder_depth", l())
+            gauge!(Metric::StreamReorderDepth.name(), l())
                 .set(st.reorder_depth.load(Ordering::Relaxed) as f64);
             let findings = s.hub.diagnostics();
-            for code in crate::hub::diagnostics::CODES {
+            for code in crate::hub::diagnostics::Code::ALL {
                 let on = findings.iter().any(|d| d.code == code);
                 gauge!(
-                    "video_server_stream_diagnostic",
-                    vec![Label::new("stream", id.clone()), Label::new("code", code)]
+                    Metric::StreamDiagnostic.name(),
+                    vec![
+                        Label::new("stream", id.clone()),
+                        Label::new("code", code.name())
+                    ]
                 )
                 .set(f64::from(u8::from(on)));
             }
             if let Some(ms) = st.clock.offset_ms() {
-                gauge!("video_server_stream_camera_clock_offset_seconds", l())
-                    .set(ms as f64 / 1000.0);
+                gauge!(Metric::StreamCameraClockOffsetSeconds.name(), l()).set(ms as f64 / 1000.0);
             }
             if let Some(ppm) = st.clock.drift_ppm() {
-                gauge!("video_server_stream_media_clock_drift_ppm", l()).set(ppm);
+                gauge!(Metric::StreamMediaClockDriftPpm.name(), l()).set(ppm);
             }
             let gop_90k = st.keyframe_interval_90k.load(Ordering::Relaxed);
-            gauge!("video_server_stream_keyframe_interval_seconds", l())
+            gauge!(Metric::StreamKeyframeIntervalSeconds.name(), l())
                 .set(gop_90k as f64 / 90_000.0);
             if let Some(fps) = h
                 .params
@@ -311,9 +269,9 @@ impl Metrics {
                 .filter(|&(_, d)| d > 0)
                 .map(|(n, d)| f64::from(n) / f64::from(d))
             {
-                gauge!("video_server_stream_nominal_fps", l()).set(fps);
+                gauge!(Metric::StreamNominalFps.name(), l()).set(fps);
                 if gop_90k > 0 {
-                    gauge!("video_server_stream_gop_frames", l())
+                    gauge!(Metric::StreamGopFrames.name(), l())
                         .set((gop_90k as f64 / 90_000.0 * fps).round());
                 }
             }
@@ -328,33 +286,33 @@ impl Metrics {
                 }
                 _ => (0.0, 0.0),
             };
-            gauge!("video_server_stream_frames_per_second", l()).set(fps);
-            gauge!("video_server_stream_bitrate_bps", l()).set(bps);
+            gauge!(Metric::StreamFramesPerSecond.name(), l()).set(fps);
+            gauge!(Metric::StreamBitrateBps.name(), l()).set(bps);
             let (buffered_frames, buffered_bytes) = s.hub.buffered();
-            gauge!("video_server_stream_gop_cache_frames", l()).set(buffered_frames as f64);
-            gauge!("video_server_stream_gop_cache_bytes", l()).set(buffered_bytes as f64);
+            gauge!(Metric::StreamGopCacheFrames.name(), l()).set(buffered_frames as f64);
+            gauge!(Metric::StreamGopCacheBytes.name(), l()).set(buffered_bytes as f64);
             let mse = vec![
                 Label::new("stream", id.clone()),
                 Label::new("output", "mse"),
             ];
-            gauge!("video_server_viewers", mse.clone())
+            gauge!(Metric::Viewers.name(), mse.clone())
                 .set(st.mse_viewers.load(Ordering::Relaxed) as f64);
-            counter!("video_server_frames_dropped_for_slow_viewers_total", mse)
+            counter!(Metric::FramesDroppedForSlowViewersTotal.name(), mse)
                 .absolute(st.frames_dropped_for_slow_viewers.load(Ordering::Relaxed));
             let delay = st.mse_send_delay.summary();
             if let Some(p99) = delay.p99_ms_at_most {
-                gauge!("video_server_mse_send_delay_p99_seconds", l()).set(p99 / 1000.0);
+                gauge!(Metric::MseSendDelayP99Seconds.name(), l()).set(p99 / 1000.0);
             }
             if let Some(store) = ctx.streams.hls_store(&s.config.id) {
                 let hls = vec![
                     Label::new("stream", id.clone()),
                     Label::new("output", "hls"),
                 ];
-                gauge!("video_server_hls_active", hls.clone())
+                gauge!(Metric::HlsActive.name(), hls.clone())
                     .set(f64::from(u8::from(store.active())));
-                gauge!("video_server_viewers", hls).set(store.sessions.count(now) as f64);
+                gauge!(Metric::Viewers.name(), hls).set(store.sessions.count(now) as f64);
                 if let Some(msn) = store.lock().last_msn() {
-                    counter!("video_server_hls_segments_total", l()).absolute(msn + 1);
+                    counter!(Metric::HlsSegmentsTotal.name(), l()).absolute(msn + 1);
                 }
             }
         }
@@ -362,7 +320,7 @@ impl Metrics {
             self.collect_archive(archive, now);
         }
         if !ctx.webhooks.is_empty() {
-            counter!("video_server_webhook_events_dropped_total")
+            counter!(Metric::WebhookEventsDroppedTotal.name())
                 .absolute(ctx.webhooks.dropped.load(Ordering::Relaxed));
         }
         self.collect_process(now);
@@ -374,15 +332,14 @@ impl Metrics {
             let id = sa.id.to_string();
             let l = || vec![Label::new("stream", id.clone())];
             let st = sa.status.snapshot();
-            gauge!("video_server_archive_recording", l())
+            gauge!(Metric::ArchiveRecording.name(), l())
                 .set(f64::from(u8::from(st.writing.is_some())));
-            counter!("video_server_archive_files_written_total", l()).absolute(st.files_written);
-            counter!("video_server_archive_bytes_written_total", l()).absolute(st.bytes_written);
-            counter!("video_server_archive_frames_lost_total", l())
-                .absolute(st.frames_lost_lagging);
-            counter!("video_server_archive_deleted_files_total", l()).absolute(st.deleted_files);
-            counter!("video_server_archive_deleted_bytes_total", l()).absolute(st.deleted_bytes);
-            gauge!("video_server_archive_error", l())
+            counter!(Metric::ArchiveFilesWrittenTotal.name(), l()).absolute(st.files_written);
+            counter!(Metric::ArchiveBytesWrittenTotal.name(), l()).absolute(st.bytes_written);
+            counter!(Metric::ArchiveFramesLostTotal.name(), l()).absolute(st.frames_lost_lagging);
+            counter!(Metric::ArchiveDeletedFilesTotal.name(), l()).absolute(st.deleted_files);
+            counter!(Metric::ArchiveDeletedBytesTotal.name(), l()).absolute(st.deleted_bytes);
+            gauge!(Metric::ArchiveError.name(), l())
                 .set(f64::from(u8::from(st.last_error.is_some())));
             let (segments, bytes, oldest) = sa.with_index(|i| {
                 (
@@ -391,26 +348,22 @@ impl Metrics {
                     i.segments().first().map(|s| s.start_ms),
                 )
             });
-            gauge!("video_server_archive_segments", l()).set(segments as f64);
-            gauge!("video_server_archive_bytes", l()).set(bytes as f64);
+            gauge!(Metric::ArchiveSegments.name(), l()).set(segments as f64);
+            gauge!(Metric::ArchiveBytes.name(), l()).set(bytes as f64);
             if let Some(oldest) = oldest {
-                gauge!("video_server_archive_oldest_age_seconds", l())
+                gauge!(Metric::ArchiveOldestAgeSeconds.name(), l())
                     .set((now - oldest) as f64 / 1000.0);
             }
             // The recorder's lag: how far the file being written trails the wall clock.
             if let Some(g) = sa.growing() {
-                gauge!("video_server_archive_write_lag_seconds", l())
+                gauge!(Metric::ArchiveWriteLagSeconds.name(), l())
                     .set(((now - g.end_ms()) as f64 / 1000.0).max(0.0));
             }
             if sa.s3.is_some() {
                 let b = backlog.get(&sa.id).copied().unwrap_or_default();
-                gauge!("video_server_archive_upload_backlog_files", l()).set(b.files as f64);
-                gauge!("video_server_archive_upload_backlog_bytes", l()).set(b.bytes as f64);
-                gauge!(
-                    "video_server_archive_upload_backlog_oldest_age_seconds",
-                    l()
-                )
-                .set(
+                gauge!(Metric::ArchiveUploadBacklogFiles.name(), l()).set(b.files as f64);
+                gauge!(Metric::ArchiveUploadBacklogBytes.name(), l()).set(b.bytes as f64);
+                gauge!(Metric::ArchiveUploadBacklogOldestAgeSeconds.name(), l()).set(
                     b.oldest_start_ms
                         .map_or(0.0, |t| ((now - t) as f64 / 1000.0).max(0.0)),
                 );
@@ -419,8 +372,8 @@ impl Metrics {
     }
 
     fn collect_process(&self, now: i64) {
-        gauge!("video_server_uptime_seconds").set((now - self.started_ms) as f64 / 1000.0);
-        gauge!("process_start_time_seconds").set(self.started_ms as f64 / 1000.0);
+        gauge!(Metric::UptimeSeconds.name()).set((now - self.started_ms) as f64 / 1000.0);
+        gauge!(Metric::ProcessStartTimeSeconds.name()).set(self.started_ms as f64 / 1000.0);
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
             // Fields after the command name (which may contain spaces): utime is 14, stime 15.
             if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
@@ -428,21 +381,21 @@ impl Metrics {
                 let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
                 if let (Some(u), Some(s)) = (ticks(14), ticks(15)) {
                     // Linux reports in USER_HZ, 100 on every platform Rust targets.
-                    gauge!("process_cpu_seconds").set((u + s) / 100.0);
+                    gauge!(Metric::ProcessCpuSeconds.name()).set((u + s) / 100.0);
                 }
             }
         }
         if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
             for (key, name) in [
-                ("VmRSS:", "process_resident_memory_bytes"),
-                ("VmSize:", "process_virtual_memory_bytes"),
+                ("VmRSS:", Metric::ProcessResidentMemoryBytes),
+                ("VmSize:", Metric::ProcessVirtualMemoryBytes),
             ] {
                 if let Some(kb) = status
                     .lines()
                     .find_map(|l| l.strip_prefix(key))
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
                 {
-                    gauge!(name).set(kb * 1024.0);
+                    gauge!(name.name()).set(kb * 1024.0);
                 }
             }
             if let Some(threads) = status
@@ -450,11 +403,72 @@ impl Metrics {
                 .find_map(|l| l.strip_prefix("Threads:"))
                 .and_then(|v| v.trim().parse::<f64>().ok())
             {
-                gauge!("process_threads").set(threads);
+                gauge!(Metric::ProcessThreads.name()).set(threads);
             }
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            gauge!("process_open_fds").set(fds.count() as f64);
+            gauge!(Metric::ProcessOpenFds.name()).set(fds.count() as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEGIN: &str = "<!-- metrics table: generated from src/api/metrics.rs";
+    const END: &str = "<!-- end of the generated metrics table -->";
+
+    /// The docs' table, as [`Metric`] makes it.
+    fn table() -> String {
+        let mut t = String::from("| metric | kind | meaning |\n|---|---|---|\n");
+        for m in Metric::ALL {
+            t.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                m.name(),
+                m.kind(),
+                m.help()
+            ));
+        }
+        t
+    }
+
+    #[test]
+    fn the_docs_list_every_metric_as_the_table_declares_it() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
+        let doc = std::fs::read_to_string(path).expect("docs/operations.md");
+        let start = doc.find(BEGIN).expect("the begin marker");
+        let body = doc[start..]
+            .find('\n')
+            .map(|i| start + i + 1)
+            .expect("marker line");
+        let end = doc.find(END).expect("the end marker");
+        let want = table();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            let updated = format!("{}{want}{}", &doc[..body], &doc[end..]);
+            std::fs::write(path, updated).expect("write docs/operations.md");
+            return;
+        }
+        assert_eq!(
+            doc[body..end],
+            want,
+            "docs/operations.md is stale: UPDATE_DOCS=1 cargo test --lib metrics"
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_counters_end_in_total() {
+        let mut names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Metric::ALL.len());
+        for m in Metric::ALL {
+            assert_eq!(
+                m.kind() == "counter",
+                m.name().ends_with("_total"),
+                "{}",
+                m.name()
+            );
         }
     }
 }

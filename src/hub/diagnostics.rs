@@ -15,18 +15,56 @@ const LONG_GOP_90K: i64 = 4 * 90_000;
 /// No keyframe for this long while frames flow.
 const NO_KEYFRAME_MS: i64 = 12_000;
 
-/// Every finding's code, for metrics that show each one as 0 or 1.
-pub const CODES: [&str; 9] = [
-    "no_keyframes",
-    "irregular_keyframes",
-    "long_gop",
-    "clock_drift",
-    "track_not_forwarded",
-    "camera_clock_off",
-    "h265_browsers",
-    "packet_loss",
-    "timestamp_jumps",
-];
+/// A finding's stable identifier, for alerting (`/metrics` label, log field) and tests; the
+/// name is written once, here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    NoKeyframes,
+    IrregularKeyframes,
+    LongGop,
+    ClockDrift,
+    TrackNotForwarded,
+    CameraClockOff,
+    H265Browsers,
+    PacketLoss,
+    TimestampJumps,
+}
+
+impl Code {
+    /// Every code, for metrics that show each one as 0 or 1.
+    pub const ALL: [Code; 9] = [
+        Code::NoKeyframes,
+        Code::IrregularKeyframes,
+        Code::LongGop,
+        Code::ClockDrift,
+        Code::TrackNotForwarded,
+        Code::CameraClockOff,
+        Code::H265Browsers,
+        Code::PacketLoss,
+        Code::TimestampJumps,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::NoKeyframes => "no_keyframes",
+            Code::IrregularKeyframes => "irregular_keyframes",
+            Code::LongGop => "long_gop",
+            Code::ClockDrift => "clock_drift",
+            Code::TrackNotForwarded => "track_not_forwarded",
+            Code::CameraClockOff => "camera_clock_off",
+            Code::H265Browsers => "h265_browsers",
+            Code::PacketLoss => "packet_loss",
+            Code::TimestampJumps => "timestamp_jumps",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// RTP packets lost before the loss is worth a finding (a few are noise).
 const LOST_PACKETS: u64 = 10;
@@ -62,7 +100,7 @@ pub enum Level {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     /// Stable identifier, for alerting (`/metrics` label) and for tests.
-    pub code: &'static str,
+    pub code: Code,
     pub level: Level,
     pub message: String,
 }
@@ -107,7 +145,7 @@ fn secs(d_90k: i64) -> String {
 pub fn keyframe_finding(latest_90k: i64, min_90k: i64, max_90k: i64) -> Option<Diagnostic> {
     if min_90k > 0 && max_90k >= LONG_GOP_90K && max_90k >= 2 * min_90k {
         Some(Diagnostic {
-            code: "irregular_keyframes",
+            code: Code::IrregularKeyframes,
             level: Level::Warning,
             message: format!(
                 "the keyframe interval varies from {} to {}: this looks like a \"smart\" codec \
@@ -119,7 +157,7 @@ pub fn keyframe_finding(latest_90k: i64, min_90k: i64, max_90k: i64) -> Option<D
         })
     } else if latest_90k > LONG_GOP_90K {
         Some(Diagnostic {
-            code: "long_gop",
+            code: Code::LongGop,
             level: Level::Warning,
             message: format!(
                 "a keyframe every {}: HLS segments and archive files can only be cut at \
@@ -142,7 +180,7 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
         let since_key_ms = now_ms - o.last_key_wall_ms.max(o.since_ms);
         if since_key_ms > NO_KEYFRAME_MS {
             out.push(Diagnostic {
-                code: "no_keyframes",
+                code: Code::NoKeyframes,
                 level: Level::Warning,
                 message: format!(
                     "no keyframe for {} s while frames arrive: new HLS segments, archive files and \
@@ -159,7 +197,7 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
     }
     if let Some(ppm) = o.drift_ppm.filter(|p| p.abs() > DRIFT_PPM && o.online) {
         out.push(Diagnostic {
-            code: "clock_drift",
+            code: Code::ClockDrift,
             level: Level::Warning,
             message: format!(
                 "the camera's media clock runs {:.2} % {} than real time ({:+.0} ppm): players that \
@@ -179,7 +217,7 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
     // Audio only: a second video track or an ONVIF metadata track is nothing to fix.
     for track in o.unsupported.iter().filter(|t| t.starts_with("audio")) {
         out.push(Diagnostic {
-            code: "track_not_forwarded",
+            code: Code::TrackNotForwarded,
             level: Level::Warning,
             message: format!(
                 "the camera's {track} is not forwarded (audio: AAC as it is, G.711 as FLAC). \
@@ -189,7 +227,7 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
     }
     if let Some(off) = o.camera_offset_ms.filter(|o| o.abs() > CLOCK_OFF_MS) {
         out.push(Diagnostic {
-            code: "camera_clock_off",
+            code: Code::CameraClockOff,
             level: Level::Info,
             message: format!(
                 "the camera's clock is {} {} this server's: the time it shows on screen will not \
@@ -201,7 +239,7 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
     }
     if o.rtp_packets_lost >= LOST_PACKETS {
         out.push(Diagnostic {
-            code: "packet_loss",
+            code: Code::PacketLoss,
             level: Level::Warning,
             message: format!(
                 "{} RTP packets from the camera were lost: a frame with a lost packet is dropped,                  and a lost keyframe costs viewers its whole GOP. Over UDP, set transport = \"tcp\"                  for this camera; otherwise check the network between it and this server.",
@@ -211,7 +249,7 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
     }
     if o.timestamp_jumps > 0 {
         out.push(Diagnostic {
-            code: "timestamp_jumps",
+            code: Code::TimestampJumps,
             level: Level::Info,
             message: format!(
                 "the camera's clock jumped {} time(s); each jump was re-stamped onto the stream's                  timeline and no frame was lost. A camera that keeps jumping has an unsteady                  time source: check its NTP settings.",
@@ -221,7 +259,7 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
     }
     if video.is_some_and(|v| v.codec == VideoCodec::H265) {
         out.push(Diagnostic {
-            code: "h265_browsers",
+            code: Code::H265Browsers,
             level: Level::Info,
             message: "H.265 plays only in browsers with a hardware decoder for it (Safari; Chrome \
                       and Edge on most GPUs); Firefox cannot. H.264 plays everywhere."
@@ -234,6 +272,16 @@ pub fn diagnose(o: &Observed<'_>, now_ms: i64) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_names_match_their_serde_form() {
+        for c in Code::ALL {
+            assert_eq!(
+                serde_json::to_value(c).ok(),
+                Some(serde_json::json!(c.name()))
+            );
+        }
+    }
     use crate::media::{VideoCodec, VideoParams};
     use bytes::Bytes;
 
@@ -252,7 +300,7 @@ mod tests {
     }
 
     fn codes(d: &[Diagnostic]) -> Vec<&'static str> {
-        d.iter().map(|d| d.code).collect()
+        d.iter().map(|d| d.code.name()).collect()
     }
 
     fn steady<'a>(p: &'a StreamParams, gop_90k: i64) -> Observed<'a> {

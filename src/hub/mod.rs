@@ -202,13 +202,13 @@ impl StreamHub {
         let Some(found) = crate::hub::diagnostics::keyframe_finding(interval_90k, min, max) else {
             return;
         };
-        let bit = if found.code == "irregular_keyframes" {
+        let bit = if found.code == diagnostics::Code::IrregularKeyframes {
             2
         } else {
             1
         };
         if st.logged_findings.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
-            tracing::warn!(stream = %self.id, code = found.code, "{}", found.message);
+            tracing::warn!(stream = %self.id, code = %found.code, "{}", found.message);
         }
     }
 
