@@ -231,3 +231,64 @@ pub fn recover(part: &Path) -> Result<Option<Recovered>, String> {
         bytes: closed.bytes,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_file_cut_mid_fragment_is_repaired_to_its_whole_fragments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let whole = crate::archive::playback::tests::file_bytes(6);
+        let full = Movie::parse(whole.clone()).expect("parse");
+        assert!(
+            full.fragments.len() >= 4,
+            "{} fragments",
+            full.fragments.len()
+        );
+        // Killed while writing the fourth fragment.
+        let cut = full.fragments[3].bytes.start + 100;
+        let name = "0742091c-19cd-4658-9b4f-5320da160f45_1700000000.mp4";
+        let part = part_path(dir.path(), name, 1_700_000_000_000);
+        std::fs::write(&part, &whole[..cut]).expect("write");
+
+        let r = recover(&part)
+            .expect("repairs")
+            .expect("has whole fragments");
+        assert!(!part.exists(), "the .part file is renamed");
+        assert_eq!(r.path, dir.path().join(name));
+        assert_eq!(r.start_ms, 1_700_000_000_000);
+        let data = std::fs::read(&r.path).expect("read");
+        assert_eq!(r.bytes, data.len() as u64);
+        let repaired = Movie::parse(Bytes::from(data.clone())).expect("the repaired file parses");
+        assert_eq!(repaired.fragments.len(), 3);
+        // Its samples are the first ones of the whole file, none lost before the cut.
+        let times = |m: &Movie| -> Vec<(i64, bool)> {
+            m.samples.iter().map(|s| (s.dts_90k, s.is_key)).collect()
+        };
+        let n = repaired.samples.len();
+        assert!(n > 0 && n < full.samples.len());
+        assert_eq!(times(&repaired), times(&full)[..n]);
+        assert_eq!(r.duration_ms, repaired.duration_90k / 90);
+        // Closed like any file: an `mfra` at the end, the durations patched in.
+        let (boxes, _) = top_level_boxes(&data);
+        assert_eq!(boxes.last().map(|b| &b.0), Some(b"mfra"));
+        assert!(r.duration_ms >= 2_900, "{} ms", r.duration_ms);
+    }
+
+    #[test]
+    fn a_part_file_without_a_whole_fragment_is_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let whole = crate::archive::playback::tests::file_bytes(2);
+        let full = Movie::parse(whole.clone()).expect("parse");
+        let part = part_path(dir.path(), "x_1.mp4", 1_000);
+        std::fs::write(&part, &whole[..full.init_len + 10]).expect("write");
+        assert!(recover(&part).expect("no error").is_none());
+        assert!(!part.exists());
+        // Not a `.part` name: refused with the name in the error.
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, b"x").expect("write");
+        let e = recover(&other).expect_err("refused");
+        assert!(e.contains("notes.txt"), "{e}");
+    }
+}

@@ -24,6 +24,7 @@ pub mod playback;
 pub mod recorder;
 pub mod retention;
 pub mod s3;
+pub mod startup;
 pub mod stream;
 pub mod upload;
 pub mod ws;
@@ -298,49 +299,20 @@ impl Archive {
                 Err(e) => warn!(stream = %id, "cannot list the bucket now: {e}"),
             }
         }
-        let mut segments: HashMap<i64, Segment> = HashMap::new();
-        // Remote objects: the journal's facts, else the name and the nominal length.
-        for o in &remote {
-            let Some(name) = o.key.rsplit('/').next() else {
-                continue;
-            };
-            let Some(name_s) = index::parse_file_name(&id, name) else {
-                continue;
-            };
-            let mut seg = journaled
-                .get(&name_s)
-                .cloned()
-                .unwrap_or_else(|| nominal(name_s, ms_per_file, o.size));
-            seg.location = Location::Remote;
-            segments.insert(name_s, seg);
+        let listing: Vec<(String, u64)> = remote.into_iter().map(|o| (o.key, o.size)).collect();
+        let merged = startup::merge(
+            &id,
+            ms_per_file,
+            s3.is_some().then_some(&listing[..]),
+            &journaled,
+            &local,
+        );
+        for name_s in &merged.uploaded_copies {
+            // Uploaded before a crash that kept the local copy.
+            let _ = std::fs::remove_file(dir.join(index::file_name(&id, *name_s)));
         }
-        // Journal entries already uploaded stay known when the bucket cannot be listed now.
-        for (name_s, seg) in &journaled {
-            if seg.location == Location::Remote && s3.is_some() {
-                segments.entry(*name_s).or_insert_with(|| seg.clone());
-            }
-        }
-        let mut pending = Vec::new();
-        for (name_s, bytes) in local {
-            if let Some(r) = segments.get(&name_s) {
-                if r.location == Location::Remote && r.bytes == bytes {
-                    // Uploaded before a crash that kept the local copy.
-                    let _ = std::fs::remove_file(dir.join(index::file_name(&id, name_s)));
-                    continue;
-                }
-            }
-            let mut seg = journaled
-                .get(&name_s)
-                .cloned()
-                .unwrap_or_else(|| nominal(name_s, ms_per_file, bytes));
-            seg.location = Location::Local;
-            seg.bytes = bytes;
-            if s3.is_some() {
-                pending.push(name_s);
-            }
-            segments.insert(name_s, seg);
-        }
-        let idx = StreamIndex::from_segments(segments.into_values().collect());
+        let pending = merged.pending;
+        let idx = StreamIndex::from_segments(merged.segments);
         if recording || !idx.is_empty() {
             if let Err(e) = journal.rewrite(idx.segments()) {
                 warn!(stream = %id, "cannot rewrite the archive journal: {e}");
@@ -371,7 +343,6 @@ impl Archive {
             growing: Mutex::new(None),
             uploader: Arc::clone(&self.uploader),
         });
-        pending.sort_unstable();
         for name_s in pending {
             self.uploader.enqueue(Arc::clone(&sa), name_s);
         }
@@ -383,18 +354,6 @@ impl Archive {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-    }
-}
-
-/// A segment known only by its name: the original's assumption of `ms_per_file`.
-fn nominal(name_s: i64, ms_per_file: i64, bytes: u64) -> Segment {
-    Segment {
-        name_s,
-        start_ms: name_s * 1000,
-        duration_ms: ms_per_file,
-        bytes,
-        location: Location::Local,
-        end: EndReason::Unknown,
     }
 }
 

@@ -359,6 +359,15 @@ pub(crate) mod tests {
 
     /// Like [`file`], with a composition offset per frame (B-frames).
     fn file_with(secs: i64, cto_90k: impl Fn(i64) -> i32) -> Movie {
+        Movie::parse(file_bytes_with(secs, cto_90k)).expect("parse")
+    }
+
+    /// The bytes of [`file`]: an init segment and one fragment per second.
+    pub(crate) fn file_bytes(secs: i64) -> Bytes {
+        file_bytes_with(secs, |_| 0)
+    }
+
+    fn file_bytes_with(secs: i64, cto_90k: impl Fn(i64) -> i32) -> Bytes {
         let p = real_params(true);
         let mut seg = Segmenter::new(Targets::files(3_600 * 90_000, 90_000));
         let mut events = Vec::new();
@@ -385,7 +394,7 @@ pub(crate) mod tests {
                 }
             }
         }
-        Movie::parse(Bytes::from(bytes)).expect("parse")
+        Bytes::from(bytes)
     }
 
     #[test]

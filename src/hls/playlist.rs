@@ -150,3 +150,126 @@ pub fn render(v: &View<'_>) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::mp4::segmenter::Part;
+
+    const NAME: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
+
+    /// A segment of `parts` parts of 0.5 s, the first independent.
+    fn seg(msn: u64, init_id: u32, discontinuity: bool, parts: usize) -> Segment {
+        let mut s = Segment::new(
+            msn,
+            init_id,
+            discontinuity,
+            1_700_000_000_000 + msn as i64 * 2000,
+        );
+        for i in 0..parts {
+            s.parts.push(Part {
+                chunks: vec![Bytes::from_static(b"x")],
+                len: 1,
+                duration_90k: 45_000,
+                independent: i == 0,
+            });
+        }
+        s.duration_90k = 45_000 * parts as i64;
+        s
+    }
+
+    fn view<'a>(
+        segments: Vec<&'a Segment>,
+        open: Option<&'a Segment>,
+        low_latency: bool,
+    ) -> View<'a> {
+        View {
+            name: NAME,
+            token: "t1",
+            low_latency,
+            target_s: 2,
+            part_target_90k: 45_000,
+            discontinuity_sequence: 3,
+            segments,
+            open,
+            next_msn: 13,
+        }
+    }
+
+    #[test]
+    fn a_plain_playlist_lists_complete_segments_with_their_init_and_time() {
+        let (a, b) = (seg(10, 0, false, 4), seg(11, 0, false, 4));
+        let text = render(&view(vec![&a, &b], None, false));
+        let want = format!(
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:3\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-MAP:URI=\"{NAME}_init0.mp4?v=t1\"\n\
+             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:40.000Z\n#EXTINF:2.000,\n{NAME}0010.m4s?v=t1\n\
+             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:42.000Z\n#EXTINF:2.000,\n{NAME}0011.m4s?v=t1\n"
+        );
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn a_discontinuity_repeats_the_map_and_a_new_init_gets_one() {
+        let (a, b, c) = (
+            seg(10, 0, false, 2),
+            seg(11, 1, true, 2),
+            seg(12, 2, false, 2),
+        );
+        let text = render(&view(vec![&a, &b, &c], None, false));
+        let maps: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-MAP"))
+            .collect();
+        assert_eq!(maps.len(), 3, "{text}");
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+        let disc = text.find("#EXT-X-DISCONTINUITY\n").unwrap_or(0);
+        assert!(text[disc..].starts_with(&format!(
+            "#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"{NAME}_init1.mp4"
+        )));
+    }
+
+    #[test]
+    fn low_latency_lists_recent_parts_the_open_segment_and_a_preload_hint() {
+        let old: Vec<Segment> = (5..10).map(|m| seg(m, 0, false, 4)).collect();
+        let open = seg(10, 0, false, 2);
+        let text = render(&view(old.iter().collect(), Some(&open), true));
+        assert!(text.contains("#EXT-X-VERSION:9\n"));
+        assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n"));
+        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"));
+        // Parts of the last three target durations (6 s: three 2 s segments) and the open one.
+        for msn in 5..=6 {
+            assert!(
+                !text.contains(&format!("{NAME}{msn:04}.0.m4s")),
+                "msn {msn} has no parts listed"
+            );
+        }
+        for msn in 7..=9 {
+            assert!(text.contains(&format!(
+                "#EXT-X-PART:DURATION=0.500,URI=\"{NAME}{msn:04}.0.m4s?v=t1\",INDEPENDENT=YES\n"
+            )));
+            assert!(text.contains(&format!(
+                "#EXT-X-PART:DURATION=0.500,URI=\"{NAME}{msn:04}.3.m4s?v=t1\"\n"
+            )));
+        }
+        // The open segment: its parts, no EXTINF, and the hint names its next part.
+        assert!(text.contains(&format!("{NAME}0010.1.m4s?v=t1")));
+        assert!(!text.contains(&format!("{NAME}0010.m4s")));
+        assert!(text.ends_with(&format!(
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{NAME}0010.2.m4s?v=t1\"\n"
+        )));
+    }
+
+    #[test]
+    fn an_empty_window_starts_at_the_next_segment_and_the_mirror_has_bare_names() {
+        let mut v = view(Vec::new(), None, true);
+        v.token = "";
+        let text = render(&v);
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:13\n"));
+        assert!(text.ends_with(&format!("URI=\"{NAME}0013.0.m4s\"\n")));
+        assert!(!text.contains("?v="));
+    }
+}

@@ -39,6 +39,20 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// A segment that starts now and has no parts yet.
+    pub fn new(msn: u64, init_id: u32, discontinuity: bool, pdt_ms: i64) -> Segment {
+        Segment {
+            msn,
+            init_id,
+            discontinuity,
+            pdt_ms,
+            duration_90k: 0,
+            parts: Vec::new(),
+            spilled: None,
+            spill_pending: false,
+        }
+    }
+
     /// The segment's bytes: its parts back to back.
     pub fn chunks(&self) -> Vec<Bytes> {
         self.part_chunks(0..self.parts.len())
@@ -159,16 +173,7 @@ impl Window {
                     init_id,
                     pdt_ms,
                 } => {
-                    self.open = Some(Segment {
-                        msn: self.next_msn,
-                        init_id,
-                        discontinuity,
-                        pdt_ms,
-                        duration_90k: 0,
-                        parts: Vec::new(),
-                        spilled: None,
-                        spill_pending: false,
-                    });
+                    self.open = Some(Segment::new(self.next_msn, init_id, discontinuity, pdt_ms));
                     self.next_msn += 1;
                 }
                 Event::Part(p) => {

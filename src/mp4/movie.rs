@@ -415,7 +415,10 @@ fn read_fragments(
         }
         let mdat_end = match boxes.get(i + 1) {
             Some(([b'm', b'd', b'a', b't'], r)) => r.end,
-            _ => range.end,
+            Some(_) => range.end,
+            // The last whole box: its `mdat` is cut short (a file still being written, or
+            // one a crash cut), so the fragment ends the file.
+            None => break,
         };
         let moof_bytes = pruned(&data[range.clone()]);
         let mut cur = std::io::Cursor::new(&moof_bytes[..]);
@@ -614,6 +617,94 @@ fn flatten(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fragmented file as the recorder writes it: `secs` seconds of 25 fps video with a
+    /// keyframe every second, one fragment per second.
+    fn recorded(secs: i64) -> Vec<u8> {
+        use crate::mp4::fmp4::{file_init_segment, tests::real_params};
+        use crate::mp4::segmenter::{Event, Segmenter, Targets};
+        let p = real_params(false);
+        let mut seg = Segmenter::new(Targets::files(3_600 * 90_000, 90_000));
+        let mut events = Vec::new();
+        for n in 0..secs * 25 {
+            let mut f = crate::media::Frame::test_video(n, n % 25 == 0, Bytes::from(vec![7; 300]));
+            f.params = Arc::clone(&p);
+            seg.push(&f, false, &mut events);
+        }
+        seg.break_here(&mut events);
+        let mut bytes = file_init_segment(&p, 0).0.to_vec();
+        for e in events {
+            if let Event::Part(part) = e {
+                for c in part.chunks {
+                    bytes.extend_from_slice(&c);
+                }
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_file_cut_anywhere_parses_to_its_whole_fragments_or_a_clear_error() {
+        let whole = recorded(4);
+        let full = Movie::parse(Bytes::from(whole.clone())).expect("the whole file parses");
+        assert_eq!(full.samples.len(), 100);
+        assert_eq!(full.fragments.len(), 4);
+        let mut cut = 0;
+        while cut < whole.len() {
+            let data = Bytes::copy_from_slice(&whole[..cut]);
+            match Movie::parse(data) {
+                Ok(m) => {
+                    assert!(cut >= full.init_len, "parsed without a whole moov at {cut}");
+                    // A prefix of the samples, each inside what is there.
+                    let n = m.samples.len();
+                    assert!(n <= full.samples.len());
+                    for (a, b) in m.samples.iter().zip(&full.samples) {
+                        assert_eq!((a.dts_90k, a.is_key), (b.dts_90k, b.is_key));
+                    }
+                    let whole_fragments =
+                        full.fragments.iter().filter(|f| f.bytes.end <= cut).count();
+                    assert_eq!(m.fragments.len(), whole_fragments, "cut at {cut}");
+                }
+                Err(e) => {
+                    assert!(
+                        cut < full.init_len,
+                        "cut at {cut} after the moov failed: {e}"
+                    );
+                    assert!(matches!(e, Mp4Error::NoMoov | Mp4Error::Decode(..)), "{e}");
+                }
+            }
+            cut += 37;
+        }
+    }
+
+    #[test]
+    fn odd_files_get_named_errors() {
+        let err = |b: &[u8]| Movie::parse(Bytes::copy_from_slice(b)).err();
+        assert!(matches!(err(b""), Some(Mp4Error::NoMoov)));
+        assert!(matches!(
+            err(b"GIF89a not a movie at all"),
+            Some(Mp4Error::NoMoov)
+        ));
+        // A box whose size runs past the end, and one of size 1 (64-bit size) cut short.
+        assert!(matches!(
+            err(&[0, 0, 0x10, 0, b'm', b'o', b'o', b'v', 1, 2]),
+            Some(_)
+        ));
+        assert!(matches!(
+            err(&[0, 0, 0, 1, b'm', b'o', b'o', b'v', 0, 0]),
+            Some(_)
+        ));
+        // A moov of garbage.
+        let mut bad = vec![0, 0, 0, 24];
+        bad.extend_from_slice(b"moov");
+        bad.extend_from_slice(&[0xff; 16]);
+        assert!(matches!(err(&bad), Some(Mp4Error::Decode("moov", _))));
+        // Trailing garbage after whole fragments is ignored.
+        let mut tail = recorded(2);
+        tail.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0, 1]);
+        let m = Movie::parse(Bytes::from(tail)).expect("parses");
+        assert_eq!(m.samples.len(), 50);
+    }
 
     #[test]
     fn fuzz_finds_stay_fixed() {
