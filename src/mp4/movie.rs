@@ -688,11 +688,11 @@ mod tests {
         // A box whose size runs past the end, and one of size 1 (64-bit size) cut short.
         assert!(matches!(
             err(&[0, 0, 0x10, 0, b'm', b'o', b'o', b'v', 1, 2]),
-            Some(_)
+            Some(Mp4Error::NoMoov)
         ));
         assert!(matches!(
             err(&[0, 0, 0, 1, b'm', b'o', b'o', b'v', 0, 0]),
-            Some(_)
+            Some(Mp4Error::NoMoov)
         ));
         // A moov of garbage.
         let mut bad = vec![0, 0, 0, 24];
