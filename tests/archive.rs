@@ -376,7 +376,7 @@ async fn a_killed_gateway_loses_at_most_a_fragment_and_every_file_stays_playable
         archive_section(files.path(), 4000, None),
         stream_with_archive(STREAM_A, &cam.url("h264"), "filesystem", files.path(), 4000),
     );
-    let gw = Gateway::start(&conf).await;
+    let mut gw = Gateway::start(&conf).await;
     wait_segments(&gw, STREAM_A, 1, false, Duration::from_secs(60)).await;
     // Kill 2.5 s into a file (files are cut every 4 s).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -391,15 +391,12 @@ async fn a_killed_gateway_loses_at_most_a_fragment_and_every_file_stays_playable
             last["start_ms"].as_i64().expect("start") + last["duration_ms"].as_i64().expect("d");
         let now = common::unix_ms();
         if now - open_since >= 2_500 && now - open_since < 3_500 {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &gw.pid().to_string()])
-                .status();
+            gw.kill();
             break now;
         }
         assert!(Instant::now() < deadline, "no point to kill at");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let parts: Vec<String> = std::fs::read_dir(files.path())
         .expect("dir")
         .flatten()

@@ -432,8 +432,18 @@ async fn the_disk_mirror_holds_a_playable_plain_playlist() {
         assert!(!s.uri.contains('?'), "bare names on disk: {}", s.uri);
         assert!(dir.path().join(&s.uri).exists(), "{} missing", s.uri);
     }
-    // Let the window slide: old segments are deleted, at most window + retained stay.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Let the window slide past every segment listed above: they are deleted, at most window +
+    // retained stay.
+    let last = pl.media_sequence + pl.segments.len() as u64;
+    wait_for(
+        Duration::from_secs(30),
+        "the mirrored window slides",
+        || async {
+            let b = std::fs::read(&playlist).ok()?;
+            (parse(&b).media_sequence > last).then_some(())
+        },
+    )
+    .await;
     let m4s = std::fs::read_dir(dir.path())
         .expect("dir")
         .filter_map(Result::ok)

@@ -144,8 +144,16 @@ async fn basic_auth_camera() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_viewer_starts_from_the_gop_cache_and_catches_up() {
     let (_cam, gw) = camera_and_gateway(Auth::None, "h264", "").await;
-    // Let the camera get into its GOP, then join.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Join once the GOP cache holds a second of video.
+    wait_for(
+        Duration::from_secs(20),
+        "a second of video in the GOP cache",
+        || async {
+            let st = gw.status().await;
+            (st["streams"][STREAM_A]["buffered_frames"].as_u64() >= Some(25)).then_some(())
+        },
+    )
+    .await;
     let cap = watch(&gw, STREAM_A, "", 20).await;
     let infos: Vec<(u32, u64, bool)> = cap.media.iter().filter_map(|m| fragment_info(m)).collect();
     // Cached frames arrive at once with 1-tick spacing: the viewer does not wait for a new

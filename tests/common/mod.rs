@@ -14,7 +14,6 @@ pub mod relay;
 pub mod s3_server;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 pub const STREAM_A: &str = "0742091c-19cd-4658-9b4f-5320da160f45";
@@ -269,6 +268,28 @@ impl Gateway {
         }
         None
     }
+
+    /// SIGKILL, as a crash: no shutdown runs; returns once the process is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it gives a value; panics naming `what` after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 impl Drop for Gateway {
@@ -278,7 +299,7 @@ impl Drop for Gateway {
     }
 }
 
-/// A minimal HTTP/1.1 response.
+/// An HTTP response, read whole.
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
@@ -304,7 +325,8 @@ impl Resp {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close` (bounded to 10 s).
+/// One HTTP request through reqwest (bounded to 10 s, no redirects followed, no connection
+/// kept for later).
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -312,63 +334,37 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Resp> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).await?;
-        s.write_all(body).await?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await?;
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| std::io::Error::other("no header end"))?;
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other("bad status line"))?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        let mut body = raw[split + 4..].to_vec();
-        if headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
-        {
-            body = dechunk(&body);
-        }
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
-    })
-    .await
-    .map_err(|_| std::io::Error::other("HTTP request timed out"))?
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
-        if n == 0 || b.len() < i + 2 + n {
-            break;
-        }
-        out.extend_from_slice(&b[i + 2..i + 2 + n]);
-        b = &b[i + 2 + n + 2..];
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(std::io::Error::other)?;
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(std::io::Error::other)?;
+    let mut req = client
+        .request(method, format!("http://{addr}{path}"))
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
-    out
+    let r = req.send().await.map_err(std::io::Error::other)?;
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = r.bytes().await.map_err(std::io::Error::other)?.to_vec();
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 pub type Ws =
