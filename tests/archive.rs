@@ -99,29 +99,37 @@ async fn ws_archive(gw: &Gateway, query: &str) -> Capture {
     cap
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
-    let cam = Camera::start(Auth::None);
-    let s3 = S3Server::start();
-    let files = tempfile::tempdir().expect("tempdir");
-    let spool = tempfile::tempdir().expect("tempdir");
+/// Stream A (AAC audio) recorded to `files` and stream B (G.711 audio, recorded as FLAC) to
+/// the bucket through `spool`, 4 s files; returns once each has `n` closed files (B's
+/// uploaded), with both listings.
+async fn recording(
+    cam: &Camera,
+    s3: &S3Server,
+    files: &Path,
+    spool: &Path,
+    n: usize,
+) -> (Gateway, serde_json::Value, serde_json::Value) {
     let gw = Gateway::start(&format!(
         "{}\n{}\n{}",
-        archive_section(files.path(), 4000, Some(&s3)),
-        stream_with_archive(
-            STREAM_A,
-            &cam.url("h264aac"),
-            "filesystem",
-            files.path(),
-            4000
-        ),
-        // B's camera sends G.711, which is recorded (and played back) as FLAC.
-        stream_with_archive(STREAM_B, &cam.url("h264pcma"), "minio", spool.path(), 4000),
+        archive_section(files, 4000, Some(s3)),
+        stream_with_archive(STREAM_A, &cam.url("h264aac"), "filesystem", files, 4000),
+        stream_with_archive(STREAM_B, &cam.url("h264pcma"), "minio", spool, 4000),
     ))
     .await;
-    let a = wait_segments(&gw, STREAM_A, 3, false, Duration::from_secs(60)).await;
-    let b = wait_segments(&gw, STREAM_B, 3, true, Duration::from_secs(60)).await;
+    let a = wait_segments(&gw, STREAM_A, n, false, Duration::from_secs(60)).await;
+    let b = wait_segments(&gw, STREAM_B, n, true, Duration::from_secs(60)).await;
+    (gw, a, b)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_files_have_the_originals_names_real_durations_and_no_gaps() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let (files, spool) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (gw, a, _) = recording(&cam, &s3, files.path(), spool.path(), 3).await;
     // Files: the original's names, each one decodes, and the index's duration is the real one.
     let segs = a["segments"].as_array().expect("segments").clone();
     for s in &segs {
@@ -159,6 +167,27 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
     }
     assert_eq!(a["gaps"].as_array().map(Vec::len), Some(0), "{a}");
 
+    // Ranges: the original's shape, one range covering the files.
+    for id in [STREAM_A] {
+        let r = get(gw.api, &format!("/archive/{id}/ranges")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["stream_id"], id);
+        assert_eq!(v["ranges"].as_array().map(Vec::len), Some(1), "{v}");
+    }
+
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_files_are_uploaded_whole_and_play_back_with_their_flac_audio() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let (files, spool) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (gw, _, b) = recording(&cam, &s3, files.path(), spool.path(), 3).await;
     // S3: every segment is an object under the prefix (no leading slash), as big as indexed,
     // decodable, and the spool is empty of closed files.
     let objects = s3.objects(BUCKET, "var/archive_data");
@@ -179,6 +208,45 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
         );
     }
 
+    // Ranges: the original's shape, one range covering the files.
+    for id in [STREAM_B] {
+        let r = get(gw.api, &format!("/archive/{id}/ranges")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["stream_id"], id);
+        assert_eq!(v["ranges"].as_array().map(Vec::len), Some(1), "{v}");
+    }
+
+    // The same from S3.
+    let b_first = b["segments"][0]["start_ms"].as_i64().expect("start");
+    let s3_clip = get(
+        gw.video,
+        &format!(
+            "/archive/{STREAM_B}/clip.mp4?start={}&end={}",
+            seconds(b_first + 1_500),
+            seconds(b_first + 7_500)
+        ),
+    )
+    .await;
+    assert_eq!(s3_clip.status, 200, "{}", s3_clip.text());
+    let s3_path = files.path().join("s3-clip.mp4");
+    std::fs::write(&s3_path, &s3_clip.body).expect("write clip");
+    let p = probe(&s3_path);
+    assert!(p.decode_errors.is_empty(), "S3 clip: {}", p.decode_errors);
+    assert_eq!(p.audio_codec.as_deref(), Some("flac"));
+    let (dur, _) = video_duration(&s3_path);
+    assert!((dur - 6.0).abs() <= 0.045, "S3 clip lasts {dur} s, not 6 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_being_written_is_listed_as_growing_and_playable_so_far() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let (files, spool) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (gw, _, _) = recording(&cam, &s3, files.path(), spool.path(), 1).await;
     // The file being written is listed as growing, and playable as far as it is written.
     // (Right after a cut the new file has no whole fragment yet and is not listed: retry.)
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -203,16 +271,18 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
     let p = probe(&g_path);
     assert!(p.decode_errors.is_empty(), "{g_name}: {}", p.decode_errors);
     assert!(p.video_frames > 0, "{g_name}");
+}
 
-    // Ranges: the original's shape, one range covering the files.
-    for id in [STREAM_A, STREAM_B] {
-        let r = get(gw.api, &format!("/archive/{id}/ranges")).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let v = r.json();
-        assert_eq!(v["stream_id"], id);
-        assert_eq!(v["ranges"].as_array().map(Vec::len), Some(1), "{v}");
-    }
-
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_starts_at_start_serves_any_byte_range_and_seeks() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let (files, spool) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (gw, a, _) = recording(&cam, &s3, files.path(), spool.path(), 2).await;
+    let segs = a["segments"].as_array().expect("segments").clone();
     // A clip across two files, starting between keyframes: its length is the window's.
     let first = segs[0]["start_ms"].as_i64().expect("start");
     let (start, end) = (first + 1_500, first + 7_500);
@@ -284,25 +354,6 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
         assert_eq!(part.status, 206, "{spec}");
         assert!(part.body[..] == r.body[from..to], "{spec}: other bytes");
     }
-    // The same from S3.
-    let b_first = b["segments"][0]["start_ms"].as_i64().expect("start");
-    let s3_clip = get(
-        gw.video,
-        &format!(
-            "/archive/{STREAM_B}/clip.mp4?start={}&end={}",
-            seconds(b_first + 1_500),
-            seconds(b_first + 7_500)
-        ),
-    )
-    .await;
-    assert_eq!(s3_clip.status, 200, "{}", s3_clip.text());
-    let s3_path = files.path().join("s3-clip.mp4");
-    std::fs::write(&s3_path, &s3_clip.body).expect("write clip");
-    let p = probe(&s3_path);
-    assert!(p.decode_errors.is_empty(), "S3 clip: {}", p.decode_errors);
-    assert_eq!(p.audio_codec.as_deref(), Some("flac"));
-    let (dur, _) = video_duration(&s3_path);
-    assert!((dur - 6.0).abs() <= 0.045, "S3 clip lasts {dur} s, not 6 s");
     let seek = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-ss", "4", "-i"])
         .arg(&clip)
@@ -314,7 +365,17 @@ async fn filesystem_and_s3_streams_record_playable_files_and_serve_them_back() {
         "{}",
         String::from_utf8_lossy(&seek.stderr)
     );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vod_playlists_and_ws_archive_play_from_disk_and_from_s3() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let (files, spool) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (gw, a, b) = recording(&cam, &s3, files.path(), spool.path(), 3).await;
     // The VOD playlist plays in ffmpeg, from disk and from S3.
     for id in [STREAM_A, STREAM_B] {
         let out = files.path().join(format!("vod-{id}.mp4"));
