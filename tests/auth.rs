@@ -44,8 +44,9 @@ fn now_s() -> i64 {
     common::unix_ms() / 1000
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
+/// A gateway with `[auth]` on (an admin token, a token for stream A's live view, a JWT secret),
+/// streams A (recorded, 2 s files) and B; keep the camera and the directory while it runs.
+async fn guarded() -> (Camera, tempfile::TempDir, Gateway) {
     let cam = Camera::start(Auth::None);
     let files = tempfile::tempdir().expect("tempdir");
     let conf = format!(
@@ -60,8 +61,14 @@ async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
         ),
         b = rtsp_stream(STREAM_B, &cam.url("h264"), "\"mse\", \"hls\"", ""),
     );
-    let gw = Gateway::start(&conf).await;
 
+    let gw = Gateway::start(&conf).await;
+    (cam, files, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_credential_every_route_but_health_is_refused() {
+    let (_cam, _files, gw) = guarded().await;
     // Without a credential: 401 everywhere but /health.
     for (addr, path) in [
         (gw.api, "/status".to_owned()),
@@ -83,7 +90,12 @@ async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
     assert_eq!(get(gw.api, "/health").await.status, 200);
     let live_a = format!("ws://{}/ws/live?stream_id={STREAM_A}", gw.video);
     assert_eq!(ws_status(&live_a, None).await, 401);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_token_plays_its_stream_and_nothing_else() {
+    let (_cam, _files, gw) = guarded().await;
+    let live_a = format!("ws://{}/ws/live?stream_id={STREAM_A}", gw.video);
     // A token for stream A's live view: A plays, B and everything else is refused.
     let mut ws = ws_connect(&format!("{live_a}&token={ONLY_A}")).await;
     let mut cap = Capture::default();
@@ -125,17 +137,28 @@ async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
         .expect("a segment URI");
     assert!(seg.contains(&format!("token={ONLY_A}")), "{seg}");
     assert_eq!(get(gw.video, &format!("/hls/{seg}")).await.status, 200);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_from_a_foreign_origin_is_refused_even_with_a_token() {
+    let (_cam, _files, gw) = guarded().await;
     // Websocket Origin: a foreign page cannot use a token it got hold of.
     assert_eq!(
         ws_status(
-            &format!("{live_a}&token={ONLY_A}"),
+            &format!(
+                "ws://{}/ws/live?stream_id={STREAM_A}&token={ONLY_A}",
+                gw.video
+            ),
             Some("http://evil.example")
         )
         .await,
         403
     );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_carry_scoped_claims_and_expire() {
+    let (_cam, _files, gw) = guarded().await;
     // JWT: scoped claims; an expired one is refused.
     let jwt = video_server::api::access::make_jwt(
         JWT_SECRET,
@@ -148,7 +171,11 @@ async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
         &serde_json::json!({"exp": now_s() - 1, "streams": ["*"], "actions": ["metrics"]}),
     );
     assert_eq!(get_with(gw.api, "/metrics", &old).await.status, 401);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_clip_link_works_alone_for_its_window_until_it_expires() {
+    let (_cam, _files, gw) = guarded().await;
     // A signed clip link: works alone, for its stream and window, until it expires.
     let (k, v) = bearer(ADMIN);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -193,7 +220,13 @@ async fn auth_scopes_streams_and_actions_and_signed_links_expire() {
     assert_eq!(get(gw.video, &live_with_sig).await.status, 401, "live view");
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(issued.elapsed())).await;
     assert_eq!(get(gw.video, &url).await.status, 401, "expired");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log_the_api_or_check() {
+    let (_cam, _files, gw) = guarded().await;
+    assert_eq!(get(gw.api, "/status").await.status, 401);
+    assert_eq!(get_with(gw.api, "/status", ONLY_A).await.status, 403);
     // No secret in what operators read.
     let status = get_with(gw.api, "/status", ADMIN).await.text();
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_video-server"))
