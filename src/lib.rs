@@ -3,13 +3,19 @@
 //!
 //! ```text
 //! source::rtsp (retina) ─┐
-//! source::file ──────────┴─► hub (bounded GOP ring per stream) ──► mse (fMP4 over websocket)
+//! source::file ──────────┴─► hub (bounded GOP ring per stream) ──► mse      (fMP4 over websocket)
 //!                                                               ├─► hls      (CMAF segments, LL-HLS)
-//!                                                               └─► archive  (fMP4 files, disk or S3)
-//! api (status, list, enable/disable, CORS) · config · app (wiring, shutdown)
+//!                                                               ├─► archive  (fMP4 files, disk or S3)
+//!                                                               └─► webhooks (events)
+//! api (HTTP: routes, auth, the websocket upgrades; reaches streams through api::registry)
+//! app (the registry of streams, wiring, serving, signals, reload)
 //! ```
 //!
-//! Stages depend on `media` and `hub`, never on each other.
+//! The dependency rule (checked by `tests/layers.rs`; see docs/architecture.md):
+//! - vocabulary: `media`, `events`, `wsproto`, `mp4`, `config`, `hub`;
+//! - stages: `source`, `mse`, `hls`, `archive`, `webhooks` import the vocabulary, never each
+//!   other, `api` or `app`;
+//! - `api` imports anything but `app`; `app` imports anything; nothing imports `app`.
 
 pub mod api;
 pub mod app;

@@ -3,7 +3,7 @@
 //! Belongs here: [`Frame`] (one access unit with its time on the stream's 90 kHz timeline), codec
 //! parameters ([`StreamParams`]) with their RFC 6381 strings and ready MP4 sample entries, and time
 //! conversions. Does not belong here: anything from retina or mp4-atom (converted in
-//! `source::rtsp` and `source::file`), muxing (`fmp4`), fan-out (`hub`).
+//! `source::rtsp` and `source::file`), muxing (`mp4::fmp4`), fan-out (`hub`).
 //!
 //! Time: every frame carries `dts_90k`, a decode time in 90 kHz ticks on the *stream timeline*,
 //! which never goes backwards while the process runs, across reconnects and timestamp jumps.

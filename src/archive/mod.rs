@@ -2,8 +2,10 @@
 //!
 //! Belongs here: the recorder (a hub consumer), the file format on disk, the per-stream index
 //! and its sidecar journal, storage backends (a directory; an S3 bucket behind a local upload
-//! spool), retention, and the archive's HTTP and websocket routes. Does not belong here:
-//! live outputs (`mse`, `hls`), MP4 box writing (`fmp4`) and reading (`movie`).
+//! spool), retention, the start-up merge of what is stored (`startup`), clip plans and archive
+//! playback sessions (`ws`). Does not belong here: the HTTP routes and websocket upgrade
+//! (`api::archive`, `api::live`), live outputs (`mse`, `hls`), MP4 bytes (`mp4`), webhook
+//! delivery (events go into an `events::EventSink`).
 //!
 //! ```text
 //! hub ring ─► recorder ─► <dir>/<uuid>_<unix>.mp4.<ms>.part ─rename─► <uuid>_<unix>.mp4

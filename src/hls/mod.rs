@@ -2,9 +2,9 @@
 //! served at `/hls/<uuid>.m3u8` and the names that playlist lists.
 //!
 //! Belongs here: the per-stream task that feeds the segmenter ([`run`]), the pure cores
-//! (`mp4::segmenter` cuts frames into parts and segments; `playlist`: the m3u8 text; `store`: the window),
-//! the HTTP handler (`http`) and the optional disk mirror (`mirror`). Does not belong here: fMP4
-//! boxes (`fmp4`), which streams exist (`app`).
+//! (`playlist`: the m3u8 text; `store`: the window), HLS client counting (`sessions`) and the
+//! optional disk mirror (`mirror`). Does not belong here: cutting (`mp4::segmenter`), fMP4
+//! bytes (`mp4::fmp4`), the HTTP handler (`api::hls`), which streams exist (`app`).
 //!
 //! File names (all relative to the playlist): `<uuid>.m3u8`, `<uuid><NNNN>.m4s` (segment with
 //! media sequence number NNNN, at least 4 digits, like the original's `.ts` names),

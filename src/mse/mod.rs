@@ -1,7 +1,8 @@
 //! Live MSE over websocket, the original's protocol (§6 of its description), made instant and
 //! unstickable.
 //!
-//! `GET /ws/<anything>?stream_id=<uuid>` (or the id as the path segment) upgrades, then sends a
+//! `GET /ws/<anything>?stream_id=<uuid>` (or the id as the path segment) upgrades (in
+//! `api::live`), then [`session`] sends a
 //! binary `0x09`+codec list, a binary init segment and one binary `moof`+`mdat` per frame. Text
 //! `ping` gets text `pong`. Errors after the upgrade close with 1011 and a reason.
 //!
@@ -11,7 +12,8 @@
 //! `dropped`.
 //!
 //! Belongs here: the websocket session and its muxing state (`viewer`). Does not belong here:
-//! which streams exist (`app`), fMP4 bytes (`fmp4`).
+//! the upgrade, limits and finding the stream (`api::live`), message shapes shared with archive
+//! playback (`wsproto`), fMP4 bytes (`mp4::fmp4`).
 
 mod viewer;
 
