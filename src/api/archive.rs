@@ -27,8 +27,9 @@ use uuid::Uuid;
 use super::Ctx;
 use crate::archive::clip::ClipPlan;
 use crate::archive::index::{file_name, parse_file_name};
-use crate::archive::{ArchiveError, StreamArchive};
+use crate::archive::{ArchiveError, StorageError, StreamArchive};
 use crate::mp4::movie::top_level_boxes;
+use crate::mp4::movie::Mp4Error;
 
 /// Window query parameters.
 #[derive(Debug, Default, Deserialize)]
@@ -301,7 +302,7 @@ pub async fn file(
     let seg = sa
         .segment(name_s)
         .ok_or_else(|| ArchiveError::NotFound(format!("no archive file {name}")))?;
-    let bytes = sa.read(&seg).await.map_err(ArchiveError::Storage)?;
+    let bytes = sa.read(&seg).await?;
     let body = match part.part.as_deref() {
         None | Some("") => bytes,
         Some(p @ ("init" | "media")) => {
@@ -310,7 +311,12 @@ pub async fn file(
                 .iter()
                 .find(|(k, _)| k == b"moov")
                 .map(|(_, r)| r.end)
-                .ok_or_else(|| ArchiveError::Storage(format!("{name} has no moov")))?;
+                .ok_or_else(|| {
+                    ArchiveError::Storage(StorageError::Unreadable {
+                        name: name.clone(),
+                        source: Mp4Error::NoMoov,
+                    })
+                })?;
             if p == "init" {
                 bytes.slice(..moov_end)
             } else {

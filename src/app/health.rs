@@ -58,7 +58,7 @@ pub async fn monitor(app: Arc<App>) {
                 let result = crate::source::probe::probe(&source, timeout).await;
                 // A viewer may have started the upstream meanwhile: its frames decide then.
                 if !up.is_running() {
-                    up.hub.set_probed(result.map_err(|e| e.to_string()));
+                    up.hub.set_probed(result);
                 }
             });
         }

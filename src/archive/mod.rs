@@ -58,11 +58,44 @@ pub enum ArchiveError {
     NotFound(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error("{0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// The original's answer when `ranges` cannot list the files.
     #[error("failed to list archive files")]
     ListingFailed,
+}
+
+/// Why stored files could not be read, written, listed or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    S3(#[from] s3::S3Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name}: {len} bytes is more than a file may have here")]
+    TooBig { name: String, len: u64 },
+    #[error("{name}: {source}")]
+    Unreadable {
+        name: String,
+        #[source]
+        source: crate::mp4::movie::Mp4Error,
+    },
+    #[error("the archive task failed: {0}")]
+    Task(String),
+    #[error("no archive settings")]
+    NoSettings,
+}
+
+impl StorageError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> StorageError {
+        let path = path.to_string();
+        move |source| StorageError::Io { path, source }
+    }
 }
 
 /// Every stream's archive, the upload spool and the background tasks.
@@ -223,8 +256,7 @@ impl Archive {
                 None,
                 None,
             )
-            .await
-            .map_err(ArchiveError::Storage)?;
+            .await?;
         // Remember only streams that have files, so requests for random UUIDs cost nothing.
         if !sa.with_index(|i| i.is_empty()) {
             self.insert(Arc::clone(&sa));
@@ -240,8 +272,8 @@ impl Archive {
         }
     }
 
-    async fn load_stream(&self, s: &StreamConfig) -> Result<Arc<StreamArchive>, String> {
-        let a = s.archive.as_ref().ok_or("no archive settings")?;
+    async fn load_stream(&self, s: &StreamConfig) -> Result<Arc<StreamArchive>, StorageError> {
+        let a = s.archive.as_ref().ok_or(StorageError::NoSettings)?;
         let s3 = match a.kind {
             StorageKind::Filesystem => None,
             StorageKind::Minio => Some(S3Store::new(
@@ -281,7 +313,7 @@ impl Archive {
         recording: bool,
         max_age_s: Option<u64>,
         max_bytes: Option<u64>,
-    ) -> Result<Arc<StreamArchive>, String> {
+    ) -> Result<Arc<StreamArchive>, StorageError> {
         let dir = dir.to_owned();
         let journal = Journal::new(&dir, &id);
         let (local, journaled) = {
@@ -289,7 +321,7 @@ impl Archive {
             let journal = journal.clone();
             tokio::task::spawn_blocking(move || scan_dir(&dir, &id, &journal))
                 .await
-                .map_err(|e| e.to_string())??
+                .map_err(|e| StorageError::Task(e.to_string()))??
         };
         let mut remote = Vec::new();
         if let Some(s3) = &s3 {
@@ -366,11 +398,11 @@ fn scan_dir(
     dir: &Path,
     id: &Uuid,
     journal: &Journal,
-) -> Result<(Vec<(i64, u64)>, HashMap<i64, Segment>), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+) -> Result<(Vec<(i64, u64)>, HashMap<i64, Segment>), StorageError> {
+    std::fs::create_dir_all(dir).map_err(StorageError::io(dir.display()))?;
     let mut journaled = journal.load();
     let prefix = id.to_string();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(StorageError::io(dir.display()))?;
     let mut names = Vec::new();
     for entry in entries.flatten() {
         let Ok(name) = entry.file_name().into_string() else {

@@ -26,8 +26,49 @@ pub struct S3Store {
     pub display: String,
 }
 
-/// The error of any S3 call, as text (rust-s3's error types stay here).
-pub type S3Result<T> = Result<T, String>;
+/// Why an S3 call failed; rust-s3's error is kept as the source (its type is named in this
+/// file only).
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("S3 client for {what}: {detail}")]
+    Client { what: String, detail: String },
+    #[error("S3 {op} {key}: {source}")]
+    Request {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: s3::error::S3Error,
+    },
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("S3 {key}: stored {stored} bytes, expected {expected}; will retry")]
+    Size {
+        key: String,
+        stored: i64,
+        expected: u64,
+    },
+}
+
+pub type S3Result<T> = Result<T, S3Error>;
+
+fn request<'a>(op: &'static str, key: &'a str) -> impl FnOnce(s3::error::S3Error) -> S3Error + 'a {
+    move |source| S3Error::Request {
+        op,
+        key: key.to_owned(),
+        source,
+    }
+}
+
+fn client(what: &str, detail: impl std::fmt::Display) -> S3Error {
+    S3Error::Client {
+        what: what.to_owned(),
+        detail: detail.to_string(),
+    }
+}
 
 /// An object in a listing.
 #[derive(Clone, Debug)]
@@ -50,13 +91,13 @@ impl S3Store {
             endpoint: endpoint.clone(),
         };
         let creds = Credentials::new(Some(&cfg.user), Some(&cfg.password), None, None, None)
-            .map_err(|e| format!("S3 credentials: {e}"))?;
+            .map_err(|e| client("credentials", e))?;
         let bucket_name = if bucket.is_empty() { "archive" } else { bucket };
         let bucket = Bucket::new(bucket_name, region, creds)
-            .map_err(|e| format!("S3 bucket {bucket_name}: {e}"))?
+            .map_err(|e| client(bucket_name, e))?
             .with_path_style()
             .with_request_timeout(REQUEST_TIMEOUT)
-            .map_err(|e| format!("S3 client: {e}"))?;
+            .map_err(|e| client(bucket_name, e))?;
         let prefix = key_prefix(path);
         Ok(S3Store {
             display: format!("{endpoint}/{bucket_name}/{prefix}"),
@@ -83,7 +124,7 @@ impl S3Store {
         {
             Ok(_) => return Ok(()),
             Err(e) if !e.to_string().contains("404") => {
-                return Err(format!("S3 {}: {e}", self.display))
+                return Err(request("list", &self.display)(e))
             }
             Err(_) => {}
         }
@@ -92,39 +133,42 @@ impl S3Store {
         Bucket::create_with_path_style(
             &self.bucket.name(),
             self.bucket.region(),
-            self.bucket.credentials().await.map_err(|e| e.to_string())?,
+            self.bucket
+                .credentials()
+                .await
+                .map_err(|e| client("credentials", e))?,
             config,
         )
         .await
         .map(|_| ())
-        .map_err(|e| format!("S3 create bucket {}: {e}", self.bucket.name()))
+        .map_err(|e| request("create bucket", &self.bucket.name())(e))
     }
 
     /// Uploads a local file and checks the stored size; returns the size.
     pub async fn upload(&self, path: &Path, name: &str) -> S3Result<u64> {
         let key = self.key(name);
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let len = file
-            .metadata()
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
+        let io = |source| S3Error::File {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
         self.bucket
             .put_object_stream_with_content_type(&mut file, &key, "video/mp4")
             .await
-            .map_err(|e| format!("S3 put {key}: {e}"))?;
+            .map_err(request("put", &key))?;
         let (head, _) = self
             .bucket
             .head_object(&key)
             .await
-            .map_err(|e| format!("S3 head {key}: {e}"))?;
+            .map_err(request("head", &key))?;
         let stored = head.content_length.unwrap_or(-1);
         if stored != len as i64 {
-            return Err(format!(
-                "S3 {key}: stored {stored} bytes, expected {len}; will retry"
-            ));
+            return Err(S3Error::Size {
+                key,
+                stored,
+                expected: len,
+            });
         }
         Ok(len)
     }
@@ -136,7 +180,7 @@ impl S3Store {
             .bucket
             .list(prefix.clone(), None)
             .await
-            .map_err(|e| format!("S3 list {prefix}: {e}"))?;
+            .map_err(request("list", &prefix))?;
         Ok(pages
             .into_iter()
             .flat_map(|p| p.contents)
@@ -154,7 +198,7 @@ impl S3Store {
             .bucket
             .get_object(&key)
             .await
-            .map_err(|e| format!("S3 get {key}: {e}"))?;
+            .map_err(request("get", &key))?;
         Ok(r.into_bytes())
     }
 
@@ -164,7 +208,7 @@ impl S3Store {
             .delete_object(&key)
             .await
             .map(|_| ())
-            .map_err(|e| format!("S3 delete {key}: {e}"))
+            .map_err(request("delete", &key))
     }
 }
 

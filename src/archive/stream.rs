@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::index::{self, Location, Segment, StreamIndex};
 use super::journal::Journal;
 use super::s3::S3Store;
-use super::{file, upload};
+use super::{file, upload, StorageError};
 use crate::events::Event;
 use crate::mp4::movie::Movie;
 
@@ -215,7 +215,7 @@ impl StreamArchive {
     }
 
     /// Deletes a segment wherever it is; returns its size.
-    pub async fn delete(&self, name_s: i64) -> Result<u64, String> {
+    pub async fn delete(&self, name_s: i64) -> Result<u64, StorageError> {
         let Some(seg) = self.segment(name_s) else {
             return Ok(0);
         };
@@ -225,7 +225,7 @@ impl StreamArchive {
             _ => match tokio::fs::remove_file(self.dir.join(&name)).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{name}: {e}")),
+                Err(e) => return Err(StorageError::io(&name)(e)),
             },
         }
         self.index().remove(name_s);
@@ -240,10 +240,10 @@ impl StreamArchive {
     }
 
     /// Reads a segment's bytes from wherever it is.
-    pub async fn read(&self, seg: &Segment) -> Result<Bytes, String> {
+    pub async fn read(&self, seg: &Segment) -> Result<Bytes, StorageError> {
         let name = seg.file_name(&self.id);
         match (seg.location, &self.s3) {
-            (Location::Remote, Some(s3)) => s3.get(&name).await,
+            (Location::Remote, Some(s3)) => Ok(s3.get(&name).await?),
             _ => {
                 let mut path = self.dir.join(&name);
                 if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
@@ -255,17 +255,15 @@ impl StreamArchive {
                 }
                 let len = tokio::fs::metadata(&path)
                     .await
-                    .map_err(|e| format!("{name}: {e}"))?
+                    .map_err(StorageError::io(&name))?
                     .len();
                 if len > crate::mp4::movie::MAX_FILE_BYTES {
-                    return Err(format!(
-                        "{name}: {len} bytes is more than a file may have here"
-                    ));
+                    return Err(StorageError::TooBig { name, len });
                 }
                 let data = tokio::fs::read(&path)
                     .await
                     .map(Bytes::from)
-                    .map_err(|e| format!("{name}: {e}"))?;
+                    .map_err(StorageError::io(&name))?;
                 // A file being written may end in half a fragment: keep whole fragments only.
                 let whole = crate::mp4::movie::whole_fragments_len(&data)
                     .unwrap_or_else(|| crate::mp4::movie::top_level_boxes(&data).1);
@@ -275,8 +273,11 @@ impl StreamArchive {
     }
 
     /// Reads and demuxes a segment from wherever it is.
-    pub async fn open(&self, seg: &Segment) -> Result<Movie, String> {
+    pub async fn open(&self, seg: &Segment) -> Result<Movie, StorageError> {
         let bytes = self.read(seg).await?;
-        Movie::parse(bytes).map_err(|e| format!("{}: {e}", seg.file_name(&self.id)))
+        Movie::parse(bytes).map_err(|source| StorageError::Unreadable {
+            name: seg.file_name(&self.id),
+            source,
+        })
     }
 }

@@ -106,7 +106,7 @@ impl Uploader {
                         warn!(stream = %stream.id, "upload failed, will retry until it works: {e}");
                     }
                     failing = true;
-                    stream.status.error(&e);
+                    stream.status.error(&e.to_string());
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -119,7 +119,7 @@ impl Uploader {
 }
 
 /// Uploads one spooled file, records it, deletes the local copy.
-async fn upload_one(stream: &Arc<StreamArchive>, name_s: i64) -> Result<(), String> {
+async fn upload_one(stream: &Arc<StreamArchive>, name_s: i64) -> Result<(), super::s3::S3Error> {
     let Some(s3) = stream.s3.as_ref() else {
         return Ok(());
     };

@@ -329,15 +329,16 @@ impl StreamHub {
         });
     }
 
-    /// Records a health probe of an idle stream: reachable or not, and why.
-    pub fn set_probed(&self, result: Result<(), String>) {
+    /// Records a health probe of an idle stream: reachable or not, and why (the error's text
+    /// is what `/status` shows).
+    pub fn set_probed<E: std::fmt::Display>(&self, result: Result<(), E>) {
         self.health.send_modify(|h| {
             let online = result.is_ok();
             if h.online != online {
                 h.since_ms = crate::media::unix_ms_now();
             }
             h.online = online;
-            h.last_error = result.err();
+            h.last_error = result.err().map(|e| e.to_string());
             h.last_probe_ms = crate::media::unix_ms_now();
         });
     }
