@@ -177,29 +177,23 @@ pub async fn handler(
         }
         FileKind::Segment(msn) => {
             let found = waiter.wait_for(block, |w| w.segment(msn).settled()).await;
-            let Some(Lookup::Ready(found)) = found else {
-                return Err(not_found());
-            };
-            Ok(media(
-                read(found).await.ok_or_else(not_found)?,
-                SEGMENT_TYPE,
-                &headers,
-            ))
+            media_found(found, &headers).await.ok_or_else(not_found)
         }
         FileKind::Part(msn, p) => {
             // The preload hint is answered as soon as the part exists.
             let budget = (block + part_target).min(MAX_WAIT);
             let found = waiter.wait_for(budget, |w| w.part(msn, p).settled()).await;
-            let Some(Lookup::Ready(found)) = found else {
-                return Err(not_found());
-            };
-            Ok(media(
-                read(found).await.ok_or_else(not_found)?,
-                SEGMENT_TYPE,
-                &headers,
-            ))
+            media_found(found, &headers).await.ok_or_else(not_found)
         }
     }
+}
+
+/// The response for a segment or part the window had (`None`: a 404).
+async fn media_found(found: Option<Lookup<Media>>, headers: &HeaderMap) -> Option<Response> {
+    let Some(Lookup::Ready(found)) = found else {
+        return None;
+    };
+    Some(media(read(found).await?, SEGMENT_TYPE, headers))
 }
 
 /// The bytes of a segment or part: shared from memory, or read from its file. `None` when the
