@@ -14,7 +14,11 @@ COPY examples examples
 COPY web web
 COPY players players
 COPY assets assets
-RUN cargo build --release --locked --bin video-server
+# protoc builds the etcd client of the fleet (`--features cluster`, docs/operations.md).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
+RUN cargo build --release --locked --features cluster --bin video-server
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -20,6 +20,8 @@
 pub mod api;
 pub mod app;
 pub mod archive;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod hls;

@@ -50,6 +50,9 @@ pub struct Ctx {
     pub webhooks: Arc<Webhooks>,
     /// Cancelled when the process shuts down.
     pub shutdown: CancellationToken,
+    /// This node's membership of the fleet, once joined (`[cluster]`).
+    #[cfg(feature = "cluster")]
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Ctx {
@@ -72,6 +75,8 @@ impl Ctx {
             metrics: metrics::Metrics::new(),
             webhooks,
             shutdown,
+            #[cfg(feature = "cluster")]
+            cluster: std::sync::OnceLock::new(),
         })
     }
 }
@@ -150,6 +155,7 @@ pub fn api_router(ctx: Arc<Ctx>) -> Router {
         .add(ADMIN, "/disable_camera", post(streams::disable_camera))
         .add(ADMIN, "/config/reload", post(reload))
         .add(METRICS, "/metrics", get(metrics))
+        .add(ADMIN, "/cluster", get(cluster))
         .finish()
 }
 
@@ -245,6 +251,18 @@ async fn reload(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Re
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => error::ApiError::BadRequest(e.to_string()).into_response(),
     }
+}
+
+/// `GET /cluster` (ours): the fleet as this node sees it (`{"enabled": false}` without one).
+async fn cluster(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Response {
+    #[cfg(feature = "cluster")]
+    if let Some(c) = ctx.cluster.get() {
+        let mut v = serde_json::to_value(c.status()).unwrap_or_default();
+        v["enabled"] = serde_json::Value::Bool(true);
+        return axum::Json(v).into_response();
+    }
+    let _ = &ctx;
+    axum::Json(serde_json::json!({"enabled": false})).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -13,6 +13,8 @@
 //!
 //! Does not belong here: request handling (`api`), media work (the stages).
 
+#[cfg(feature = "cluster")]
+mod fleet;
 mod health;
 pub mod reload;
 mod serve;
@@ -42,6 +44,12 @@ struct Running {
     started_ms: i64,
     /// Its HLS window, if it has the `hls` output; the task feeding it ends with the stream.
     hls: Option<Arc<crate::hls::Store>>,
+    /// Its recorder was started (in a fleet, only the owner records).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    recording: bool,
+    /// In a fleet: the node it is followed through (it does not pull the camera itself).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    following: Option<String>,
 }
 
 /// The running system: every stream and what serves it.
@@ -56,6 +64,9 @@ pub struct App {
     archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
     /// `[[webhooks]]` (empty when none are configured).
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// This node's membership of the fleet, once joined (`[cluster]`).
+    #[cfg(feature = "cluster")]
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Serialises edits of the configuration file (`[api] persist`).
     persist_lock: tokio::sync::Mutex<()>,
 }
@@ -72,6 +83,8 @@ impl App {
             shutdown,
             persist_lock: tokio::sync::Mutex::new(()),
             archive: std::sync::OnceLock::new(),
+            #[cfg(feature = "cluster")]
+            cluster: std::sync::OnceLock::new(),
             config: Arc::new(config),
         })
     }
@@ -176,6 +189,11 @@ impl App {
     }
 
     fn start(&self, config: StreamConfig, from_config: bool) -> bool {
+        self.start_as(config, from_config, true)
+    }
+
+    /// Starts a stream; `record`: with its recorder (when the archive records it).
+    fn start_as(&self, config: StreamConfig, from_config: bool, record: bool) -> bool {
         let mut streams = self.streams();
         if streams.iter().any(|(id, _)| *id == config.id) {
             return false;
@@ -198,7 +216,7 @@ impl App {
             ));
             store
         });
-        if let Some(archive) = self.archive() {
+        if let (Some(archive), true) = (self.archive(), record) {
             archive.record(&config, Arc::clone(&upstream.hub));
         }
         if !self.webhooks.is_empty() {
@@ -216,6 +234,8 @@ impl App {
                 upstream,
                 started_ms: crate::media::unix_ms_now(),
                 hls,
+                recording: record,
+                following: None,
             },
         ));
         true
@@ -313,6 +333,16 @@ impl Registry for App {
 
     fn add(&self, config: StreamConfig) -> BoxFuture<'_, bool> {
         async move {
+            #[cfg(feature = "cluster")]
+            if let Some(c) = self.cluster.get() {
+                return match c.add_camera(&config).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(stream = %config.id, "cannot add the camera to the fleet: {e}");
+                        false
+                    }
+                };
+            }
             let id = config.id;
             let started = self.start_stream(config.clone());
             if started {
@@ -325,6 +355,16 @@ impl Registry for App {
 
     fn remove(&self, id: Uuid) -> BoxFuture<'_, bool> {
         async move {
+            #[cfg(feature = "cluster")]
+            if let Some(c) = self.cluster.get() {
+                return match c.remove_camera(&id).await {
+                    Ok(listed) => listed,
+                    Err(e) => {
+                        warn!(stream = %id, "cannot remove the camera from the fleet: {e}");
+                        false
+                    }
+                };
+            }
             let existed = self.stop_stream(&id).await;
             if existed {
                 self.persist(&id, None).await;

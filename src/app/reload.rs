@@ -39,7 +39,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     let sections = |c: &Config| {
         serde_json::json!({
             "api": c.api, "video": c.video, "hls": c.hls, "archive": c.archive,
-            "cors": c.cors, "on_demand": c.on_demand, "auth": c.auth,
+            "cors": c.cors, "on_demand": c.on_demand, "auth": c.auth, "cluster": c.cluster,
         })
     };
     let (a, b) = (sections(old), sections(new));

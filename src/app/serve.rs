@@ -59,7 +59,11 @@ pub async fn serve(
     api: Option<TcpListener>,
 ) -> std::io::Result<()> {
     app.open_archive().await;
-    app.start_configured();
+    // In a fleet, the cluster decides which cameras run here (after the servers are up).
+    let fleet = app.config.cluster.clone();
+    if fleet.is_none() {
+        app.start_configured();
+    }
     tokio::spawn(super::health::monitor(Arc::clone(&app)));
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(Arc::clone(&app)));
@@ -99,7 +103,34 @@ pub async fn serve(
             |_| {},
         )));
     }
+    #[cfg(feature = "cluster")]
+    let cluster_stop = tokio_util::sync::CancellationToken::new();
+    #[cfg(feature = "cluster")]
+    if let Some(cfg) = fleet {
+        let local = Arc::clone(&app) as Arc<dyn crate::cluster::Local>;
+        let joined = tokio::select! {
+            j = crate::cluster::Cluster::join(cfg, local, cluster_stop.clone()) => j,
+            _ = token.cancelled() => return Ok(()),
+        };
+        match joined {
+            Ok(c) => {
+                let _ = app.cluster.set(Arc::clone(&c));
+                let _ = ctx.cluster.set(c);
+            }
+            Err(e) => {
+                token.cancel();
+                return Err(std::io::Error::other(e.to_string()));
+            }
+        }
+    }
+    #[cfg(not(feature = "cluster"))]
+    let _ = fleet;
     token.cancelled().await;
+    #[cfg(feature = "cluster")]
+    if let Some(c) = app.cluster.get() {
+        c.leave().await;
+        cluster_stop.cancel();
+    }
     info!("shutting down: stopping streams");
     app.stop_all().await;
     if let Some(archive) = app.archive() {

@@ -19,16 +19,16 @@ use crate::hub::StreamHub;
 /// A permanent stream runs from the start. An on-demand stream starts at its first viewer and
 /// stops `idle` after the last one left, like the original's `[on_demand]`.
 pub struct Upstream {
-    source: SourceSpec,
     pub hub: Arc<StreamHub>,
-    on_demand: bool,
     idle: Duration,
     parent: CancellationToken,
     state: Mutex<UpState>,
 }
 
-#[derive(Default)]
 struct UpState {
+    /// Where frames come from (a fleet node switches between the camera and its owner).
+    source: SourceSpec,
+    on_demand: bool,
     running: Option<(CancellationToken, JoinHandle<()>)>,
     demand: usize,
     /// Bumped whenever demand changes, so a stale idle timer does nothing.
@@ -54,12 +54,16 @@ impl Upstream {
         parent: CancellationToken,
     ) -> Arc<Upstream> {
         let up = Arc::new(Upstream {
-            source,
             hub,
-            on_demand,
             idle,
             parent,
-            state: Mutex::default(),
+            state: Mutex::new(UpState {
+                source,
+                on_demand,
+                running: None,
+                demand: 0,
+                idle_epoch: 0,
+            }),
         });
         if !on_demand {
             up.ensure_running(&mut up.state());
@@ -77,11 +81,32 @@ impl Upstream {
         }
         let cancel = self.parent.child_token();
         let task = tokio::spawn(crate::source::supervise(
-            self.source.clone(),
+            st.source.clone(),
             Arc::clone(&self.hub),
             cancel.clone(),
         ));
         st.running = Some((cancel, task));
+    }
+
+    /// Switches where frames come from (the camera, or the fleet node that owns it) without
+    /// touching the hub, so viewers stay connected: a running source is restarted on the new
+    /// one. `on_demand`: whether it runs only while wanted.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn set_source(&self, source: SourceSpec, on_demand: bool) {
+        let mut st = self.state();
+        if st.source == source && st.on_demand == on_demand {
+            return;
+        }
+        st.source = source;
+        st.on_demand = on_demand;
+        let was_running = st
+            .running
+            .take()
+            .map(|(cancel, _)| cancel.cancel())
+            .is_some();
+        if !on_demand || (was_running && st.demand > 0) {
+            self.ensure_running(&mut st);
+        }
     }
 
     /// Whether the source task is running now.
@@ -94,7 +119,7 @@ impl Upstream {
         let mut st = self.state();
         st.demand += 1;
         st.idle_epoch += 1;
-        if self.on_demand {
+        if st.on_demand {
             if !st.alive() {
                 info!(stream = %self.hub.id, "on-demand upstream starting for a viewer");
             }
@@ -107,7 +132,7 @@ impl Upstream {
         let mut st = self.state();
         st.demand = st.demand.saturating_sub(1);
         st.idle_epoch += 1;
-        if !self.on_demand || st.demand > 0 {
+        if !st.on_demand || st.demand > 0 {
             return;
         }
         let epoch = st.idle_epoch;

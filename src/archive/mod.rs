@@ -103,7 +103,7 @@ pub struct Archive {
     cfg: ArchiveConfig,
     streams: RwLock<HashMap<Uuid, Arc<StreamArchive>>>,
     /// Each recording stream's recorder, to wait for it when the stream stops.
-    recorders: Mutex<HashMap<Uuid, tokio::task::JoinHandle<()>>>,
+    recorders: Mutex<HashMap<Uuid, (tokio::task::JoinHandle<()>, CancellationToken)>>,
     uploader: Arc<upload::Uploader>,
     retention_wake: Arc<tokio::sync::Notify>,
     /// Where `segment_closed`, `upload_done`, `retention_deleted` and `disk_low` go.
@@ -183,19 +183,32 @@ impl Archive {
             return;
         };
         if sa.recording {
-            let handle = self
-                .tasks
-                .spawn(recorder::run(hub, sa, self.cancel.child_token()));
+            let cancel = self.cancel.child_token();
+            let handle = self.tasks.spawn(recorder::run(hub, sa, cancel.clone()));
             if let Ok(mut r) = self.recorders.lock() {
-                r.insert(stream.id, handle);
+                r.insert(stream.id, (handle, cancel));
             }
         }
+    }
+
+    /// Stops a stream's recorder while the stream goes on (its file is closed, as at a
+    /// shutdown), and waits for it (at most 10 s).
+    pub async fn stop_recording(&self, id: &Uuid) {
+        let cancel = self
+            .recorders
+            .lock()
+            .ok()
+            .and_then(|r| r.get(id).map(|(_, c)| c.clone()));
+        if let Some(cancel) = cancel {
+            cancel.cancel();
+        }
+        self.wait_recorder(id).await;
     }
 
     /// Waits (at most 10 s) for a stopped stream's recorder to close its file.
     pub async fn wait_recorder(&self, id: &Uuid) {
         let handle = self.recorders.lock().ok().and_then(|mut r| r.remove(id));
-        if let Some(h) = handle {
+        if let Some((h, _)) = handle {
             if tokio::time::timeout(std::time::Duration::from_secs(10), h)
                 .await
                 .is_err()

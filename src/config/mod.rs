@@ -6,13 +6,14 @@
 //!   line and key of errors.
 //! - `resolve` (one function per section) and `streams` (stream entries): the original's
 //!   defaults (except its 30 ms `ms_per_file` fallback: ours is 30000) and value checks.
-//! - `amount`: durations and sizes with units; `auth`, `limits`: their sections.
+//! - `amount`: durations and sizes with units; `auth`, `limits`, `cluster`: their sections.
 //! - `persist`: editing the file for `[api] persist`.
 //!
 //! Does not belong here: acting on the settings (`app`).
 
 mod amount;
 pub mod auth;
+pub mod cluster;
 pub mod limits;
 mod load;
 pub mod persist;
@@ -174,6 +175,8 @@ pub enum SourceSpec {
         #[serde(rename = "loop")]
         looped: bool,
     },
+    /// Another fleet node's live stream of the camera it owns (`ws://…/ws/live?…`).
+    Peer { url: String, node: String },
 }
 
 impl SourceSpec {
@@ -182,6 +185,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Rtsp { url, .. } => mask_url(url),
             SourceSpec::LocalFile { file, .. } => file.display().to_string(),
+            SourceSpec::Peer { url, node } => format!("{url} (node {node})"),
         }
     }
 }
@@ -269,6 +273,8 @@ pub struct Config {
     pub on_demand: OnDemandConfig,
     pub auth: auth::AuthConfig,
     pub limits: limits::LimitsConfig,
+    /// `[cluster]`: `None` for a single gateway.
+    pub cluster: Option<cluster::ClusterConfig>,
     pub webhooks: Vec<WebhookConfig>,
     pub streams: Vec<StreamConfig>,
     /// Things worth telling the user that do not stop the start (unknown keys, aliases, …).

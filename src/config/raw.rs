@@ -18,6 +18,8 @@ pub struct RawConfig {
     pub webhooks: Vec<RawWebhook>,
     /// Ours: `[limits]`.
     pub limits: super::limits::RawLimits,
+    /// Ours: `[cluster]` (absent: a single gateway).
+    pub cluster: Option<super::cluster::RawCluster>,
     pub rtsp_streams: Vec<RawStream>,
     pub local_files: Vec<RawLocalFile>,
 }

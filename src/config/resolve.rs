@@ -57,6 +57,15 @@ pub(super) fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config,
     let archive = archive(raw.archive, at, &mut warnings)?;
     let auth = auth::resolve(raw.auth).map_err(|(k, m)| at.key(k, m))?;
     let limits = limits::resolve(raw.limits).map_err(|(k, m)| at.key(k, m))?;
+    let cluster = cluster::resolve(raw.cluster).map_err(|(k, m)| at.key(k, m))?;
+    if cluster.is_some() && !cfg!(feature = "cluster") {
+        return Err(at.key(
+            "cluster".into(),
+            "this build has no fleet support: build with `cargo build --release --features \
+             cluster` (it needs protoc: apt-get install protobuf-compiler)"
+                .into(),
+        ));
+    }
     let webhooks = webhooks(&raw.webhooks, at)?;
     let on_demand = on_demand(raw.on_demand);
     let cors = cors(raw.cors, at, &mut warnings)?;
@@ -86,6 +95,7 @@ pub(super) fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config,
         on_demand,
         auth,
         limits,
+        cluster,
         webhooks,
         streams,
         warnings,

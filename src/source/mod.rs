@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod file;
 pub mod g711;
+pub mod peer;
 pub mod probe;
 pub mod reorder;
 pub mod rtsp;
@@ -46,6 +47,8 @@ pub enum SourceError {
     Unsupported(String),
     #[error("file: {0}")]
     File(String),
+    #[error("peer node: {0}")]
+    Peer(String),
     #[error("the session panicked: {0}")]
     Panicked(String),
     #[error(
@@ -399,6 +402,9 @@ async fn run_once(
         SourceSpec::LocalFile { file, looped } => {
             let movie = file::open(file).await?;
             file::play(&movie, *looped, emit).await
+        }
+        SourceSpec::Peer { url, .. } => {
+            peer::run_session(url, rtsp::Timeouts::default().no_frame, emit).await
         }
     }
 }

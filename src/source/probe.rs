@@ -23,6 +23,8 @@ pub async fn probe(source: &SourceSpec, timeout: Duration) -> Result<(), SourceE
             }
             super::rtsp::probe(url, timeout).await
         }
+        // The owner node probes the camera; the follower has nothing to ask.
+        SourceSpec::Peer { .. } => Ok(()),
     }
 }
 
@@ -34,6 +36,7 @@ pub fn host_key(source: &SourceSpec) -> String {
             .map(|u| format!("{}:{}", u.host_str().unwrap_or(""), u.port().unwrap_or(554)))
             .unwrap_or_default(),
         SourceSpec::LocalFile { .. } => "local".into(),
+        SourceSpec::Peer { node, .. } => format!("node:{node}"),
     }
 }
 

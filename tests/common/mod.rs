@@ -169,9 +169,16 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with more keys in `[api]` (e.g. `persist = true`).
     pub async fn start_with_api(api_extra: &str, extra: &str) -> Gateway {
+        Self::start_on(api_extra, |_, _| extra.to_owned()).await
+    }
+
+    /// Like [`Gateway::start_with_api`], with the rest of the configuration made from the
+    /// ports chosen (video, API): a fleet node advertises them.
+    pub async fn start_on(api_extra: &str, extra: impl FnOnce(u16, u16) -> String) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let video_port = free_port();
         let api_port = free_port();
+        let extra = extra(video_port, api_port);
         let conf = dir.path().join("conf.toml");
         let text = format!(
             "[api]\nenabled = true\nhost = \"127.0.0.1\"\nport = {api_port}\n{api_extra}\n\n[video]\nhost = \"127.0.0.1\"\nport = {video_port}\n\n{extra}\n"

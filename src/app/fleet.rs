@@ -1,0 +1,100 @@
+//! This node as the fleet sees it: [`crate::cluster::Local`] over the registry of streams.
+//!
+//! Belongs here: running, promoting and stopping a camera on the fleet's word. Does not belong
+//! here: deciding (`cluster::state`), etcd (`cluster::etcd`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use uuid::Uuid;
+
+use super::App;
+use crate::cluster::{state, Role};
+use crate::config::{SourceSpec, StreamConfig};
+
+impl crate::cluster::Local for App {
+    fn file_cameras(&self) -> Vec<StreamConfig> {
+        self.config.streams.clone()
+    }
+
+    fn local(&self) -> BTreeMap<Uuid, state::Local> {
+        self.streams()
+            .iter()
+            .map(|(id, r)| {
+                (
+                    *id,
+                    state::Local {
+                        recording: r.recording,
+                        online: r.upstream.hub.health().online,
+                        following: r.following.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn run(&self, config: StreamConfig, role: Role) -> BoxFuture<'_, ()> {
+        async move {
+            let id = config.id;
+            let record = role == Role::Owner;
+            let (source, on_demand, following) = match &role {
+                Role::Owner | Role::Standby => (config.source.clone(), config.on_demand, None),
+                Role::Follower { node, ws_url } => (
+                    SourceSpec::Peer {
+                        url: ws_url.clone(),
+                        node: node.clone(),
+                    },
+                    true,
+                    Some(node.clone()),
+                ),
+            };
+            if following.is_none() {
+                if let Some(archive) = self.archive() {
+                    archive.update_stream(&config).await;
+                }
+            }
+            // A running stream changes role in place: viewers stay connected.
+            let change = {
+                let mut streams = self.streams();
+                match streams.iter_mut().find(|(s, _)| *s == id) {
+                    Some((_, r)) => {
+                        r.upstream.set_source(source.clone(), on_demand);
+                        r.following = following.clone();
+                        let start = record && !r.recording;
+                        let stop = !record && r.recording;
+                        r.recording = record;
+                        Some((Arc::clone(&r.upstream.hub), start, stop))
+                    }
+                    None => None,
+                }
+            };
+            match (change, self.archive()) {
+                (Some((hub, true, _)), Some(archive)) => archive.record(&config, hub),
+                (Some((_, _, true)), Some(archive)) => archive.stop_recording(&id).await,
+                (Some(_), _) => {}
+                (None, _) => {
+                    let mut c = config;
+                    c.source = source;
+                    c.on_demand = on_demand;
+                    self.start_as(c, false, record);
+                    if let Some((_, r)) = self.streams().iter_mut().find(|(s, _)| *s == id) {
+                        r.following = following;
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn stop(&self, id: Uuid) -> BoxFuture<'_, ()> {
+        async move {
+            self.stop_stream(&id).await;
+            if let Some(a) = self.archive() {
+                a.wait_recorder(&id).await;
+            }
+        }
+        .boxed()
+    }
+}

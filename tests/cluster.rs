@@ -1,0 +1,492 @@
+//! The fleet against a real etcd (Debian's `etcd-server`, started per test on loopback) and
+//! real cameras: every camera owned once and balanced, failover after SIGKILL within the
+//! lease plus 3 s, the camera list shared through etcd, an etcd outage that moves nothing, and a
+//! duplicate node id refused. What etcd holds is read back with `etcdctl`, independently of the
+//! code under test.
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A single-member etcd on loopback with its own data directory.
+struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        e.launch();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn launch(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg("test")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &self.url()])
+            .args(["--advertise-client-urls", &self.url()])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.path().join("etcd.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .spawn()
+            .expect("start etcd (scripts/test installs etcd-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.healthy() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `etcdctl endpoint health` (which answers on stderr).
+    fn healthy(&self) -> bool {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.url(),
+                "--command-timeout=1s",
+                "endpoint",
+                "health",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// `etcdctl` against this server; its stdout.
+    fn ctl(&self, args: &[&str]) -> String {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url(), "--command-timeout=2s"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Owner of each camera, as etcd holds it.
+    fn owners(&self) -> BTreeMap<String, String> {
+        let out = self.ctl(&["get", "--prefix", "/video-server/owners/"]);
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter_map(|kv| {
+                let cam = kv.first()?.rsplit('/').next()?.to_owned();
+                Some((cam, (*kv.get(1)?).to_owned()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Camera ids of the tests: 9 fixed UUIDs.
+fn cameras(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("00000000-0000-4000-8000-{:012x}", 0xc0 + i))
+        .collect()
+}
+
+/// A fleet node: `[cluster]` on `etcd`, advertising its own ports, and the cameras.
+async fn node(etcd: &Etcd, id: &str, ttl_s: u64, streams: &str) -> Gateway {
+    let url = etcd.url();
+    Gateway::start_on("", |video, api| {
+        format!(
+            "[cluster]\netcd = [\"{url}\"]\nnode_id = \"{id}\"\nadvertise_url = \"http://127.0.0.1:{video}\"\nadvertise_api_url = \"http://127.0.0.1:{api}\"\nlease_ttl_s = {ttl_s}\n\n{streams}"
+        )
+    })
+    .await
+}
+
+fn camera_streams(cam: &Camera, ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| rtsp_stream(id, &cam.url("h264"), "\"mse\"", ""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn cluster_view(gw: &Gateway) -> serde_json::Value {
+    get(gw.api, "/cluster").await.json()
+}
+
+/// Waits until etcd holds an owner for every camera of `ids`, each on one of `nodes`.
+async fn settled(
+    etcd: &Etcd,
+    ids: &[String],
+    nodes: &[&str],
+    within: Duration,
+) -> BTreeMap<String, String> {
+    wait_for(within, "every camera owned by a live node", || async {
+        let o = etcd.owners();
+        let all = ids
+            .iter()
+            .all(|c| o.get(c).is_some_and(|n| nodes.contains(&n.as_str())));
+        all.then_some(o)
+    })
+    .await
+}
+
+/// Waits until each camera is online on the node that owns it.
+async fn online_on_owners(
+    gws: &BTreeMap<&str, &Gateway>,
+    owners: &BTreeMap<String, String>,
+    within: Duration,
+) {
+    wait_for(within, "every camera online on its owner", || async {
+        for (cam, node) in owners {
+            let gw = gws.get(node.as_str())?;
+            let st = gw.status().await;
+            if st["streams"][cam]["online"] != true {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_own_nine_cameras_once_balanced_and_each_plays_on_its_owner() {
+    let cam = Camera::start(Auth::None);
+    let etcd = Etcd::start();
+    let ids = cameras(9);
+    let streams = camera_streams(&cam, &ids);
+    let a = node(&etcd, "a", 5, &streams).await;
+    let b = node(&etcd, "b", 5, &streams).await;
+    let c = node(&etcd, "c", 5, &streams).await;
+    let owners = settled(&etcd, &ids, &["a", "b", "c"], Duration::from_secs(30)).await;
+    // Give late claims time to show a second owner if there were one: there is not.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(etcd.owners(), owners, "ownership settled");
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in owners.values() {
+        *load.entry(n.as_str()).or_default() += 1;
+    }
+    assert_eq!(load.values().sum::<usize>(), 9);
+    assert!(
+        load.values().all(|&l| l <= 4),
+        "balance within one camera: {load:?}"
+    );
+
+    let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b), ("c", &c)].into();
+    online_on_owners(&gws, &owners, Duration::from_secs(30)).await;
+    // Each node pulls exactly the cameras it owns; the others are listed too, followed
+    // through their owners on demand (idle without viewers).
+    for (name, gw) in &gws {
+        let st = gw.status().await;
+        for (cam_id, owner) in &owners {
+            let s = &st["streams"][cam_id];
+            assert!(s.is_object(), "node {name} lists {cam_id}");
+            assert_eq!(
+                s["streaming"] == true,
+                owner == name,
+                "node {name}, {cam_id}: {s}"
+            );
+        }
+    }
+    // A viewer of every camera on its owner decodes video.
+    for (cam_id, n) in &owners {
+        let gw = gws[n.as_str()];
+        let mut ws = ws_connect(&gw.ws_url(cam_id, "")).await;
+        let mut cap = Capture::default();
+        collect(&mut ws, &mut cap, 3, Duration::from_secs(20)).await;
+        assert!(cap.fragments() >= 3, "{cam_id} on {n}");
+        let path = gw.dir.path().join(format!("{cam_id}.mp4"));
+        cap.write(&path);
+        let p = probe(&path);
+        assert!(p.decode_errors.is_empty(), "{cam_id}: {}", p.decode_errors);
+        assert!(p.video_frames >= 3);
+    }
+    // Through a node that does not own it: one upstream to the owner, fanned out here.
+    let (cam_id, owner) = owners.iter().next().expect("a camera");
+    let (other_name, other) = gws
+        .iter()
+        .find(|(n, _)| **n != owner.as_str())
+        .expect("another node");
+    let mut viewers = Vec::new();
+    for _ in 0..3 {
+        viewers.push(ws_connect(&other.ws_url(cam_id, "")).await);
+    }
+    for ws in &mut viewers {
+        let mut cap = Capture::default();
+        collect(ws, &mut cap, 10, Duration::from_secs(20)).await;
+        assert!(cap.fragments() >= 10, "{cam_id} through {other_name}");
+        let path = other.dir.path().join(format!("via-{cam_id}.mp4"));
+        cap.write(&path);
+        let p = probe(&path);
+        assert!(
+            p.decode_errors.is_empty(),
+            "{cam_id} via {other_name}: {}",
+            p.decode_errors
+        );
+    }
+    let owner_gw = gws[owner.as_str()];
+    let owner_status = owner_gw.status().await;
+    assert_eq!(
+        owner_status["streams"][cam_id]["viewers"], 1,
+        "three viewers on {other_name} cost the owner one: {owner_status}"
+    );
+    // /cluster on every node lists the three nodes and who owns what.
+    for gw in gws.values() {
+        let v = cluster_view(gw).await;
+        assert_eq!(v["enabled"], true);
+        assert_eq!(v["nodes"].as_array().map(Vec::len), Some(3), "{v}");
+        let listed: usize = v["nodes"]
+            .as_array()
+            .map(|n| {
+                n.iter()
+                    .map(|x| x["streams"].as_array().map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or(0);
+        assert_eq!(listed, 9, "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_cameras_play_on_the_survivors_within_the_lease_plus_3_s() {
+    let cam = Camera::start(Auth::None);
+    let etcd = Etcd::start();
+    let ids = cameras(6);
+    let streams = camera_streams(&cam, &ids);
+    let ttl = 3;
+    let a = node(&etcd, "a", ttl, &streams).await;
+    let b = node(&etcd, "b", ttl, &streams).await;
+    let mut c = node(&etcd, "c", ttl, &streams).await;
+    let owners = settled(&etcd, &ids, &["a", "b", "c"], Duration::from_secs(30)).await;
+    let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b), ("c", &c)].into();
+    online_on_owners(&gws, &owners, Duration::from_secs(30)).await;
+    let dead: Vec<String> = owners
+        .iter()
+        .filter(|(_, n)| n.as_str() == "c")
+        .map(|(c, _)| c.clone())
+        .collect();
+    assert!(!dead.is_empty(), "c owns cameras: {owners:?}");
+
+    c.kill();
+    let killed = Instant::now();
+    let after = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(ttl + 3)).await;
+    let claimed_s = killed.elapsed().as_secs_f64();
+    let survivors: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b)].into();
+    online_on_owners(&survivors, &after, Duration::from_secs(ttl + 3)).await;
+    let playing_s = killed.elapsed().as_secs_f64();
+    eprintln!(
+        "failover: claimed after {claimed_s:.2} s, playing after {playing_s:.2} s (lease {ttl} s)"
+    );
+    assert!(
+        playing_s <= (ttl + 3) as f64,
+        "the dead node's cameras played again after {playing_s:.2} s"
+    );
+    // Cameras the survivors owned did not move.
+    for (cam_id, n) in &owners {
+        if n != "c" {
+            assert_eq!(&after[cam_id], n, "{cam_id} moved");
+        }
+    }
+    // Viewers on a survivor get video of a camera that was on the dead node.
+    let moved = &dead[0];
+    let gw = survivors[after[moved].as_str()];
+    let mut ws = ws_connect(&gw.ws_url(moved, "")).await;
+    let mut cap = Capture::default();
+    collect(&mut ws, &mut cap, 3, Duration::from_secs(20)).await;
+    assert!(cap.fragments() >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_added_on_one_node_runs_on_its_owner_and_leaves_the_whole_fleet() {
+    let cam = Camera::start(Auth::None);
+    let etcd = Etcd::start();
+    let a = node(&etcd, "a", 5, "").await;
+    let b = node(&etcd, "b", 5, "").await;
+    let id = "00000000-0000-4000-8000-0000000000ad";
+    let body = format!(
+        "{{\"guid\":\"{id}\",\"url\":\"{}\",\"output_types\":[\"mse\"]}}",
+        cam.url("h264")
+    );
+    let r = http(
+        a.api,
+        "POST",
+        "/enable_camera",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await
+    .expect("enable");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Listed in etcd at once, with its URL whole.
+    assert!(etcd
+        .ctl(&["get", &format!("/video-server/cameras/{id}")])
+        .contains(&cam.url("h264")));
+    let ids = vec![id.to_owned()];
+    let owners = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(5)).await;
+    let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b)].into();
+    online_on_owners(&gws, &owners, Duration::from_secs(20)).await;
+
+    // Disabled through the other node: it stops wherever it ran.
+    let r = http(
+        b.api,
+        "POST",
+        "/disable_camera",
+        &[("Content-Type", "application/json")],
+        format!("{{\"guid\":\"{id}\"}}").as_bytes(),
+    )
+    .await
+    .expect("disable");
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for(
+        Duration::from_secs(5),
+        "the camera stopped on every node",
+        || async {
+            for gw in gws.values() {
+                if gw.status().await["streams"].get(id).is_some() {
+                    return None;
+                }
+            }
+            (!etcd.owners().contains_key(id)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_keeps_every_camera_playing_and_moves_nothing() {
+    let cam = Camera::start(Auth::None);
+    let mut etcd = Etcd::start();
+    let ids = cameras(4);
+    let streams = camera_streams(&cam, &ids);
+    let ttl = 3;
+    let a = node(&etcd, "a", ttl, &streams).await;
+    let b = node(&etcd, "b", ttl, &streams).await;
+    let owners = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(30)).await;
+    let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b)].into();
+    online_on_owners(&gws, &owners, Duration::from_secs(30)).await;
+
+    etcd.kill();
+    // Longer than the lease: every node sees etcd gone, and so does every peer.
+    tokio::time::sleep(Duration::from_secs(ttl + 3)).await;
+    for (name, gw) in &gws {
+        let v = cluster_view(gw).await;
+        assert_eq!(v["etcd_ok"], false, "{name}: {v}");
+        assert_eq!(v["degraded"], true, "{name}: {v}");
+        assert_eq!(v["fenced"], false, "{name}: {v}");
+    }
+    online_on_owners(&gws, &owners, Duration::from_secs(1)).await;
+
+    etcd.launch();
+    wait_for(
+        Duration::from_secs(15),
+        "the fleet healthy again",
+        || async {
+            for gw in gws.values() {
+                if cluster_view(gw).await["etcd_ok"] != true {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(etcd.owners(), owners, "nothing moved");
+    online_on_owners(&gws, &owners, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_the_same_id_is_refused() {
+    let etcd = Etcd::start();
+    let _a = node(&etcd, "a", 5, "").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("conf.toml");
+    let (v, api) = (free_port(), free_port());
+    std::fs::write(
+        &conf,
+        format!(
+            "[api]\nenabled = true\nhost = \"127.0.0.1\"\nport = {api}\n\n[video]\nhost = \"127.0.0.1\"\nport = {v}\n\n[cluster]\netcd = [\"{}\"]\nnode_id = \"a\"\nadvertise_url = \"http://127.0.0.1:{v}\"\nadvertise_api_url = \"http://127.0.0.1:{api}\"\n",
+            etcd.url()
+        ),
+    )
+    .expect("conf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_video-server"))
+        .arg("--conf")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "a duplicate node kept running");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!status.success());
+    assert!(err.contains("node_id `a`"), "{err}");
+}
+
+#[test]
+fn check_names_the_key_of_a_bad_cluster_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf: PathBuf = dir.path().join("conf.toml");
+    std::fs::write(
+        &conf,
+        "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nnode_id = \"a\"\nadvertise_url = \"http://10.0.0.1:8090\"\nadvertise_api_url = \"http://10.0.0.1:8091\"\nlease_ttl_s = 1\n",
+    )
+    .expect("conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_video-server"))
+        .args(["check", "--conf"])
+        .arg(&conf)
+        .output()
+        .expect("check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cluster.lease_ttl_s") && err.contains("conf.toml:6:"),
+        "{err}"
+    );
+}
