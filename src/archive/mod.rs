@@ -69,7 +69,7 @@ pub enum ArchiveError {
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error(transparent)]
-    S3(#[from] s3::S3Error),
+    S3(#[from] self::s3::S3Error),
     #[error("{path}: {source}")]
     Io {
         path: String,
