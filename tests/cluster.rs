@@ -265,6 +265,15 @@ async fn three_nodes_own_nine_cameras_once_balanced_and_each_plays_on_its_owner(
         owner_status["streams"][cam_id]["viewers"], 1,
         "three viewers on {other_name} cost the owner one: {owner_status}"
     );
+    // /status names the node that pulls each camera; /metrics carries the node label.
+    for (name, gw) in &gws {
+        let st = gw.status().await;
+        for (cam_id, owner) in &owners {
+            assert_eq!(st["streams"][cam_id]["node"], owner.as_str(), "{name}: {cam_id}");
+        }
+        let m = get(gw.api, "/metrics").await.text();
+        assert!(m.contains(&format!("node=\"{name}\"")), "{name}: no node label");
+    }
     // /cluster on every node lists the three nodes and who owns what.
     for gw in gws.values() {
         let v = cluster_view(gw).await;
@@ -329,6 +338,87 @@ async fn a_killed_nodes_cameras_play_on_the_survivors_within_the_lease_plus_3_s(
     let mut cap = Capture::default();
     collect(&mut ws, &mut cap, 3, Duration::from_secs(20)).await;
     assert!(cap.fragments() >= 3);
+}
+
+/// Watches a camera and notes when each fragment arrives, until `stop`.
+fn watch_arrivals(
+    url: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<Instant>> {
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut ws = ws_connect(&url).await;
+        let mut at = Vec::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return at,
+                m = ws.next() => match m {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) => {
+                        if is_box(&b, b"moof") {
+                            at.push(Instant::now());
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return at,
+                },
+            }
+        }
+    })
+}
+
+/// The longest wait between two fragments after the first `skip` (the GOP cache).
+fn longest_hole(at: &[Instant]) -> Duration {
+    at.windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(Duration::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_move_make_before_break_when_a_node_joins_and_when_it_leaves() {
+    let cam = Camera::start(Auth::None);
+    let etcd = Etcd::start();
+    let ids = cameras(4);
+    let streams = camera_streams(&cam, &ids);
+    let a = node(&etcd, "a", 5, &streams).await;
+    let b = node(&etcd, "b", 5, &streams).await;
+    let before = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(30)).await;
+    let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b)].into();
+    online_on_owners(&gws, &before, Duration::from_secs(30)).await;
+    // Viewers of every camera on node a (owner of some, follower of the others).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let viewers: Vec<_> = ids
+        .iter()
+        .map(|id| watch_arrivals(a.ws_url(id, ""), stop.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A third node joins: it takes its share.
+    let mut c = node(&etcd, "c", 5, &streams).await;
+    let joined = wait_for(Duration::from_secs(30), "node c owns cameras", || async {
+        let o = etcd.owners();
+        let on_c = o.values().filter(|n| n.as_str() == "c").count();
+        (on_c >= 1 && ids.iter().all(|i| o.contains_key(i))).then_some(o)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // And leaves with SIGTERM: its cameras go back before it stops.
+    let status = tokio::task::spawn_blocking(move || {
+        let s = c.terminate();
+        (c, s)
+    })
+    .await
+    .expect("join");
+    assert!(status.1.is_some_and(|s| s.success()), "node c stopped cleanly");
+    let back = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    for (id, v) in ids.iter().zip(viewers) {
+        let at = v.await.expect("viewer");
+        let hole = longest_hole(&at[25.min(at.len())..]);
+        eprintln!("{id}: {} fragments, longest hole {hole:?} (owners {} → {} → {})", at.len(), before[id], joined[id], back[id]);
+        assert!(hole <= Duration::from_millis(2500), "{id}: a hole of {hole:?}, more than one GOP (2 s)");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

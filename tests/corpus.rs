@@ -358,8 +358,9 @@ async fn lossy_udp(loss: f64) {
             "the loss is diagnosed: {st}"
         );
     }
-    // The archive goes on recording.
-    o.archive_decodes_or_reports_loss(Duration::from_secs(20))
+    // The archive goes on recording. A file is cut at a keyframe, and at 5 % loss a keyframe of
+    // 30-odd packets arrives whole about one time in five: two of them may take a while.
+    o.archive_decodes_or_reports_loss(Duration::from_secs(60))
         .await;
     assert!(!o.gw.log().contains("panicked"), "{}", o.gw.log());
 }

@@ -29,7 +29,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
@@ -177,8 +177,13 @@ metrics_table! {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        let recorder = PrometheusBuilder::new().build_recorder();
+    /// `node`: in a fleet, this node's id, carried by every metric as the `node` label.
+    pub fn new(node: Option<&str>) -> Metrics {
+        let mut builder = PrometheusBuilder::new();
+        if let Some(node) = node {
+            builder = builder.add_global_label("node", node);
+        }
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             for m in Metric::ALL {

@@ -72,7 +72,7 @@ impl Ctx {
                 .then(|| access::Authority::new(&config.auth)),
             config,
             server_stats: Arc::default(),
-            metrics: metrics::Metrics::new(),
+            metrics: metrics::Metrics::new(config.cluster.as_ref().map(|c| c.node_id.as_str())),
             webhooks,
             shutdown,
             #[cfg(feature = "cluster")]

@@ -30,6 +30,8 @@ pub struct StreamView {
     /// The upstream (source task) is running.
     pub streaming: bool,
     pub started_ms: i64,
+    /// In a fleet: the node that pulls the camera (this one, or the owner it follows).
+    pub node: Option<String>,
 }
 
 /// Why a stream cannot be served; the texts are the original's websocket close reasons.

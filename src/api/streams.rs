@@ -74,7 +74,7 @@ fn stream_json(s: &StreamView) -> Value {
     if matches!(s.config.source, SourceSpec::LocalFile { .. }) {
         types.push(4);
     }
-    json!({
+    let mut v = json!({
         "url": s.config.source.display_url(),
         "status": h.online,
         "on_demand": s.config.on_demand,
@@ -102,7 +102,12 @@ fn stream_json(s: &StreamView) -> Value {
         "buffered_frames": buffered_frames,
         "buffered_bytes": buffered_bytes,
         "diagnostics": s.hub.diagnostics(),
-    })
+    });
+    // Ours, in a fleet: the node that pulls the camera.
+    if let Some(node) = &s.node {
+        v["node"] = json!(node);
+    }
+    v
 }
 
 /// `GET /streams/{id}` (ours): one stream with everything known about it: the `/status` entry

@@ -75,10 +75,7 @@ impl crate::cluster::Local for App {
                 (Some((_, _, true)), Some(archive)) => archive.stop_recording(&id).await,
                 (Some(_), _) => {}
                 (None, _) => {
-                    let mut c = config;
-                    c.source = source;
-                    c.on_demand = on_demand;
-                    self.start_as(c, false, record);
+                    self.start_as(config, false, record, Some((source, on_demand)));
                     if let Some((_, r)) = self.streams().iter_mut().find(|(s, _)| *s == id) {
                         r.following = following;
                     }

@@ -189,23 +189,26 @@ impl App {
     }
 
     fn start(&self, config: StreamConfig, from_config: bool) -> bool {
-        self.start_as(config, from_config, true)
+        self.start_as(config, from_config, true, None)
     }
 
-    /// Starts a stream; `record`: with its recorder (when the archive records it).
-    fn start_as(&self, config: StreamConfig, from_config: bool, record: bool) -> bool {
+    /// Starts a stream; `record`: with its recorder (when the archive records it);
+    /// `source`: where frames come from instead of the camera, and whether on demand (a fleet
+    /// node following the camera's owner).
+    fn start_as(
+        &self,
+        config: StreamConfig,
+        from_config: bool,
+        record: bool,
+        source: Option<(crate::config::SourceSpec, bool)>,
+    ) -> bool {
         let mut streams = self.streams();
         if streams.iter().any(|(id, _)| *id == config.id) {
             return false;
         }
         let hub = self.hub.get_or_create(config.id);
-        let upstream = Upstream::new(
-            config.source.clone(),
-            hub,
-            config.on_demand,
-            self.config.idle(),
-            self.shutdown.clone(),
-        );
+        let (spec, on_demand) = source.unwrap_or((config.source.clone(), config.on_demand));
+        let upstream = Upstream::new(spec, hub, on_demand, self.config.idle(), self.shutdown.clone());
         let hls = config.outputs.hls.then(|| {
             let store = crate::hls::new_store(config.id, &self.config.hls);
             tokio::spawn(crate::hls::run(
@@ -265,6 +268,9 @@ impl App {
                 hub: Arc::clone(&r.upstream.hub),
                 streaming: r.upstream.is_running(),
                 started_ms: r.started_ms,
+                node: self.config.cluster.as_ref().map(|c| {
+                    r.following.clone().unwrap_or_else(|| c.node_id.clone())
+                }),
             })
             .collect()
     }
