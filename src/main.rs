@@ -122,7 +122,7 @@ async fn run(config: Config) -> std::io::Result<()> {
     let api_addr = api.as_ref().map(|l| l.local_addr()).transpose()?;
     print_banner(&config, video_addr, api_addr);
     let state = app::App::new(config);
-    let token = state.shutdown.clone();
+    let token = state.stop.clone();
     tokio::spawn(async move {
         app::shutdown_signal().await;
         token.cancel();

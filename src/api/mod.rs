@@ -63,6 +63,7 @@ impl Ctx {
         webhooks: Arc<Webhooks>,
         shutdown: CancellationToken,
     ) -> Arc<Ctx> {
+        let metrics = metrics::Metrics::new(config.cluster.as_ref().map(|c| c.node_id.as_str()));
         Arc::new(Ctx {
             streams,
             archive,
@@ -72,7 +73,7 @@ impl Ctx {
                 .then(|| access::Authority::new(&config.auth)),
             config,
             server_stats: Arc::default(),
-            metrics: metrics::Metrics::new(config.cluster.as_ref().map(|c| c.node_id.as_str())),
+            metrics,
             webhooks,
             shutdown,
             #[cfg(feature = "cluster")]

@@ -60,19 +60,27 @@ impl crate::cluster::Local for App {
                 let mut streams = self.streams();
                 match streams.iter_mut().find(|(s, _)| *s == id) {
                     Some((_, r)) => {
-                        r.upstream.set_source(source.clone(), on_demand);
                         r.following = following.clone();
                         let start = record && !r.recording;
                         let stop = !record && r.recording;
                         r.recording = record;
-                        Some((Arc::clone(&r.upstream.hub), start, stop))
+                        Some((Arc::clone(&r.upstream), start, stop))
                     }
                     None => None,
                 }
             };
+            // The recorder stops before the source changes (its file ends with the old
+            // owner's frames); it starts after (from the new source's first keyframe).
+            if let (Some((_, _, true)), Some(archive)) = (&change, self.archive()) {
+                archive.stop_recording(&id).await;
+            }
+            if let Some((up, _, _)) = &change {
+                up.switch(source.clone(), on_demand).await;
+            }
             match (change, self.archive()) {
-                (Some((hub, true, _)), Some(archive)) => archive.record(&config, hub),
-                (Some((_, _, true)), Some(archive)) => archive.stop_recording(&id).await,
+                (Some((up, true, _)), Some(archive)) => {
+                    archive.record(&config, Arc::clone(&up.hub));
+                }
                 (Some(_), _) => {}
                 (None, _) => {
                     self.start_as(config, false, record, Some((source, on_demand)));

@@ -58,7 +58,9 @@ pub struct App {
     pub hub: Hub,
     /// Streams in the order they were added.
     streams: Mutex<Vec<(Uuid, Running)>>,
-    /// Cancelled when the process shuts down.
+    /// Cancelled when a stop is asked for (SIGINT, SIGTERM): a fleet node hands off first.
+    pub stop: CancellationToken,
+    /// Cancelled when the process shuts down: viewers are closed, sources stop.
     pub shutdown: CancellationToken,
     /// The archive, once opened by [`serve`] (absent in tests that build an `App` by hand).
     archive: std::sync::OnceLock<Arc<crate::archive::Archive>>,
@@ -80,6 +82,7 @@ impl App {
             webhooks,
             hub: Hub::new(Limits::default()),
             streams: Mutex::new(Vec::new()),
+            stop: CancellationToken::new(),
             shutdown,
             persist_lock: tokio::sync::Mutex::new(()),
             archive: std::sync::OnceLock::new(),
@@ -208,7 +211,13 @@ impl App {
         }
         let hub = self.hub.get_or_create(config.id);
         let (spec, on_demand) = source.unwrap_or((config.source.clone(), config.on_demand));
-        let upstream = Upstream::new(spec, hub, on_demand, self.config.idle(), self.shutdown.clone());
+        let upstream = Upstream::new(
+            spec,
+            hub,
+            on_demand,
+            self.config.idle(),
+            self.shutdown.clone(),
+        );
         let hls = config.outputs.hls.then(|| {
             let store = crate::hls::new_store(config.id, &self.config.hls);
             tokio::spawn(crate::hls::run(
@@ -268,9 +277,11 @@ impl App {
                 hub: Arc::clone(&r.upstream.hub),
                 streaming: r.upstream.is_running(),
                 started_ms: r.started_ms,
-                node: self.config.cluster.as_ref().map(|c| {
-                    r.following.clone().unwrap_or_else(|| c.node_id.clone())
-                }),
+                node: self
+                    .config
+                    .cluster
+                    .as_ref()
+                    .map(|c| r.following.clone().unwrap_or_else(|| c.node_id.clone())),
             })
             .collect()
     }

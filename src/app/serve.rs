@@ -111,6 +111,10 @@ pub async fn serve(
         let joined = tokio::select! {
             j = crate::cluster::Cluster::join(cfg, local, cluster_stop.clone()) => j,
             _ = token.cancelled() => return Ok(()),
+            _ = app.stop.cancelled() => {
+                token.cancel();
+                return Ok(());
+            }
         };
         match joined {
             Ok(c) => {
@@ -125,12 +129,18 @@ pub async fn serve(
     }
     #[cfg(not(feature = "cluster"))]
     let _ = fleet;
-    token.cancelled().await;
+    tokio::select! {
+        _ = app.stop.cancelled() => {}
+        _ = token.cancelled() => {}
+    }
+    // A fleet node hands its cameras off first, while it still serves them (make before
+    // break), then closes its viewers.
     #[cfg(feature = "cluster")]
     if let Some(c) = app.cluster.get() {
         c.leave().await;
         cluster_stop.cancel();
     }
+    token.cancel();
     info!("shutting down: stopping streams");
     app.stop_all().await;
     if let Some(archive) = app.archive() {

@@ -89,22 +89,31 @@ impl Upstream {
     }
 
     /// Switches where frames come from (the camera, or the fleet node that owns it) without
-    /// touching the hub, so viewers stay connected: a running source is restarted on the new
-    /// one. `on_demand`: whether it runs only while wanted.
+    /// touching the hub, so viewers stay connected. A running source is stopped first (its
+    /// last frames and its going offline happen before the new one starts), then the new one
+    /// starts if it is permanent or wanted. `on_demand`: whether it runs only while wanted.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    pub fn set_source(&self, source: SourceSpec, on_demand: bool) {
-        let mut st = self.state();
-        if st.source == source && st.on_demand == on_demand {
-            return;
+    pub async fn switch(&self, source: SourceSpec, on_demand: bool) {
+        let old = {
+            let mut st = self.state();
+            if st.source == source && st.on_demand == on_demand {
+                return;
+            }
+            st.source = source;
+            st.on_demand = on_demand;
+            st.running.take()
+        };
+        if let Some((cancel, task)) = old {
+            cancel.cancel();
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                warn!(stream = %self.hub.id, "source did not stop within 10 s");
+            }
         }
-        st.source = source;
-        st.on_demand = on_demand;
-        let was_running = st
-            .running
-            .take()
-            .map(|(cancel, _)| cancel.cancel())
-            .is_some();
-        if !on_demand || (was_running && st.demand > 0) {
+        let mut st = self.state();
+        if !st.on_demand || st.demand > 0 {
             self.ensure_running(&mut st);
         }
     }

@@ -127,6 +127,10 @@ pub struct StreamHub {
     notify: watch::Sender<u64>,
     health: watch::Sender<Health>,
     closed: AtomicBool,
+    /// One more than the newest epoch published (0: nothing yet), so a new source task (a
+    /// restart, or a fleet node switching where it gets the camera from) continues the
+    /// numbering instead of reusing epoch 0.
+    next_epoch: std::sync::atomic::AtomicU32,
     pub stats: Stats,
 }
 
@@ -147,6 +151,7 @@ impl StreamHub {
             notify: watch::Sender::new(0),
             health: watch::Sender::new(Health::default()),
             closed: AtomicBool::new(false),
+            next_epoch: std::sync::atomic::AtomicU32::new(0),
             stats: Stats::default(),
         })
     }
@@ -158,7 +163,14 @@ impl StreamHub {
     }
 
     /// Appends a frame and wakes consumers.
+    /// The first epoch a new source task may use: after every epoch published so far.
+    pub fn epoch_base(&self) -> u32 {
+        self.next_epoch.load(Ordering::Relaxed)
+    }
+
     pub fn publish(&self, frame: Frame) {
+        self.next_epoch
+            .fetch_max(frame.epoch.saturating_add(1), Ordering::Relaxed);
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_in

@@ -109,6 +109,8 @@ pub struct Emitter<'a> {
     audio_dur_90k: u32,
     frames: u64,
     epoch: u32,
+    /// Added to the timeline's epochs: where this source task's numbering starts in the hub.
+    epoch_base: u32,
     drift: clock::DriftEstimator,
     jumps_this_session: u64,
 }
@@ -119,8 +121,10 @@ impl<'a> Emitter<'a> {
         timeline: &'a mut Timeline,
         unsupported: &'a mut HashSet<String>,
         clock: Instant,
+        epoch_base: u32,
     ) -> Self {
         Emitter {
+            epoch_base,
             hub,
             timeline,
             params: None,
@@ -288,7 +292,7 @@ impl<'a> Emitter<'a> {
             cto_90k: m.cto_90k,
             dur_90k: m.dur_90k,
             is_key,
-            epoch: m.epoch,
+            epoch: self.epoch_base.saturating_add(m.epoch),
             wall_ms: crate::media::unix_ms_now(),
             received,
             data,
@@ -304,6 +308,8 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
     async move {
         let mut timeline = Timeline::default();
         let mut unsupported = HashSet::new();
+        // Continue the hub's epochs: a new task's timeline is unrelated to the last one's.
+        let epoch_base = hub.epoch_base();
         // Capped at 1 s: a camera that comes back is seen within about a second, and a refused
         // connection costs nothing. A camera that hangs costs its timeouts, not more attempts.
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_millis(1000));
@@ -317,7 +323,7 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
                 .sessions
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let started = Instant::now();
-            let mut emit = Emitter::new(&hub, &mut timeline, &mut unsupported, clock);
+            let mut emit = Emitter::new(&hub, &mut timeline, &mut unsupported, clock, epoch_base);
             // A panic inside a session (a library choking on a malformed stream) must not end
             // the stream for good: it is logged and retried like any other session error.
             let session = std::panic::AssertUnwindSafe(run_once(&spec, &group, &mut emit));
