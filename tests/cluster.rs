@@ -119,6 +119,54 @@ impl Drop for Etcd {
     }
 }
 
+/// A TCP relay in front of etcd that the test can cut: one node reaches etcd only through it,
+/// so cutting it partitions that node from etcd while the others still reach it.
+struct Cuttable {
+    port: u16,
+    cut: tokio_util::sync::CancellationToken,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cuttable {
+    async fn start(to: u16) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = tokio_util::sync::CancellationToken::new();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (c, o) = (cut.clone(), std::sync::Arc::clone(&open));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !o.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue; // dropped: the node sees a connection reset
+                }
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = c.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Cuttable { port, cut, open }
+    }
+
+    /// Drops every connection through it and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.cut.cancel();
+    }
+}
+
 /// Camera ids of the tests: 9 fixed UUIDs.
 fn cameras(n: usize) -> Vec<String> {
     (0..n)
@@ -128,7 +176,11 @@ fn cameras(n: usize) -> Vec<String> {
 
 /// A fleet node: `[cluster]` on `etcd`, advertising its own ports, and the cameras.
 async fn node(etcd: &Etcd, id: &str, ttl_s: u64, streams: &str) -> Gateway {
-    let url = etcd.url();
+    node_via(&etcd.url(), id, ttl_s, streams).await
+}
+
+/// A fleet node reaching etcd at `url`.
+async fn node_via(url: &str, id: &str, ttl_s: u64, streams: &str) -> Gateway {
     Gateway::start_on("", |video, api| {
         format!(
             "[cluster]\netcd = [\"{url}\"]\nnode_id = \"{id}\"\nadvertise_url = \"http://127.0.0.1:{video}\"\nadvertise_api_url = \"http://127.0.0.1:{api}\"\nlease_ttl_s = {ttl_s}\n\n{streams}"
@@ -557,6 +609,61 @@ async fn an_etcd_outage_keeps_every_camera_playing_and_moves_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(etcd.owners(), owners, "nothing moved");
     online_on_owners(&gws, &owners, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_etcd_stops_its_cameras_before_another_node_may_take_them() {
+    let cam = Camera::start(Auth::None);
+    let etcd = Etcd::start();
+    let relay = Cuttable::start(etcd.client_port).await;
+    let ids = cameras(6);
+    let streams = camera_streams(&cam, &ids);
+    let ttl = 4;
+    let a = node_via(
+        &format!("http://127.0.0.1:{}", relay.port),
+        "a",
+        ttl,
+        &streams,
+    )
+    .await;
+    let b = node(&etcd, "b", ttl, &streams).await;
+    let c = node(&etcd, "c", ttl, &streams).await;
+    let owners = settled(&etcd, &ids, &["a", "b", "c"], Duration::from_secs(30)).await;
+    let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b), ("c", &c)].into();
+    online_on_owners(&gws, &owners, Duration::from_secs(30)).await;
+    let on_a: Vec<String> = owners
+        .iter()
+        .filter(|(_, n)| n.as_str() == "a")
+        .map(|(c, _)| c.clone())
+        .collect();
+    assert!(!on_a.is_empty(), "a owns cameras: {owners:?}");
+
+    relay.cut();
+    let cut = Instant::now();
+    // a stops pulling (and recording) its cameras...
+    wait_for(
+        Duration::from_secs(ttl + 3),
+        "a stops its cameras",
+        || async {
+            let st = a.status().await;
+            on_a.iter()
+                .all(|id| st["streams"][id]["streaming"] != true)
+                .then_some(())
+        },
+    )
+    .await;
+    let fenced_s = cut.elapsed().as_secs_f64();
+    assert_eq!(cluster_view(&a).await["fenced"], true);
+    // ...before etcd lets anyone else own them.
+    let after = settled(&etcd, &ids, &["b", "c"], Duration::from_secs(ttl + 3)).await;
+    let taken_s = cut.elapsed().as_secs_f64();
+    eprintln!("partition: a fenced after {fenced_s:.2} s, its cameras owned elsewhere after {taken_s:.2} s (lease {ttl} s)");
+    assert!(
+        fenced_s < taken_s,
+        "fenced after {fenced_s:.2} s, taken over after {taken_s:.2} s"
+    );
+    let survivors: BTreeMap<&str, &Gateway> = [("b", &b), ("c", &c)].into();
+    online_on_owners(&survivors, &after, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
