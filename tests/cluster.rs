@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use common::*;
 
 /// A single-member etcd on loopback with its own data directory.
@@ -724,5 +726,73 @@ fn check_names_the_key_of_a_bad_cluster_setting() {
     assert!(
         err.contains("cluster.lease_ttl_s") && err.contains("conf.toml:6:"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_fleet_deployment_files_are_valid_and_agree() {
+    let repo = repo();
+    let check = |conf: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_video-server"))
+            .args(["check", "--conf"])
+            .arg(conf)
+            .output()
+            .expect("check");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            conf.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The compose file's configuration, and the one in the Kubernetes ConfigMap.
+    check(&repo.join("deploy/conf.cluster.toml"));
+    let k8s = std::fs::read_to_string(repo.join("deploy/kubernetes/video-server.yaml"))
+        .expect("manifest");
+    let map: serde_yaml::Value = serde_yaml::Deserializer::from_str(&k8s)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("YAML"))
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("a ConfigMap");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("conf.toml");
+    std::fs::write(&conf, map["data"]["conf.toml"].as_str().expect("conf.toml")).expect("write");
+    check(&conf);
+    // The manifests against the Kubernetes API schemas; a wrong field is caught.
+    let validate = |files: &[PathBuf]| {
+        Command::new("kubernetes-validate")
+            .arg("--strict")
+            .args(files)
+            .output()
+            .expect("kubernetes-validate (scripts/test installs it)")
+    };
+    let manifests: Vec<PathBuf> = ["etcd.yaml", "minio.yaml", "video-server.yaml"]
+        .iter()
+        .map(|f| repo.join("deploy/kubernetes").join(f))
+        .collect();
+    let out = validate(&manifests);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, k8s.replace("replicas: 3", "replicaz: 3")).expect("write");
+    assert!(
+        !validate(&[bad]).status.success(),
+        "the validator catches a wrong field"
+    );
+    // The readiness probe is the health route, on the API port the ConfigMap opens.
+    assert!(k8s.contains("path: /health") && k8s.contains("port = 8091"));
+    // docker-compose (Debian's) accepts the three-node file.
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.cluster.yaml", "config", "-q"])
+        .current_dir(&repo)
+        .output()
+        .expect("docker-compose");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -10,6 +10,9 @@
 //! advertise_api_url = "http://node-a.example:8091" # this node's API server, for other nodes
 //! lease_ttl_s = 5
 //! ```
+//!
+//! `{node_id}` in the advertised URLs is replaced by the node id, so one file serves every
+//! node of a StatefulSet or a compose project (`advertise_url = "http://{node_id}:8090"`).
 
 use serde::{Deserialize, Serialize};
 
@@ -91,9 +94,11 @@ pub fn resolve(raw: Option<RawCluster>) -> Result<Option<ClusterConfig>, (String
             format!("`{node_id}`: use 1 to 63 letters, digits, `-`, `_` or `.`"),
         );
     }
+    let advertise_url = raw.advertise_url.replace("{node_id}", &node_id);
+    let advertise_api_url = raw.advertise_api_url.replace("{node_id}", &node_id);
     for (key, v) in [
-        ("advertise_url", &raw.advertise_url),
-        ("advertise_api_url", &raw.advertise_api_url),
+        ("advertise_url", &advertise_url),
+        ("advertise_api_url", &advertise_api_url),
     ] {
         if !http_url(v) {
             return err(
@@ -119,8 +124,8 @@ pub fn resolve(raw: Option<RawCluster>) -> Result<Option<ClusterConfig>, (String
     Ok(Some(ClusterConfig {
         etcd: raw.etcd,
         node_id,
-        advertise_url: raw.advertise_url.trim_end_matches('/').to_owned(),
-        advertise_api_url: raw.advertise_api_url.trim_end_matches('/').to_owned(),
+        advertise_url: advertise_url.trim_end_matches('/').to_owned(),
+        advertise_api_url: advertise_api_url.trim_end_matches('/').to_owned(),
         lease_ttl_s,
         prefix,
         redirect: raw.redirect,
@@ -152,6 +157,20 @@ mod tests {
         r.node_id = None;
         let c = resolve(Some(r)).expect("valid").expect("on");
         assert!(valid_node_id(&c.node_id), "{}", c.node_id);
+    }
+
+    #[test]
+    fn the_node_id_fills_the_advertised_urls() {
+        let mut r = raw();
+        r.node_id = Some("video-server-2".into());
+        r.advertise_url = "http://{node_id}.video-server:8090".into();
+        r.advertise_api_url = "http://{node_id}.video-server:8091".into();
+        let c = resolve(Some(r)).expect("valid").expect("on");
+        assert_eq!(c.advertise_url, "http://video-server-2.video-server:8090");
+        assert_eq!(
+            c.advertise_api_url,
+            "http://video-server-2.video-server:8091"
+        );
     }
 
     #[test]
