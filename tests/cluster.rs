@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use common::s3_server::S3Server;
 use common::*;
 
 /// A single-member etcd on loopback with its own data directory.
@@ -666,6 +667,106 @@ async fn a_node_cut_off_from_etcd_stops_its_cameras_before_another_node_may_take
     );
     let survivors: BTreeMap<&str, &Gateway> = [("b", &b), ("c", &c)].into();
     online_on_owners(&survivors, &after, Duration::from_secs(10)).await;
+}
+
+/// A camera recorded to the shared bucket in 2 s files, spooled in `spool`.
+fn recorded_camera(cam: &Camera, id: &str, s3: &S3Server, spool: &std::path::Path) -> String {
+    format!(
+        "[archive]\nrecording = true\nserving = true\ndirectory = \"{dir}\"\nms_per_file = 2000\n{minio}\n\n{stream}",
+        dir = spool.display(),
+        minio = s3.minio_settings("archive-bucket", "/var/archive_data"),
+        stream = rtsp_stream(
+            id,
+            &cam.url("h264"),
+            "\"mse\"",
+            &format!(
+                "archive = {{ recording = true, type = \"minio\", directory = \"{}\", ms_per_file = 2000 }}",
+                spool.display()
+            )
+        )
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_across_a_failover_shows_the_gap_as_node_failed_and_a_clip_crosses_it() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let etcd = Etcd::start();
+    let id = cameras(1).remove(0);
+    let (spool_a, spool_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let ttl = 3;
+    let mut a = node(
+        &etcd,
+        "a",
+        ttl,
+        &recorded_camera(&cam, &id, &s3, spool_a.path()),
+    )
+    .await;
+    let mut b = node(
+        &etcd,
+        "b",
+        ttl,
+        &recorded_camera(&cam, &id, &s3, spool_b.path()),
+    )
+    .await;
+    let ids = vec![id.clone()];
+    let owners = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(30)).await;
+    let (owner, survivor) = if owners[&id] == "a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    // Two files uploaded by the first owner.
+    wait_archive_segments(owner, &id, 2, true, Duration::from_secs(40)).await;
+    owner.kill();
+    // The survivor takes over, records, and sees the first owner's files in the bucket.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (segments, gap) = loop {
+        let v = get(survivor.api, &format!("/archive/{id}/segments"))
+            .await
+            .json();
+        let closed = v["segments"]
+            .as_array()
+            .map_or(0, |s| s.iter().filter(|x| x["growing"] != true).count());
+        let gap = v["gaps"]
+            .as_array()
+            .and_then(|g| g.iter().find(|x| x["cause"] == "node_failed").cloned());
+        if closed >= 4 && gap.is_some() {
+            break (v, gap);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node_failed gap on the survivor: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let gap = gap.expect("gap");
+    eprintln!("failover gap: {gap}");
+    // A clip from before the failover to after it: files of two nodes, one MP4 ffmpeg reads.
+    let first = segments["segments"][0]["start_ms"].as_i64().expect("start");
+    let last = segments["segments"]
+        .as_array()
+        .and_then(|s| s.iter().rev().find(|x| x["growing"] != true))
+        .map(|x| x["start_ms"].as_i64().unwrap_or(0) + x["duration_ms"].as_i64().unwrap_or(0))
+        .expect("last");
+    let r = get(
+        survivor.video,
+        &format!(
+            "/archive/{id}/clip.mp4?start={:.3}&end={:.3}",
+            first as f64 / 1000.0,
+            last as f64 / 1000.0
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let path = survivor.dir.path().join("across-failover.mp4");
+    std::fs::write(&path, &r.body).expect("write");
+    let p = probe(&path);
+    assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
+    assert!(p.video_frames >= 150, "{p:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use futures::FutureExt;
 use uuid::Uuid;
 
 use super::App;
+use crate::archive::index::EndReason;
 use crate::cluster::{state, Role};
 use crate::config::{SourceSpec, StreamConfig};
 
@@ -72,7 +73,7 @@ impl crate::cluster::Local for App {
             // The recorder stops before the source changes (its file ends with the old
             // owner's frames); it starts after (from the new source's first keyframe).
             if let (Some((_, _, true)), Some(archive)) = (&change, self.archive()) {
-                archive.stop_recording(&id).await;
+                archive.stop_recording(&id, EndReason::Handoff).await;
             }
             if let Some((up, _, _)) = &change {
                 up.switch(source.clone(), on_demand).await;
@@ -91,6 +92,12 @@ impl crate::cluster::Local for App {
             }
         }
         .boxed()
+    }
+
+    fn note_failover(&self, id: Uuid) {
+        if let Some(a) = self.archive() {
+            a.note_takeover_after_failure(&id);
+        }
     }
 
     fn stop(&self, id: Uuid) -> BoxFuture<'_, ()> {

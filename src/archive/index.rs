@@ -25,6 +25,10 @@ pub enum EndReason {
     ServerCrashed,
     /// Writing failed (disk full, permissions).
     WriteError,
+    /// In a fleet: the camera moved to another node, which records on (make-before-break).
+    Handoff,
+    /// In a fleet: the node recording the camera died; another node took it over.
+    NodeFailed,
     /// Not known (a file from another tool, or written before this index existed).
     Unknown,
 }
@@ -146,6 +150,18 @@ impl StreamIndex {
 
     pub fn get(&self, name_s: i64) -> Option<&Segment> {
         self.position(name_s).map(|i| &self.segments[i])
+    }
+
+    /// Sets why the newest segment ended, unless it is already known to have ended for a
+    /// reason of its own (a gap after a rotation or an unknown end gets the real cause);
+    /// the segment changed, if any.
+    pub fn mark_last_end(&mut self, end: EndReason) -> Option<Segment> {
+        let last = self.segments.last_mut()?;
+        if matches!(last.end, EndReason::Rotation | EndReason::Unknown) {
+            last.end = end;
+            return Some(last.clone());
+        }
+        None
     }
 
     /// Marks a segment as uploaded.

@@ -98,12 +98,22 @@ impl StorageError {
     }
 }
 
+/// How stale a fleet node's view of a bucket it does not write may be, ms.
+const REFRESH_MS: i64 = 10_000;
+
+/// A running recorder: its task, what stops it, and why (set before stopping it).
+struct Recorder {
+    task: tokio::task::JoinHandle<()>,
+    cancel: CancellationToken,
+    why: Arc<std::sync::OnceLock<index::EndReason>>,
+}
+
 /// Every stream's archive, the upload spool and the background tasks.
 pub struct Archive {
     cfg: ArchiveConfig,
     streams: RwLock<HashMap<Uuid, Arc<StreamArchive>>>,
     /// Each recording stream's recorder, to wait for it when the stream stops.
-    recorders: Mutex<HashMap<Uuid, (tokio::task::JoinHandle<()>, CancellationToken)>>,
+    recorders: Mutex<HashMap<Uuid, Recorder>>,
     uploader: Arc<upload::Uploader>,
     retention_wake: Arc<tokio::sync::Notify>,
     /// Where `segment_closed`, `upload_done`, `retention_deleted` and `disk_low` go.
@@ -184,31 +194,55 @@ impl Archive {
         };
         if sa.recording {
             let cancel = self.cancel.child_token();
-            let handle = self.tasks.spawn(recorder::run(hub, sa, cancel.clone()));
+            let why = Arc::new(std::sync::OnceLock::new());
+            let task = self
+                .tasks
+                .spawn(recorder::run(hub, sa, cancel.clone(), Arc::clone(&why)));
             if let Ok(mut r) = self.recorders.lock() {
-                r.insert(stream.id, (handle, cancel));
+                r.insert(stream.id, Recorder { task, cancel, why });
             }
         }
     }
 
-    /// Stops a stream's recorder while the stream goes on (its file is closed, as at a
-    /// shutdown), and waits for it (at most 10 s).
-    pub async fn stop_recording(&self, id: &Uuid) {
-        let cancel = self
-            .recorders
-            .lock()
-            .ok()
-            .and_then(|r| r.get(id).map(|(_, c)| c.clone()));
+    /// Stops a stream's recorder while the stream goes on (its file is closed, ending for
+    /// `why`), and waits for it (at most 10 s).
+    pub async fn stop_recording(&self, id: &Uuid, why: index::EndReason) {
+        let cancel = self.recorders.lock().ok().and_then(|r| {
+            r.get(id).map(|rec| {
+                let _ = rec.why.set(why);
+                rec.cancel.clone()
+            })
+        });
         if let Some(cancel) = cancel {
             cancel.cancel();
         }
         self.wait_recorder(id).await;
     }
 
+    /// Whether a recorder runs for this stream here.
+    pub fn records_here(&self, id: &Uuid) -> bool {
+        self.recorders
+            .lock()
+            .is_ok_and(|r| r.get(id).is_some_and(|rec| !rec.task.is_finished()))
+    }
+
+    /// In a fleet, after taking a camera over from a node that died: the gap after the last
+    /// file it uploaded is `node_failed` (its file being written died with it).
+    pub fn note_takeover_after_failure(&self, id: &Uuid) {
+        if let Some(sa) = self.known(id) {
+            tokio::spawn(async move {
+                if let Err(e) = sa.refresh().await {
+                    warn!(stream = %sa.id, "cannot re-read the bucket: {e}");
+                }
+                sa.mark_last_end(index::EndReason::NodeFailed);
+            });
+        }
+    }
+
     /// Waits (at most 10 s) for a stopped stream's recorder to close its file.
     pub async fn wait_recorder(&self, id: &Uuid) {
         let handle = self.recorders.lock().ok().and_then(|mut r| r.remove(id));
-        if let Some((h, _)) = handle {
+        if let Some(Recorder { task: h, .. }) = handle {
             if tokio::time::timeout(std::time::Duration::from_secs(10), h)
                 .await
                 .is_err()
@@ -246,6 +280,10 @@ impl Archive {
     /// `archive.serving` the global directory for any UUID.
     pub async fn resolve(&self, id: &Uuid) -> Result<Arc<StreamArchive>, ArchiveError> {
         if let Some(sa) = self.known(id) {
+            // In a fleet, another node may be the one recording it: take in its new files.
+            if !self.records_here(id) {
+                sa.refresh_if_older(REFRESH_MS).await;
+            }
             return Ok(sa);
         }
         if !self.cfg.serving {
@@ -389,6 +427,7 @@ impl Archive {
             events: Arc::clone(&self.events),
             growing: Mutex::new(None),
             uploader: Arc::clone(&self.uploader),
+            refreshed_ms: std::sync::atomic::AtomicI64::new(crate::media::unix_ms_now()),
         });
         for name_s in pending {
             self.uploader.enqueue(Arc::clone(&sa), name_s);

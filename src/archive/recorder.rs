@@ -180,8 +180,14 @@ fn first_file_90k(archive: &StreamArchive) -> i64 {
 }
 
 /// Records `hub` into `archive` until `cancel` fires or the stream is removed; the open file is
-/// closed cleanly either way.
-pub async fn run(hub: Arc<StreamHub>, archive: Arc<StreamArchive>, cancel: CancellationToken) {
+/// closed cleanly either way, ending for the reason in `why` when one is set before `cancel`
+/// (a fleet hand-off), else `server_stopped`.
+pub async fn run(
+    hub: Arc<StreamHub>,
+    archive: Arc<StreamArchive>,
+    cancel: CancellationToken,
+    why: Arc<std::sync::OnceLock<EndReason>>,
+) {
     let span = tracing::info_span!("archive", stream = %hub.id);
     async move {
         info!(dir = %archive.dir.display(), "recording");
@@ -205,10 +211,15 @@ pub async fn run(hub: Arc<StreamHub>, archive: Arc<StreamArchive>, cancel: Cance
         let mut epoch = None;
         loop {
             let mut reason = None;
+            let mut stopping = false;
             tokio::select! {
-                _ = cancel.cancelled() => reason = Some(EndReason::ServerStopped),
+                _ = cancel.cancelled() => {
+                    stopping = true;
+                    reason = Some(why.get().copied().unwrap_or(EndReason::ServerStopped));
+                }
                 changed = health.changed() => {
                     if changed.is_err() {
+                        stopping = true;
                         reason = Some(EndReason::ServerStopped);
                     } else if !health.borrow_and_update().online {
                         reason = Some(EndReason::CameraOffline);
@@ -216,7 +227,10 @@ pub async fn run(hub: Arc<StreamHub>, archive: Arc<StreamArchive>, cancel: Cance
                 }
                 r = sub.recv(&mut frames, BATCH) => match r {
                     Ok(_) => {}
-                    Err(RecvError::Closed) => reason = Some(EndReason::ServerStopped),
+                    Err(RecvError::Closed) => {
+                        stopping = true;
+                        reason = Some(EndReason::ServerStopped);
+                    }
                     Err(RecvError::Lagged { skipped }) => {
                         warn!(skipped, "the recorder fell behind the stream; a new file starts at the next keyframe");
                         archive.status.lagged(skipped);
@@ -260,8 +274,8 @@ pub async fn run(hub: Arc<StreamHub>, archive: Arc<StreamArchive>, cancel: Cance
                     }
                 }
             }
-            if reason == Some(EndReason::ServerStopped) {
-                info!("recording stopped");
+            if stopping {
+                info!(reason = ?reason, "recording stopped");
                 return;
             }
         }

@@ -79,6 +79,8 @@ pub struct StreamArchive {
     /// The file being written, as far as it is written (not in the index until closed).
     pub(super) growing: Mutex<Option<Segment>>,
     pub(super) uploader: Arc<upload::Uploader>,
+    /// Unix ms of the last re-read of the bucket (fleet nodes that do not record a camera).
+    pub(super) refreshed_ms: std::sync::atomic::AtomicI64,
 }
 
 impl StreamArchive {
@@ -89,6 +91,59 @@ impl StreamArchive {
     /// Reads the index under its lock.
     pub fn with_index<T>(&self, f: impl FnOnce(&StreamIndex) -> T) -> T {
         f(&self.index())
+    }
+
+    /// Adds the files other nodes put in the bucket since the index was built (S3 streams in
+    /// a fleet), known by their names and sizes; how many.
+    pub async fn refresh(&self) -> Result<usize, StorageError> {
+        let Some(s3) = &self.s3 else {
+            return Ok(0);
+        };
+        let objects = s3.list(&self.id.to_string()).await?;
+        self.refreshed_ms.store(
+            crate::media::unix_ms_now(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let mut added = 0;
+        let mut idx = self.index();
+        for o in objects {
+            let Some(name_s) = o
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|n| index::parse_file_name(&self.id, n))
+            else {
+                continue;
+            };
+            if idx.get(name_s).is_none() {
+                let mut seg = super::startup::nominal(name_s, self.ms_per_file, o.size);
+                seg.location = Location::Remote;
+                idx.insert(seg);
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// [`refresh`](Self::refresh) if the last one is older than `max_age_ms`.
+    pub async fn refresh_if_older(&self, max_age_ms: i64) {
+        let last = self.refreshed_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if self.s3.is_some() && crate::media::unix_ms_now() - last > max_age_ms {
+            if let Err(e) = self.refresh().await {
+                warn!(stream = %self.id, "cannot re-read the bucket: {e}");
+            }
+        }
+    }
+
+    /// Sets why the newest file ended when that was not known (see
+    /// [`StreamIndex::mark_last_end`]), in the index and the journal.
+    pub fn mark_last_end(&self, end: super::index::EndReason) {
+        let changed = self.index().mark_last_end(end);
+        if let Some(seg) = changed {
+            if let Err(e) = self.journal.closed(&seg) {
+                warn!("cannot append to the archive journal: {e}");
+            }
+        }
     }
 
     pub fn segment(&self, name_s: i64) -> Option<Segment> {

@@ -64,6 +64,8 @@ pub trait Local: Send + Sync {
     fn run(&self, config: StreamConfig, role: Role) -> BoxFuture<'_, ()>;
     /// Stops a camera here (its recorder closes its file).
     fn stop(&self, id: Uuid) -> BoxFuture<'_, ()>;
+    /// A camera was just claimed from a node that died: its archive says so at the gap.
+    fn note_failover(&self, id: Uuid);
 }
 
 /// The `/ws/live` URL of a camera on another node (its video server's advertised URL).
@@ -124,6 +126,8 @@ pub struct Cluster {
     status: Mutex<Status>,
     /// The last view read, for owners and peers.
     view: Mutex<View>,
+    /// Cameras whose owner disappeared (lease expired) since the view before.
+    orphaned: Mutex<std::collections::BTreeSet<Uuid>>,
     lease: std::sync::atomic::AtomicI64,
     /// Set on SIGTERM: cameras are handed off, nothing new is claimed.
     leaving: CancellationToken,
@@ -167,6 +171,7 @@ impl Cluster {
             local,
             etcd: tokio::sync::Mutex::new(etcd),
             view: Mutex::new(View::default()),
+            orphaned: Mutex::new(std::collections::BTreeSet::new()),
             lease: std::sync::atomic::AtomicI64::new(lease),
             leaving: CancellationToken::new(),
             wake: tokio::sync::Notify::new(),
@@ -392,7 +397,23 @@ impl Cluster {
         }
         let file = self.local.file_cameras();
         let actions = state::decide(&self.cfg.node_id, &view, &file, &self.local.local());
+        // Cameras whose owner vanished without handing them to this node: taken over after a
+        // failure, if this node claims them now.
+        let orphaned: std::collections::BTreeSet<Uuid> = {
+            let before = lock(&self.view);
+            before
+                .owners
+                .iter()
+                .filter(|(id, held)| {
+                    held.node != self.cfg.node_id
+                        && !view.owners.contains_key(*id)
+                        && view.ready.get(*id) != Some(&self.cfg.node_id)
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        };
         *lock(&self.view) = view;
+        *lock(&self.orphaned) = orphaned;
         for a in actions {
             self.act(a).await?;
         }
@@ -412,8 +433,12 @@ impl Cluster {
                 if etcd.create(&self.keys.owner(&id), me, lease).await? {
                     let _ = etcd.delete_held(&self.keys.ready(&id), lease).await;
                     drop(etcd);
-                    info!(stream = %id, "claimed");
+                    let failed = lock(&self.orphaned).contains(&id);
+                    info!(stream = %id, after_failure = failed, "claimed");
                     self.local.run(config, Role::Owner).await;
+                    if failed {
+                        self.local.note_failover(id);
+                    }
                 }
             }
             Action::Own(config) => self.local.run(config, Role::Owner).await,
