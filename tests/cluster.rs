@@ -770,6 +770,29 @@ async fn the_archive_across_a_failover_shows_the_gap_as_node_failed_and_a_clip_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_nodes_can_still_ask_each_other_whether_they_reach_etcd() {
+    let etcd = Etcd::start();
+    let auth = "[auth]\nenabled = true\ntokens = [ { token = \"admin-token-0123456789\", streams = [\"*\"], actions = [\"admin\"] } ]\n\n";
+    let url = etcd.url();
+    let gw = Gateway::start_on("", |video, api| {
+        format!(
+            "{auth}[cluster]\netcd = [\"{url}\"]\nnode_id = \"a\"\nadvertise_url = \"http://127.0.0.1:{video}\"\nadvertise_api_url = \"http://127.0.0.1:{api}\"\n"
+        )
+    })
+    .await;
+    // The fencing question is public (a cut-off node has nobody's credential to send)...
+    let v = wait_for(Duration::from_secs(10), "the node joined", || async {
+        let v = get(gw.api, "/cluster/health").await.json();
+        (v["enabled"] == true).then_some(v)
+    })
+    .await;
+    assert_eq!(v["etcd_ok"], true, "{v}");
+    // ...and says nothing else; the fleet's details need a credential.
+    assert_eq!(v.as_object().map(|m| m.len()), Some(2), "{v}");
+    assert_eq!(get(gw.api, "/cluster").await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_with_the_same_id_is_refused() {
     let etcd = Etcd::start();
     let _a = node(&etcd, "a", 5, "").await;

@@ -157,6 +157,8 @@ pub fn api_router(ctx: Arc<Ctx>) -> Router {
         .add(ADMIN, "/config/reload", post(reload))
         .add(METRICS, "/metrics", get(metrics))
         .add(ADMIN, "/cluster", get(cluster))
+        // Fleet nodes ask each other this while cut off from etcd (no credential to hand).
+        .add(Group::Public, "/cluster/health", get(cluster_health))
         .finish()
 }
 
@@ -261,6 +263,18 @@ async fn cluster(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> R
         let mut v = serde_json::to_value(c.status()).unwrap_or_default();
         v["enabled"] = serde_json::Value::Bool(true);
         return axum::Json(v).into_response();
+    }
+    let _ = &ctx;
+    axum::Json(serde_json::json!({"enabled": false})).into_response()
+}
+
+/// `GET /cluster/health` (ours, public): whether this node reaches etcd; nothing else.
+async fn cluster_health(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> Response {
+    #[cfg(feature = "cluster")]
+    if let Some(c) = ctx.cluster.get() {
+        let s = c.status();
+        return axum::Json(serde_json::json!({"enabled": true, "etcd_ok": s.etcd_ok}))
+            .into_response();
     }
     let _ = &ctx;
     axum::Json(serde_json::json!({"enabled": false})).into_response()

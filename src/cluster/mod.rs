@@ -9,7 +9,7 @@
 //!   (standby, not recording), says it is ready, and only then does the owner let go; the new
 //!   node then claims it and starts recording from its GOP cache.
 //! - **Fencing**: a node that cannot renew its lease for `lease_ttl_s` − 1.5 s asks the other
-//!   nodes whether they reach etcd. If one does, this node is the one cut off: it stops its
+//!   nodes whether they reach etcd (`/cluster/health`). If one does, this node is the one cut off: it stops its
 //!   cameras before its lease can expire, so two nodes never record one camera. If none does,
 //!   etcd itself is down: everything keeps running and nothing moves until it is back.
 //!
@@ -525,7 +525,8 @@ async fn register(etcd: &mut Etcd, cfg: &ClusterConfig, keys: &Keys) -> Result<i
     Ok(lease)
 }
 
-/// Whether any of `peers` says it reaches etcd (`GET /cluster` on its API server, bounded).
+/// Whether any of `peers` says it reaches etcd (`GET /cluster/health` on its API server,
+/// public even with `[auth]` on; bounded).
 async fn peers_reach_etcd(peers: &[NodeInfo]) -> bool {
     let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_millis(700))
@@ -535,7 +536,7 @@ async fn peers_reach_etcd(peers: &[NodeInfo]) -> bool {
     };
     let asks = peers.iter().map(|p| {
         let client = client.clone();
-        let url = format!("{}/cluster", p.advertise_api_url);
+        let url = format!("{}/cluster/health", p.advertise_api_url);
         async move {
             let r = client.get(url).send().await.ok()?;
             let body = r.bytes().await.ok()?;
