@@ -745,6 +745,19 @@ async fn the_archive_across_a_failover_shows_the_gap_as_node_failed_and_a_clip_c
     };
     let gap = gap.expect("gap");
     eprintln!("failover gap: {gap}");
+    // The dead owner's files come with their facts (the bucket's index object), not a
+    // nominal length and an unknown end.
+    let ends: Vec<&str> = segments["segments"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter(|x| x["growing"] != true)
+                .filter_map(|x| x["end_reason"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!ends.contains(&"unknown"), "{ends:?}");
+    assert!(ends.contains(&"node_failed"), "{ends:?}");
     // A clip from before the failover to after it: files of two nodes, one MP4 ffmpeg reads.
     let first = segments["segments"][0]["start_ms"].as_i64().expect("start");
     let last = segments["segments"]

@@ -61,6 +61,48 @@ impl Line {
     }
 }
 
+/// What journal text says, by name seconds (torn or unknown lines are skipped).
+pub fn replay(text: &str) -> HashMap<i64, Segment> {
+    let mut out: HashMap<i64, Segment> = HashMap::new();
+    for line in text.lines() {
+        let Ok(l) = serde_json::from_str::<Line>(line) else {
+            continue;
+        };
+        if l.x {
+            out.remove(&l.n);
+            continue;
+        }
+        if let (Some(s), Some(d), Some(b)) = (l.s, l.d, l.b) {
+            out.insert(
+                l.n,
+                Segment {
+                    name_s: l.n,
+                    start_ms: s,
+                    duration_ms: d,
+                    bytes: b,
+                    location: l.l.unwrap_or(Location::Local),
+                    end: l.e.unwrap_or(EndReason::Unknown),
+                },
+            );
+        } else if let (Some(loc), Some(seg)) = (l.l, out.get_mut(&l.n)) {
+            seg.location = loc;
+        }
+    }
+    out
+}
+
+/// Journal text that says exactly `segments`.
+pub fn render(segments: &[Segment]) -> String {
+    let mut text = String::with_capacity(segments.len() * 96);
+    for seg in segments {
+        if let Ok(line) = serde_json::to_string(&Line::closed(seg)) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
 /// A stream's journal in one directory.
 #[derive(Clone, Debug)]
 pub struct Journal {
@@ -76,36 +118,10 @@ impl Journal {
 
     /// Everything the journal knows, by name seconds.
     pub fn load(&self) -> HashMap<i64, Segment> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(_) => return HashMap::new(),
-        };
-        let mut out: HashMap<i64, Segment> = HashMap::new();
-        for line in text.lines() {
-            let Ok(l) = serde_json::from_str::<Line>(line) else {
-                continue;
-            };
-            if l.x {
-                out.remove(&l.n);
-                continue;
-            }
-            if let (Some(s), Some(d), Some(b)) = (l.s, l.d, l.b) {
-                out.insert(
-                    l.n,
-                    Segment {
-                        name_s: l.n,
-                        start_ms: s,
-                        duration_ms: d,
-                        bytes: b,
-                        location: l.l.unwrap_or(Location::Local),
-                        end: l.e.unwrap_or(EndReason::Unknown),
-                    },
-                );
-            } else if let (Some(loc), Some(seg)) = (l.l, out.get_mut(&l.n)) {
-                seg.location = loc;
-            }
+        match std::fs::read_to_string(&self.path) {
+            Ok(t) => replay(&t),
+            Err(_) => HashMap::new(),
         }
-        out
     }
 
     fn append(&self, line: &Line) -> io::Result<()> {
@@ -145,12 +161,7 @@ impl Journal {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = self.path.with_extension("journal.tmp");
-        let mut text = String::with_capacity(segments.len() * 96);
-        for seg in segments {
-            text.push_str(&serde_json::to_string(&Line::closed(seg)).map_err(io::Error::other)?);
-            text.push('\n');
-        }
-        std::fs::write(&tmp, text)?;
+        std::fs::write(&tmp, render(segments))?;
         std::fs::rename(&tmp, &self.path)
     }
 }
@@ -158,6 +169,35 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendered_text_replays_to_the_same_segments() {
+        let segs = vec![
+            Segment {
+                name_s: 100,
+                start_ms: 100_040,
+                duration_ms: 1_960,
+                bytes: 7,
+                location: Location::Remote,
+                end: EndReason::Handoff,
+            },
+            Segment {
+                name_s: 102,
+                start_ms: 102_000,
+                duration_ms: 2_000,
+                bytes: 9,
+                location: Location::Remote,
+                end: EndReason::NodeFailed,
+            },
+        ];
+        let back = replay(&render(&segs));
+        assert_eq!(back.len(), 2);
+        for s in &segs {
+            assert_eq!(back[&s.name_s], *s);
+        }
+        // Another tool's junk in the object is skipped, not fatal.
+        assert_eq!(replay("not json\n{}\n").len(), 0);
+    }
 
     #[test]
     fn replays_closes_moves_and_deletes_and_skips_torn_lines() {

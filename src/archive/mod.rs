@@ -367,7 +367,7 @@ impl Archive {
     ) -> Result<Arc<StreamArchive>, StorageError> {
         let dir = dir.to_owned();
         let journal = Journal::new(&dir, &id);
-        let (local, journaled) = {
+        let (local, mut journaled) = {
             let dir = dir.clone();
             let journal = journal.clone();
             tokio::task::spawn_blocking(move || scan_dir(&dir, &id, &journal))
@@ -382,6 +382,26 @@ impl Archive {
             match s3.list(&id.to_string()).await {
                 Ok(objects) => remote = objects,
                 Err(e) => warn!(stream = %id, "cannot list the bucket now: {e}"),
+            }
+            // What earlier owners (other fleet nodes, or this node before it lost its disk)
+            // knew of their files; this node's own journal wins.
+            match s3.get_if_exists(&format!("{id}.index.jsonl")).await {
+                Ok(Some(b)) => {
+                    // Only for files the bucket holds: an entry of a file deleted since is
+                    // not brought back.
+                    let listed: std::collections::HashSet<i64> = remote
+                        .iter()
+                        .filter_map(|o| o.key.rsplit('/').next())
+                        .filter_map(|n| index::parse_file_name(&id, n))
+                        .collect();
+                    for (n, seg) in journal::replay(&String::from_utf8_lossy(&b)) {
+                        if listed.contains(&n) {
+                            journaled.entry(n).or_insert(seg);
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => warn!(stream = %id, "cannot read the bucket's index object: {e}"),
             }
         }
         let listing: Vec<(String, u64)> = remote.into_iter().map(|o| (o.key, o.size)).collect();

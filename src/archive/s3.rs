@@ -202,6 +202,26 @@ impl S3Store {
         Ok(r.into_bytes())
     }
 
+    /// A whole object, or `None` if there is none of that name.
+    pub async fn get_if_exists(&self, name: &str) -> S3Result<Option<Bytes>> {
+        let key = self.key(name);
+        match self.bucket.get_object(&key).await {
+            Ok(r) => Ok(Some(r.into_bytes())),
+            Err(e) if e.to_string().contains("404") => Ok(None),
+            Err(e) => Err(request("get", &key)(e)),
+        }
+    }
+
+    /// Writes a small object whole.
+    pub async fn put_bytes(&self, name: &str, bytes: &[u8], content_type: &str) -> S3Result<()> {
+        let key = self.key(name);
+        self.bucket
+            .put_object_with_content_type(&key, bytes, content_type)
+            .await
+            .map(|_| ())
+            .map_err(request("put", &key))
+    }
+
     pub async fn delete(&self, name: &str) -> S3Result<()> {
         let key = self.key(name);
         self.bucket

@@ -93,13 +93,61 @@ impl StreamArchive {
         f(&self.index())
     }
 
+    /// The name of the stream's index object in the bucket: what its recorders knew of each
+    /// uploaded file (real start, duration, end reason), journal lines, so that every node
+    /// of a fleet serves the files of every owner with their facts.
+    pub fn bucket_index_name(&self) -> String {
+        format!("{}.index.jsonl", self.id)
+    }
+
+    /// The facts of the bucket's index object (empty when there is none).
+    pub async fn bucket_facts(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, Segment>, StorageError> {
+        let Some(s3) = &self.s3 else {
+            return Ok(Default::default());
+        };
+        Ok(match s3.get_if_exists(&self.bucket_index_name()).await? {
+            Some(b) => super::journal::replay(&String::from_utf8_lossy(&b)),
+            None => Default::default(),
+        })
+    }
+
+    /// Writes the bucket's index object from what this node knows of the uploaded files (its
+    /// own, and those of earlier owners it read from the bucket). The owner calls it after
+    /// each upload; a failure is logged and the next upload writes it again.
+    pub async fn publish_bucket_index(&self) {
+        let Some(s3) = &self.s3 else {
+            return;
+        };
+        let remote: Vec<Segment> = self.with_index(|i| {
+            i.segments()
+                .iter()
+                .filter(|s| s.location == Location::Remote)
+                .cloned()
+                .collect()
+        });
+        let text = super::journal::render(&remote);
+        if let Err(e) = s3
+            .put_bytes(
+                &self.bucket_index_name(),
+                text.as_bytes(),
+                "application/x-ndjson",
+            )
+            .await
+        {
+            warn!(stream = %self.id, "cannot write the bucket's index object: {e}");
+        }
+    }
+
     /// Adds the files other nodes put in the bucket since the index was built (S3 streams in
-    /// a fleet), known by their names and sizes; how many.
+    /// a fleet), with the facts of the bucket's index object where it has them; how many.
     pub async fn refresh(&self) -> Result<usize, StorageError> {
         let Some(s3) = &self.s3 else {
             return Ok(0);
         };
         let objects = s3.list(&self.id.to_string()).await?;
+        let facts = self.bucket_facts().await.unwrap_or_default();
         self.refreshed_ms.store(
             crate::media::unix_ms_now(),
             std::sync::atomic::Ordering::Relaxed,
@@ -115,11 +163,25 @@ impl StreamArchive {
             else {
                 continue;
             };
-            if idx.get(name_s).is_none() {
-                let mut seg = super::startup::nominal(name_s, self.ms_per_file, o.size);
-                seg.location = Location::Remote;
-                idx.insert(seg);
-                added += 1;
+            let known = idx.get(name_s).cloned();
+            let fact = facts.get(&name_s).filter(|f| f.bytes == o.size);
+            match (known, fact) {
+                (None, _) => {
+                    let mut seg = fact.cloned().unwrap_or_else(|| {
+                        super::startup::nominal(name_s, self.ms_per_file, o.size)
+                    });
+                    seg.location = Location::Remote;
+                    idx.insert(seg);
+                    added += 1;
+                }
+                // Known by name only until now: the facts replace the nominal entry.
+                (Some(k), Some(f)) if k.end == super::index::EndReason::Unknown && *f != k => {
+                    let mut seg = f.clone();
+                    seg.location = Location::Remote;
+                    idx.remove(name_s);
+                    idx.insert(seg);
+                }
+                _ => {}
             }
         }
         Ok(added)

@@ -132,6 +132,7 @@ async fn upload_one(stream: &Arc<StreamArchive>, name_s: i64) -> Result<(), supe
     let path = stream.dir.join(&name);
     s3.upload(&path, &name).await?;
     stream.uploaded(name_s);
+    stream.publish_bucket_index().await;
     if let Err(e) = tokio::fs::remove_file(&path).await {
         warn!("uploaded {name} but cannot delete the local copy: {e}");
     }
