@@ -118,6 +118,9 @@ pub async fn serve(
         };
         match joined {
             Ok(c) => {
+                if let Some(a) = app.archive() {
+                    a.join_fleet();
+                }
                 let _ = app.cluster.set(Arc::clone(&c));
                 let _ = ctx.cluster.set(c);
             }

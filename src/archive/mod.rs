@@ -114,6 +114,8 @@ pub struct Archive {
     streams: RwLock<HashMap<Uuid, Arc<StreamArchive>>>,
     /// Each recording stream's recorder, to wait for it when the stream stops.
     recorders: Mutex<HashMap<Uuid, Recorder>>,
+    /// Set in a fleet (see [`Archive::join_fleet`]).
+    fleet: std::sync::atomic::AtomicBool,
     uploader: Arc<upload::Uploader>,
     retention_wake: Arc<tokio::sync::Notify>,
     /// Where `segment_closed`, `upload_done`, `retention_deleted` and `disk_low` go.
@@ -136,6 +138,7 @@ impl Archive {
             cfg: cfg.clone(),
             streams: RwLock::new(HashMap::new()),
             recorders: Mutex::new(HashMap::new()),
+            fleet: std::sync::atomic::AtomicBool::new(false),
             uploader: Arc::new(upload::Uploader::default()),
             retention_wake: Arc::new(tokio::sync::Notify::new()),
             tasks: TaskTracker::new(),
@@ -217,6 +220,16 @@ impl Archive {
             cancel.cancel();
         }
         self.wait_recorder(id).await;
+    }
+
+    /// This node is one of a fleet sharing its bucket: retention of an S3 camera is left to
+    /// the node recording it.
+    pub fn join_fleet(&self) {
+        self.fleet.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn fleet(&self) -> bool {
+        self.fleet.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a recorder runs for this stream here.

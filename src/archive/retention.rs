@@ -157,6 +157,10 @@ pub async fn run(archive: Arc<Archive>, cancel: CancellationToken) {
         let streams = archive.all();
         let now_ms = crate::media::unix_ms_now();
         for sa in &streams {
+            // In a fleet the bucket is shared: only the node recording a camera trims it.
+            if archive.fleet() && sa.s3.is_some() && !archive.records_here(&sa.id) {
+                continue;
+            }
             apply_limits(sa, now_ms).await;
         }
         if let Some(min_free) = archive.config().min_free_bytes {
