@@ -282,12 +282,14 @@ async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
     );
 }
 
-/// Frames Chromium decoded and showed per second over the `secs` it watched.
-fn shown_fps(r: &serde_json::Value, secs: f64) -> f64 {
+/// Frames Chromium decoded per second over the `secs` it watched. Decoded, not shown: a
+/// loaded machine makes the renderer drop frames it decoded in time (20 of 125 once in CI),
+/// which says nothing of what the gateway sent; the B-frame bug this guards against left
+/// the decoder about 8 frames a second.
+fn decoded_fps(r: &serde_json::Value, secs: f64) -> f64 {
     let total = r["totalFrames"].as_f64().unwrap_or(0.0);
-    let dropped = r["droppedFrames"].as_f64().unwrap_or(0.0);
-    let before = r["framesBefore"].as_f64().unwrap_or(0.0);
-    (total - dropped - before) / secs
+    let before = r["decodedBefore"].as_f64().unwrap_or(0.0);
+    (total - before) / secs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,13 +303,13 @@ async fn the_mse_player_plays_a_b_frame_camera_at_its_frame_rate() {
         .expect("join");
     assert_plays(&r, 5.0, 1280);
     // Before decode times were derived, Chromium got about 8 fps of this 25 fps camera.
-    let fps = shown_fps(&r, 5.0);
-    assert!(fps > 18.0, "{fps:.1} frames shown per second: {r}");
+    let fps = decoded_fps(&r, 5.0);
+    assert!(fps > 18.0, "{fps:.1} frames decoded per second: {r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_a_b_frame_camera_at_its_frame_rate() {
     let r = hls_js_on_camera("h264b", true, "hls-js-bframes.png").await;
-    let fps = shown_fps(&r, 6.0);
-    assert!(fps > 18.0, "{fps:.1} frames shown per second: {r}");
+    let fps = decoded_fps(&r, 6.0);
+    assert!(fps > 18.0, "{fps:.1} frames decoded per second: {r}");
 }

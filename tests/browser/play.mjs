@@ -35,6 +35,10 @@ try {
     const q = document.querySelector(sel).getVideoPlaybackQuality?.();
     return q ? q.totalVideoFrames - q.droppedVideoFrames : null;
   }, selector);
+  const decodedBefore = await page.evaluate((sel) => {
+    const q = document.querySelector(sel).getVideoPlaybackQuality?.();
+    return q ? q.totalVideoFrames : null;
+  }, selector);
   const videosBefore = await page.evaluate(() => [...document.querySelectorAll("video")].map((x) => x.currentTime));
   // currentTime once a second, to see playback stall and resume.
   const samples = [];
@@ -62,7 +66,7 @@ try {
     };
   }, selector);
   await page.screenshot({ path: shot, fullPage: Boolean(process.env.FULL_PAGE) });
-  console.log(JSON.stringify({ ok: true, firstFrameMs, before, framesBefore, samples, videosBefore, ...after, logs }));
+  console.log(JSON.stringify({ ok: true, firstFrameMs, before, framesBefore, decodedBefore, samples, videosBefore, ...after, logs }));
 } catch (e) {
   console.log(JSON.stringify({ ok: false, error: String(e) }));
   process.exitCode = 1;
