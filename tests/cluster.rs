@@ -571,6 +571,64 @@ async fn a_camera_added_on_one_node_runs_on_its_owner_and_leaves_the_whole_fleet
     .await;
 }
 
+/// Hot reload of one node's file changes the fleet's list: the other node, whose file is not
+/// edited, follows it within a second, and nothing starts outside the fleet's placement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_on_one_node_changes_the_whole_fleets_list() {
+    let cam = Camera::start(Auth::None);
+    let etcd = Etcd::start();
+    let ids = cameras(3);
+    let file = camera_streams(&cam, &ids[..2]);
+    let a = node(&etcd, "a", 5, &file).await;
+    let b = node(&etcd, "b", 5, &file).await;
+    let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b)].into();
+    let owners = settled(&etcd, &ids[..2], &["a", "b"], Duration::from_secs(10)).await;
+    online_on_owners(&gws, &owners, Duration::from_secs(20)).await;
+
+    // Node a's file loses the first camera and gains the third; b's file stays as it was.
+    let text = std::fs::read_to_string(&a.conf).expect("read conf");
+    let first = rtsp_stream(&ids[0], &cam.url("h264"), "\"mse\"", "");
+    assert!(text.contains(&first));
+    let edited = text.replace(
+        &first,
+        &rtsp_stream(&ids[2], &cam.url("h264"), "\"mse\"", ""),
+    );
+    std::fs::write(&a.conf, edited).expect("write conf");
+    let r = http(a.api, "POST", "/config/reload", &[], b"")
+        .await
+        .expect("reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = r.json();
+    assert_eq!(report["added"], serde_json::json!([ids[2]]), "{report}");
+    assert_eq!(report["removed"], serde_json::json!([ids[0]]), "{report}");
+
+    let now = &ids[1..];
+    let owners = settled(&etcd, now, &["a", "b"], Duration::from_secs(5)).await;
+    online_on_owners(&gws, &owners, Duration::from_secs(20)).await;
+    wait_for(
+        Duration::from_secs(5),
+        "the removed camera stopped on both nodes and lost its owner",
+        || async {
+            for gw in gws.values() {
+                if gw.status().await["streams"].get(&ids[0]).is_some() {
+                    return None;
+                }
+            }
+            (!etcd.owners().contains_key(&ids[0])).then_some(())
+        },
+    )
+    .await;
+    listed_everywhere(&gws, now, Duration::from_secs(5)).await;
+    // Both nodes agree on who pulls each camera: its owner.
+    let owners = etcd.owners();
+    for gw in gws.values() {
+        let st = gw.status().await;
+        for id in now {
+            assert_eq!(st["streams"][id]["node"], owners[id].as_str(), "{st}");
+        }
+    }
+    assert_eq!(etcd.owners().len(), 2, "{:?}", etcd.owners());
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcd_outage_keeps_every_camera_playing_and_moves_nothing() {
     let cam = Camera::start(Auth::None);

@@ -8,16 +8,21 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::App;
+use crate::api::registry::ReloadReport;
 use crate::archive::index::EndReason;
 use crate::cluster::{state, Role};
-use crate::config::{SourceSpec, StreamConfig};
+use crate::config::{Config, SourceSpec, StreamConfig};
 
 impl crate::cluster::Local for App {
     fn file_cameras(&self) -> Vec<StreamConfig> {
-        self.config.streams.clone()
+        self.file_streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn local(&self) -> BTreeMap<Uuid, state::Local> {
@@ -51,6 +56,16 @@ impl crate::cluster::Local for App {
                     Some(node.clone()),
                 ),
             };
+            // A camera whose settings changed (outputs, archive, URL in the fleet's list)
+            // starts over with them; only its source moves in place.
+            let changed = self
+                .streams()
+                .iter()
+                .any(|(s, r)| *s == id && r.config != config);
+            if changed {
+                info!(stream = %id, "the camera's settings changed in the fleet's list: restarting it");
+                crate::cluster::Local::stop(self, id).await;
+            }
             if following.is_none() {
                 if let Some(archive) = self.archive() {
                     archive.update_stream(&config).await;
@@ -108,5 +123,50 @@ impl crate::cluster::Local for App {
             }
         }
         .boxed()
+    }
+}
+
+/// Hot reload on a fleet node: the file's camera changes go to the fleet's list in etcd (added
+/// and changed cameras as records, removed ones disabled), so every node applies them within a
+/// tick, whether or not its own file was edited yet; the cluster then runs each camera where it
+/// is placed. Nothing starts or stops here directly.
+pub(super) async fn reload(
+    app: &App,
+    cluster: &crate::cluster::Cluster,
+    new: &Config,
+    report: &mut ReloadReport,
+) {
+    let old = crate::cluster::Local::file_cameras(app);
+    let (removed, added, changed, unchanged) = super::reload::diff(&old, &new.streams);
+    report.unchanged = unchanged;
+    *app.file_streams.lock().unwrap_or_else(|p| p.into_inner()) = new.streams.clone();
+    for id in removed {
+        match cluster.retire_file_camera(&id).await {
+            Ok(()) => report.removed.push(id),
+            Err(e) => report
+                .warnings
+                .push(format!("stream {id}: cannot remove it from the fleet: {e}")),
+        }
+    }
+    let upserts = added
+        .iter()
+        .map(|s| (s, true))
+        .chain(changed.iter().map(|s| (s, false)));
+    for (s, is_new) in upserts {
+        if !matches!(s.source, SourceSpec::Rtsp { .. }) {
+            let w = format!(
+                "stream {}: a local file is not shared through etcd; reload every node's file",
+                s.id
+            );
+            warn!("{w}");
+            report.warnings.push(w);
+        }
+        match cluster.add_camera(s).await {
+            Ok(()) if is_new => report.added.push(s.id),
+            Ok(()) => report.restarted.push(s.id),
+            Err(e) => report
+                .warnings
+                .push(format!("stream {}: cannot add it to the fleet: {e}", s.id)),
+        }
     }
 }

@@ -71,6 +71,10 @@ pub struct App {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Serialises edits of the configuration file (`[api] persist`).
     persist_lock: tokio::sync::Mutex<()>,
+    /// The cameras of the configuration file as last loaded (at start, then by each reload):
+    /// in a fleet, the file's share of the fleet's list.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    file_streams: Mutex<Vec<StreamConfig>>,
 }
 
 impl App {
@@ -88,6 +92,7 @@ impl App {
             archive: std::sync::OnceLock::new(),
             #[cfg(feature = "cluster")]
             cluster: std::sync::OnceLock::new(),
+            file_streams: Mutex::new(config.streams.clone()),
             config: Arc::new(config),
         })
     }

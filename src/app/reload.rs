@@ -3,6 +3,7 @@
 //! changed ones restart; untouched streams and their viewers do not notice. Streams added with
 //! `/enable_camera` are not in the file and are left alone. Settings that need a restart (ports,
 //! `[hls]`, `[archive]` globals, `[cors]`, `[auth]`, `[on_demand]`) are reported, not applied.
+//! On a fleet node the file's changes go to the fleet's list instead (`fleet::reload`).
 
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -80,6 +81,17 @@ async fn start(app: &App, s: StreamConfig) -> bool {
 /// Re-reads the file and applies the stream changes.
 pub async fn reload(app: &App) -> Result<Report, ConfigError> {
     let new = Config::load(&app.config.path)?;
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = app.cluster.get() {
+        let mut report = Report {
+            restart_required: restart_required(&app.config, &new),
+            warnings: new.warnings.clone(),
+            ..Report::default()
+        };
+        super::fleet::reload(app, cluster, &new, &mut report).await;
+        log(&report);
+        return Ok(report);
+    }
     let old_streams = app.configured_streams();
     let (removed, added, changed, unchanged) = diff(&old_streams, &new.streams);
     let mut report = Report {
@@ -106,6 +118,11 @@ pub async fn reload(app: &App) -> Result<Report, ConfigError> {
             report.skipped.push(id);
         }
     }
+    log(&report);
+    Ok(report)
+}
+
+fn log(report: &Report) {
     info!(
         added = report.added.len(),
         removed = report.removed.len(),
@@ -119,7 +136,6 @@ pub async fn reload(app: &App) -> Result<Report, ConfigError> {
             "these settings changed but take effect only after a restart"
         );
     }
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -229,6 +229,17 @@ impl Cluster {
         Ok(in_file || listed)
     }
 
+    /// A camera taken out of the configuration file (hot reload): off the fleet's list on every
+    /// node, including those whose file still has it.
+    pub async fn retire_file_camera(&self, id: &Uuid) -> Result<(), EtcdError> {
+        let mut etcd = self.etcd.lock().await;
+        etcd.delete(&self.keys.camera(id)).await?;
+        etcd.put(&self.keys.disabled(id), b"", None).await?;
+        drop(etcd);
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// A graceful leave (SIGTERM): this node stops being placed, waits (bounded) until the
     /// nodes its cameras move to run them, lets go, and revokes its lease.
     pub async fn leave(&self) {

@@ -187,8 +187,9 @@ pub fn parse(keys: &Keys, entries: &[Entry]) -> (View, Vec<String>) {
 }
 
 impl View {
-    /// Every camera of the fleet: the file's, minus those disabled, plus those added through
-    /// the API (which win on the same id).
+    /// Every camera of the fleet: the file's, minus those disabled, plus those listed in etcd
+    /// (added through the API or by a reload), which win on the same id; a record that says
+    /// what the file says keeps the file's full settings (per-stream archive, verbose).
     pub fn cameras(&self, file: &[StreamConfig]) -> BTreeMap<Uuid, StreamConfig> {
         let mut out: BTreeMap<Uuid, StreamConfig> = file
             .iter()
@@ -196,7 +197,11 @@ impl View {
             .map(|c| (c.id, c.clone()))
             .collect();
         for (id, c) in &self.cameras {
-            out.insert(*id, c.clone());
+            let same_as_file = file
+                .iter()
+                .find(|f| f.id == *id)
+                .filter(|f| CameraRecord::of(f).and_then(|r| r.config()).as_ref() == Some(c));
+            out.insert(*id, same_as_file.unwrap_or(c).clone());
         }
         out
     }
@@ -418,6 +423,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_listed_camera_wins_over_the_file_but_keeps_the_files_settings_when_it_agrees() {
+        let mut in_file = cam(4);
+        in_file.verbose = "v".into();
+        let mut moved = cam(4);
+        moved.source = SourceSpec::Rtsp {
+            url: "rtsp://elsewhere/x".into(),
+            transport: Transport::Tcp,
+        };
+        let (same, _) = parse(
+            &keys(),
+            &[entry(keys().camera(&in_file.id), &record(&in_file), 0)],
+        );
+        assert_eq!(
+            same.cameras(std::slice::from_ref(&in_file))[&in_file.id],
+            in_file
+        );
+        let (other, _) = parse(
+            &keys(),
+            &[entry(keys().camera(&moved.id), &record(&moved), 0)],
+        );
+        let got = &other.cameras(std::slice::from_ref(&in_file))[&in_file.id];
+        assert_eq!(got.source, moved.source);
+        assert_eq!(got.verbose, "");
+    }
     /// A three-node view with the owners given.
     fn view(owners: &[(u128, &str)]) -> View {
         let (mut v, _) = parse(&keys(), &[node("a"), node("b"), node("c")]);
