@@ -840,6 +840,45 @@ async fn the_archive_across_a_failover_shows_the_gap_as_node_failed_and_a_clip_c
     assert!(p.video_frames >= 150, "{p:?}");
 }
 
+/// A camera its owner cannot reach is named on every node's `/cluster`, with the owner's
+/// error, not silently dark; a camera that plays is shown online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_its_owner_cannot_reach_is_reported_on_every_node() {
+    let cam = Camera::start(Auth::None);
+    let etcd = Etcd::start();
+    let ids = cameras(2);
+    let dead = format!("rtsp://127.0.0.1:{}/nobody", free_port());
+    let file = rtsp_stream(&ids[0], &cam.url("h264"), "\"mse\"", "")
+        + "\n"
+        + &rtsp_stream(&ids[1], &dead, "\"mse\"", "");
+    let a = node(&etcd, "a", 5, &file).await;
+    let b = node(&etcd, "b", 5, &file).await;
+    settled(&etcd, &ids, &["a", "b"], Duration::from_secs(10)).await;
+    for gw in [&a, &b] {
+        let seen = wait_for(
+            Duration::from_secs(20),
+            "both cameras' state from their owners",
+            || async {
+                let v = cluster_view(gw).await;
+                let cams = v["cameras"].as_array()?.clone();
+                let of = |id: &str| cams.iter().find(|c| c["id"] == id).cloned();
+                let (good, bad) = (of(&ids[0])?, of(&ids[1])?);
+                (good["online"] == true && bad["online"] == false && bad["last_error"].is_string())
+                    .then_some((good, bad))
+            },
+        )
+        .await;
+        let (good, bad) = seen;
+        assert!(good["owner"].is_string() && bad["owner"].is_string());
+        assert_eq!(bad["owner"], bad["placed"], "{bad}");
+        let why = bad["last_error"].as_str().unwrap_or_default();
+        assert!(
+            why.to_lowercase().contains("refused") || why.contains("connect"),
+            "{why}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_on_nodes_can_still_ask_each_other_whether_they_reach_etcd() {
     let etcd = Etcd::start();

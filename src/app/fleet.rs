@@ -29,11 +29,13 @@ impl crate::cluster::Local for App {
         self.streams()
             .iter()
             .map(|(id, r)| {
+                let health = r.upstream.hub.health();
                 (
                     *id,
                     state::Local {
                         recording: r.recording,
-                        online: r.upstream.hub.health().online,
+                        online: health.online,
+                        last_error: health.last_error,
                         following: r.following.clone(),
                     },
                 )

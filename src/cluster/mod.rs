@@ -104,6 +104,22 @@ pub struct Status {
     /// Unix ms of the last renewed lease.
     pub last_renewed_ms: Option<i64>,
     pub nodes: Vec<NodeStatus>,
+    /// Every camera of the fleet: who owns it and what the owner sees of it.
+    pub cameras: Vec<CameraStatus>,
+}
+
+/// One camera as `/cluster` lists it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CameraStatus {
+    pub id: Uuid,
+    /// The node that owns it (pulls and records it); none while it moves or nobody can.
+    pub owner: Option<String>,
+    /// The node placement puts it on.
+    pub placed: Option<String>,
+    /// Frames flow from the camera to its owner (as the owner last said).
+    pub online: Option<bool>,
+    /// Why the owner's last session with the camera ended (credentials removed).
+    pub last_error: Option<String>,
 }
 
 /// One node as `/cluster` lists it.
@@ -402,12 +418,14 @@ impl Cluster {
         for key in bad {
             tracing::debug!(key, "ignored a malformed cluster key");
         }
-        self.publish(&view);
+        let file = self.local.file_cameras();
+        self.publish(&view, &file);
         if self.leaving.is_cancelled() {
             view.nodes.remove(&self.cfg.node_id);
         }
-        let file = self.local.file_cameras();
-        let actions = state::decide(&self.cfg.node_id, &view, &file, &self.local.local());
+        let local = self.local.local();
+        let actions = state::decide(&self.cfg.node_id, &view, &file, &local);
+        let health = state::health_updates(&self.cfg.node_id, &view, &local);
         // Cameras whose owner vanished without handing them to this node: taken over after a
         // failure, if this node claims them now.
         let orphaned: std::collections::BTreeSet<Uuid> = {
@@ -427,6 +445,12 @@ impl Cluster {
         *lock(&self.orphaned) = orphaned;
         for a in actions {
             self.act(a).await?;
+        }
+        let lease = self.lease();
+        for (id, h) in health {
+            let json = serde_json::to_vec(&h).unwrap_or_default();
+            let mut etcd = self.etcd.lock().await;
+            etcd.put(&self.keys.health(&id), &json, Some(lease)).await?;
         }
         Ok(())
     }
@@ -482,11 +506,10 @@ impl Cluster {
                     }
                     None => self.local.stop(id).await,
                 }
-                self.etcd
-                    .lock()
-                    .await
-                    .delete_held(&self.keys.owner(&id), lease)
-                    .await?;
+                let mut etcd = self.etcd.lock().await;
+                etcd.delete_held(&self.keys.owner(&id), lease).await?;
+                let _ = etcd.delete_held(&self.keys.health(&id), lease).await;
+                drop(etcd);
                 info!(stream = %id, "handed off");
             }
             Action::Stop(id) => self.local.stop(id).await,
@@ -495,7 +518,26 @@ impl Cluster {
     }
 
     /// Copies the view into what `/cluster` shows.
-    fn publish(&self, view: &View) {
+    fn publish(&self, view: &View, file: &[StreamConfig]) {
+        let cameras = view.cameras(file);
+        let placed = view.placement(&cameras);
+        let cameras = cameras
+            .keys()
+            .map(|id| {
+                let owner = view.owners.get(id).map(|h| h.node.clone());
+                let health = view
+                    .health
+                    .get(id)
+                    .filter(|h| owner.as_deref() == Some(h.node.as_str()));
+                CameraStatus {
+                    id: *id,
+                    owner,
+                    placed: placed.get(id).cloned(),
+                    online: health.map(|h| h.online),
+                    last_error: health.and_then(|h| h.last_error.clone()),
+                }
+            })
+            .collect();
         let nodes = view
             .nodes
             .values()
@@ -514,6 +556,7 @@ impl Cluster {
             .collect();
         let mut s = lock(&self.status);
         s.nodes = nodes;
+        s.cameras = cameras;
         s.etcd_ok = true;
         s.last_error = None;
     }

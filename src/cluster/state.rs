@@ -7,7 +7,10 @@
 //! - `ready/<uuid>`: the node a camera is moving to, once it plays the camera (under its
 //!   lease): the owner lets go only then (make-before-break);
 //! - `cameras/<uuid>`: a camera added through the API (JSON `StreamConfig`);
-//! - `disabled/<uuid>`: a camera of the configuration file disabled through the API.
+//! - `disabled/<uuid>`: a camera of the configuration file disabled through the API;
+//! - `health/<uuid>`: whether the owner gets frames from the camera, and its last error (JSON
+//!   [`CameraHealth`], under the owner's lease, written when it changes), so every node's
+//!   `/cluster` names a camera its owner cannot reach.
 //!
 //! A camera's place comes from `placement::assign` over the live nodes. A node claims a
 //! camera that has no owner and is placed on it; it gives one up when the camera is placed
@@ -91,6 +94,17 @@ impl CameraRecord {
     }
 }
 
+/// What a camera's owner says of it in `health/<uuid>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraHealth {
+    /// The node that wrote it (the owner).
+    pub node: String,
+    /// Frames flow from the camera.
+    pub online: bool,
+    /// Why the last session ended (credentials removed), if it did.
+    pub last_error: Option<String>,
+}
+
 /// An owner key: which node, under which lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
@@ -106,6 +120,7 @@ pub struct View {
     pub ready: BTreeMap<Uuid, String>,
     pub cameras: BTreeMap<Uuid, StreamConfig>,
     pub disabled: BTreeSet<Uuid>,
+    pub health: BTreeMap<Uuid, CameraHealth>,
 }
 
 /// Keys of the fleet under one prefix.
@@ -132,6 +147,9 @@ impl Keys {
     }
     pub fn disabled(&self, cam: &Uuid) -> String {
         format!("{}/disabled/{cam}", self.prefix)
+    }
+    pub fn health(&self, cam: &Uuid) -> String {
+        format!("{}/health/{cam}", self.prefix)
     }
 }
 
@@ -180,6 +198,12 @@ pub fn parse(keys: &Keys, entries: &[Entry]) -> (View, Vec<String>) {
             ("disabled", Some(id)) => {
                 v.disabled.insert(id);
             }
+            ("health", Some(id)) => match serde_json::from_str::<CameraHealth>(&text) {
+                Ok(h) => {
+                    v.health.insert(id, h);
+                }
+                Err(_) => bad.push(e.key.clone()),
+            },
             _ => bad.push(e.key.clone()),
         }
     }
@@ -221,6 +245,8 @@ pub struct Local {
     pub recording: bool,
     /// Frames flow.
     pub online: bool,
+    /// Why the last session ended (credentials removed).
+    pub last_error: Option<String>,
     /// Followed through this node (the camera's owner), not pulled from the camera.
     pub following: Option<String>,
 }
@@ -249,6 +275,28 @@ pub enum Action {
     Follow(StreamConfig, NodeInfo),
     /// Runs here but is neither owned, placed nor followed here (removed): stop it.
     Stop(Uuid),
+}
+
+/// The `health/<uuid>` records `me` should write: for each camera it owns and runs, what it
+/// sees, where etcd holds something else (so a record is written when it changes, not per tick).
+pub fn health_updates(
+    me: &str,
+    view: &View,
+    local: &BTreeMap<Uuid, Local>,
+) -> Vec<(Uuid, CameraHealth)> {
+    view.owners
+        .iter()
+        .filter(|(_, held)| held.node == me)
+        .filter_map(|(id, _)| {
+            let l = local.get(id).filter(|l| l.following.is_none())?;
+            let now = CameraHealth {
+                node: me.to_owned(),
+                online: l.online,
+                last_error: l.last_error.clone(),
+            };
+            (view.health.get(id) != Some(&now)).then_some((*id, now))
+        })
+        .collect()
 }
 
 /// What `me` should do, given the fleet, the file's cameras and what runs here.
@@ -464,6 +512,37 @@ mod tests {
     }
 
     #[test]
+    fn an_owner_writes_its_cameras_health_only_when_it_changes() {
+        let v = view(&[(1, "a"), (2, "b")]);
+        let running = |online: bool, err: Option<&str>| Local {
+            recording: true,
+            online,
+            last_error: err.map(str::to_owned),
+            following: None,
+        };
+        let here = BTreeMap::from([
+            (Uuid::from_u128(1), running(false, Some("401 Unauthorized"))),
+            (Uuid::from_u128(2), running(true, None)),
+        ]);
+        // Only the camera it owns, once.
+        let ups = health_updates("a", &v, &here);
+        assert_eq!(ups.len(), 1);
+        assert_eq!(ups[0].0, Uuid::from_u128(1));
+        assert!(!ups[0].1.online);
+        let mut written = v.clone();
+        written.health.insert(ups[0].0, ups[0].1.clone());
+        assert!(health_updates("a", &written, &here).is_empty());
+        // It comes back: written again.
+        let back = BTreeMap::from([(Uuid::from_u128(1), running(true, None))]);
+        assert_eq!(health_updates("a", &written, &back).len(), 1);
+        // A health key parses back.
+        let json = serde_json::to_string(&ups[0].1).unwrap_or_default();
+        let (parsed, bad) = parse(&keys(), &[entry(keys().health(&ups[0].0), &json, 1)]);
+        assert!(bad.is_empty());
+        assert_eq!(parsed.health[&ups[0].0], ups[0].1);
+    }
+
+    #[test]
     fn a_fresh_fleet_claims_every_camera_exactly_once() {
         let file: Vec<StreamConfig> = (1..=9).map(cam).collect();
         let v = view(&[]);
@@ -502,7 +581,7 @@ mod tests {
             Local {
                 recording: false,
                 online: true,
-                following: None,
+                ..Local::default()
             },
         )]);
         assert_eq!(
