@@ -184,9 +184,14 @@ async fn node(etcd: &Etcd, id: &str, ttl_s: u64, streams: &str) -> Gateway {
 
 /// A fleet node reaching etcd at `url`.
 async fn node_via(url: &str, id: &str, ttl_s: u64, streams: &str) -> Gateway {
+    node_with(url, id, ttl_s, "", streams).await
+}
+
+/// A fleet node with more `[cluster]` keys (`cluster_extra`).
+async fn node_with(url: &str, id: &str, ttl_s: u64, cluster_extra: &str, streams: &str) -> Gateway {
     Gateway::start_on("", |video, api| {
         format!(
-            "[cluster]\netcd = [\"{url}\"]\nnode_id = \"{id}\"\nadvertise_url = \"http://127.0.0.1:{video}\"\nadvertise_api_url = \"http://127.0.0.1:{api}\"\nlease_ttl_s = {ttl_s}\n\n{streams}"
+            "[cluster]\netcd = [\"{url}\"]\nnode_id = \"{id}\"\nadvertise_url = \"http://127.0.0.1:{video}\"\nadvertise_api_url = \"http://127.0.0.1:{api}\"\nlease_ttl_s = {ttl_s}\n{cluster_extra}\n\n{streams}"
         )
     })
     .await
@@ -838,6 +843,63 @@ async fn the_archive_across_a_failover_shows_the_gap_as_node_failed_and_a_clip_c
     let p = probe(&path);
     assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
     assert!(p.video_frames >= 150, "{p:?}");
+}
+
+/// With `redirect = true`, HLS of a camera owned elsewhere is answered with a redirect to its
+/// owner (token kept), a player that follows it gets the owner's playlist and segments, and the
+/// redirecting node opens no upstream for it; its websocket viewers are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redirect_on_hls_goes_to_the_owner_and_websockets_stay() {
+    let cam = Camera::start(Auth::None);
+    let etcd = Etcd::start();
+    let ids = cameras(2);
+    let file = ids
+        .iter()
+        .map(|id| rtsp_stream(id, &cam.url("h264"), "\"mse\", \"hls\"", ""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let a = node_with(&etcd.url(), "a", 5, "redirect = true", &file).await;
+    let b = node_with(&etcd.url(), "b", 5, "redirect = true", &file).await;
+    let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b)].into();
+    let owners = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(10)).await;
+    online_on_owners(&gws, &owners, Duration::from_secs(20)).await;
+    for (cam_id, owner) in &owners {
+        let (here, other) = if owner == "a" { (&a, &b) } else { (&b, &a) };
+        // Asked of the node that does not own it: 307 to the owner, query kept.
+        let path = format!("/hls/{cam_id}.m3u8?token=t");
+        let r = http(other.video, "GET", &path, &[], b"")
+            .await
+            .expect("hls");
+        assert_eq!(r.status, 307, "{}", r.text());
+        assert_eq!(
+            r.header("location"),
+            Some(format!("http://{}{path}", here.video).as_str())
+        );
+        // A client that follows it plays from the owner.
+        let body = reqwest::get(format!("http://{}/hls/{cam_id}.m3u8", other.video))
+            .await
+            .expect("follow")
+            .text()
+            .await
+            .expect("playlist");
+        assert!(body.contains("#EXTINF"), "{body}");
+        // The owner answers for itself.
+        let own = http(here.video, "GET", &format!("/hls/{cam_id}.m3u8"), &[], b"")
+            .await
+            .expect("own");
+        assert_eq!(own.status, 200);
+        // The redirecting node did not start the camera for it.
+        assert_eq!(other.status().await["streams"][cam_id]["online"], false);
+        // Websocket viewers through the other node still get video.
+        let mut ws = ws_connect(&other.ws_url(cam_id, "")).await;
+        let mut cap = Capture::default();
+        collect(&mut ws, &mut cap, 5, Duration::from_secs(15)).await;
+        assert!(
+            cap.fragments() >= 5,
+            "no video through the non-owner: {} fragments",
+            cap.fragments()
+        );
+    }
 }
 
 /// A camera its owner cannot reach is named on every node's `/cluster`, with the owner's

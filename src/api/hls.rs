@@ -96,6 +96,12 @@ pub async fn handler(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (id, kind) = parse_name(&file).map_err(ApiError::BadRequest)?;
+    if let Some(owner) = ctx.streams.redirect(&id) {
+        // Relative URIs in the playlist then resolve on the owner: the client stays there.
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        let to = format!("{owner}/hls/{file}{query}");
+        return Ok(axum::response::Redirect::temporary(&to).into_response());
+    }
     let not_found = || ApiError::NotFound(format!("no such HLS file: {file}"));
     // Any request counts as a viewer: it starts an on-demand upstream and re-arms its timer.
     let (store, _demand) = ctx

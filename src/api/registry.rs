@@ -79,6 +79,12 @@ pub trait Registry: Send + Sync {
     fn hls(&self, id: &Uuid) -> Result<(Arc<Store>, Demand), Unavailable>;
     /// A stream's HLS window, to read its state (no demand).
     fn hls_store(&self, id: &Uuid) -> Option<Arc<Store>>;
+    /// In a fleet with `[cluster] redirect = true`: the video server of the node that owns the
+    /// stream (`http://host:port`, no trailing slash) when it is another node; HLS requests are
+    /// redirected there instead of proxied.
+    fn redirect(&self, _id: &Uuid) -> Option<String> {
+        None
+    }
     /// Starts a stream (`/enable_camera`) unless its id exists; whether it started. With
     /// `[api] persist` it is written into the configuration file too.
     fn add(&self, config: StreamConfig) -> BoxFuture<'_, bool>;

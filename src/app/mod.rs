@@ -353,6 +353,13 @@ impl Registry for App {
         App::hls_store(self, id)
     }
 
+    #[cfg(feature = "cluster")]
+    fn redirect(&self, id: &Uuid) -> Option<String> {
+        let me = self.config.cluster.as_ref().filter(|c| c.redirect)?;
+        let owner = self.cluster.get()?.owner(id)?;
+        (owner.node_id != me.node_id).then(|| owner.advertise_url.trim_end_matches('/').to_owned())
+    }
+
     fn add(&self, config: StreamConfig) -> BoxFuture<'_, bool> {
         async move {
             #[cfg(feature = "cluster")]

@@ -27,8 +27,9 @@ pub struct RawCluster {
     pub lease_ttl_s: Option<u64>,
     /// Key prefix in etcd (several fleets may share one etcd).
     pub prefix: Option<String>,
-    /// A node that does not own a live camera answers with a redirect to its owner instead of
-    /// proxying the stream.
+    /// A node that does not own a live camera answers its HLS requests with a redirect (307)
+    /// to the owner instead of serving them through itself. Websockets are always served
+    /// through the node: browsers do not follow a redirect on a websocket handshake.
     pub redirect: bool,
 }
 
