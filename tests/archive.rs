@@ -236,6 +236,20 @@ async fn s3_files_are_uploaded_whole_and_play_back_with_their_flac_audio() {
     assert_eq!(p.audio_codec.as_deref(), Some("flac"));
     let (dur, _) = video_duration(&s3_path);
     assert!((dur - 6.0).abs() <= 0.045, "S3 clip lasts {dur} s, not 6 s");
+
+    // /metrics counts the S3 calls: a put and a head per uploaded file at least, and the
+    // gets the clip needed.
+    let m = get(gw.api, "/metrics").await.text();
+    let calls = |op: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(&format!("video_server_archive_s3_calls_total{{op=\"{op}\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let uploaded = b["segments"].as_array().map_or(0, Vec::len) as f64;
+    assert!(calls("put") >= uploaded && calls("head") >= uploaded, "{m}");
+    assert!(calls("get") >= 1.0 && calls("list") >= 1.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,6 +152,8 @@ metrics_table! {
         "Age of the oldest archive file.",
     ArchiveWriteLagSeconds gauge "video_server_archive_write_lag_seconds"
         "How far the file being written trails the wall clock.",
+    ArchiveS3CallsTotal counter "video_server_archive_s3_calls_total"
+        "S3 calls sent by this process, by operation (`op`: list, put, head, get, delete; a multipart upload counts once).",
     ArchiveUploadBacklogFiles gauge "video_server_archive_upload_backlog_files"
         "Files waiting in the S3 upload spool.",
     ArchiveUploadBacklogBytes gauge "video_server_archive_upload_backlog_bytes"
@@ -332,6 +334,15 @@ impl Metrics {
     }
 
     fn collect_archive(&self, archive: &crate::archive::Archive, now: i64) {
+        if archive.uses_s3() {
+            for (op, n) in crate::archive::s3::calls_sent() {
+                counter!(
+                    Metric::ArchiveS3CallsTotal.name(),
+                    vec![Label::new("op", op)]
+                )
+                .absolute(n);
+            }
+        }
         let backlog = archive.upload_backlog_by_stream();
         for sa in archive.all() {
             let id = sa.id.to_string();

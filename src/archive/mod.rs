@@ -181,6 +181,11 @@ impl Archive {
         self.uploader.backlog_by_stream()
     }
 
+    /// Whether any stream's archive lives in an S3 bucket.
+    pub fn uses_s3(&self) -> bool {
+        self.all().iter().any(|sa| sa.s3.is_some())
+    }
+
     /// Every stream archive known now.
     pub fn all(&self) -> Vec<Arc<StreamArchive>> {
         self.streams

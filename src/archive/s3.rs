@@ -6,6 +6,7 @@
 //! no lifecycle rule or object lock is forced on it (the original hard-wired a 2-day expiry).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,25 @@ use crate::config::MinioConfig;
 
 /// Per-request time limit: a stalled server must not hold an upload or a playback forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The S3 operations this file sends, as `/metrics` names them.
+const OPS: [&str; 5] = ["list", "put", "head", "get", "delete"];
+/// Calls sent by this process, per entry of [`OPS`] (a multipart upload counts once).
+static CALLS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+fn count(op: &str) {
+    if let Some(i) = OPS.iter().position(|o| *o == op) {
+        CALLS[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// S3 calls this process has sent, by operation (for `/metrics` and the fleet benchmark).
+pub fn calls_sent() -> Vec<(&'static str, u64)> {
+    OPS.iter()
+        .zip(CALLS.iter())
+        .map(|(op, n)| (*op, n.load(Ordering::Relaxed)))
+        .collect()
+}
 
 /// One bucket with a key prefix.
 #[derive(Clone)]
@@ -117,6 +137,7 @@ impl S3Store {
 
     /// Creates the bucket if it does not exist (no lifecycle, no lock).
     pub async fn ensure_bucket(&self) -> S3Result<()> {
+        count("list");
         match self
             .bucket
             .list(self.prefix.clone(), Some("/".into()))
@@ -153,10 +174,12 @@ impl S3Store {
         };
         let mut file = tokio::fs::File::open(path).await.map_err(io)?;
         let len = file.metadata().await.map_err(io)?.len();
+        count("put");
         self.bucket
             .put_object_stream_with_content_type(&mut file, &key, "video/mp4")
             .await
             .map_err(request("put", &key))?;
+        count("head");
         let (head, _) = self
             .bucket
             .head_object(&key)
@@ -176,6 +199,7 @@ impl S3Store {
     /// Objects whose key starts with `<prefix>/<stream>`.
     pub async fn list(&self, stream_prefix: &str) -> S3Result<Vec<Object>> {
         let prefix = self.key(stream_prefix);
+        count("list");
         let pages = self
             .bucket
             .list(prefix.clone(), None)
@@ -194,6 +218,7 @@ impl S3Store {
     /// A whole object.
     pub async fn get(&self, name: &str) -> S3Result<Bytes> {
         let key = self.key(name);
+        count("get");
         let r = self
             .bucket
             .get_object(&key)
@@ -205,6 +230,7 @@ impl S3Store {
     /// A whole object, or `None` if there is none of that name.
     pub async fn get_if_exists(&self, name: &str) -> S3Result<Option<Bytes>> {
         let key = self.key(name);
+        count("get");
         match self.bucket.get_object(&key).await {
             Ok(r) => Ok(Some(r.into_bytes())),
             Err(e) if e.to_string().contains("404") => Ok(None),
@@ -215,6 +241,7 @@ impl S3Store {
     /// Writes a small object whole.
     pub async fn put_bytes(&self, name: &str, bytes: &[u8], content_type: &str) -> S3Result<()> {
         let key = self.key(name);
+        count("put");
         self.bucket
             .put_object_with_content_type(&key, bytes, content_type)
             .await
@@ -224,6 +251,7 @@ impl S3Store {
 
     pub async fn delete(&self, name: &str) -> S3Result<()> {
         let key = self.key(name);
+        count("delete");
         self.bucket
             .delete_object(&key)
             .await
