@@ -3,7 +3,9 @@
 //!   cargo run --release --example ws_viewers -- <seconds> <url> [<url> ...]
 //!
 //! Each URL may be repeated as `N*url` for N viewers. Prints one JSON line: viewers, fragments,
-//! bytes, and the time from connect to the first fragment (min / median / p99 / max, ms).
+//! bytes, the time from connect to the first fragment (min / median / p99 / max, ms), and each
+//! viewer's longest wait between two fragments after its first (median / max, ms: the hole a
+//! viewer saw, e.g. during a fleet hand-off).
 
 use std::time::{Duration, Instant};
 
@@ -35,27 +37,35 @@ async fn main() {
                 )
                 .await
                 else {
-                    return (0u64, 0u64, None);
+                    return (0u64, 0u64, None, Duration::ZERO);
                 };
                 let (mut frags, mut bytes, mut first) = (0u64, 0u64, None);
+                let (mut last, mut longest) = (None::<Instant>, Duration::ZERO);
                 while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
                     if let Message::Binary(b) = m {
                         bytes += b.len() as u64;
                         if b.len() > 8 && &b[4..8] == b"moof" {
                             frags += 1;
                             first.get_or_insert(t0.elapsed());
+                            let now = Instant::now();
+                            if let Some(l) = last {
+                                longest = longest.max(now - l);
+                            }
+                            last = Some(now);
                         }
                     }
                 }
-                (frags, bytes, first)
+                (frags, bytes, first, longest)
             })
         })
         .collect();
     let mut firsts = Vec::new();
+    let mut gaps = Vec::new();
     let (mut frags, mut bytes, mut viewers) = (0, 0, 0);
     for t in tasks {
-        if let Ok((f, b, first)) = t.await {
+        if let Ok((f, b, first, longest)) = t.await {
             viewers += 1;
+            gaps.push(longest.as_secs_f64() * 1000.0);
             frags += f;
             bytes += b;
             if let Some(d) = first {
@@ -64,16 +74,18 @@ async fn main() {
         }
     }
     firsts.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        firsts
-            .get(((firsts.len() as f64 - 1.0) * q).round() as usize)
+    gaps.sort_by(f64::total_cmp);
+    let at = |v: &[f64], q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
             .copied()
     };
+    let pick = |q: f64| at(&firsts, q);
     println!(
         "{}",
         serde_json::json!({
             "viewers": viewers, "with_video": firsts.len(), "fragments": frags, "bytes": bytes,
             "first_fragment_ms": {"min": pick(0.0), "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
+            "longest_gap_ms": {"p50": at(&gaps, 0.5), "max": at(&gaps, 1.0)},
         })
     );
 }

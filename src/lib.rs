@@ -5,6 +5,7 @@
 //! source::rtsp (retina) ─┐
 //! source::file ──────────┴─► hub (bounded GOP ring per stream) ──► mse      (fMP4 over websocket)
 //!                                                               ├─► hls      (CMAF segments, LL-HLS)
+//!                                                               ├─► snapshot (JPEG of the newest keyframe)
 //!                                                               ├─► archive  (fMP4 files, disk or S3)
 //!                                                               └─► webhooks (events)
 //! api (HTTP: routes, auth, the websocket upgrades; reaches streams through api::registry)
@@ -13,7 +14,7 @@
 //!
 //! The dependency rule (checked by `tests/layers.rs`; see docs/architecture.md):
 //! - vocabulary: `media`, `events`, `wsproto`, `mp4`, `config`, `hub`;
-//! - stages: `source`, `mse`, `hls`, `archive`, `webhooks` import the vocabulary, never each
+//! - stages: `source`, `mse`, `hls`, `snapshot`, `archive`, `webhooks` import the vocabulary, never each
 //!   other, `api` or `app`;
 //! - `api` imports anything but `app`; `app` imports anything; nothing imports `app`.
 
@@ -29,6 +30,7 @@ pub mod hub;
 pub mod media;
 pub mod mp4;
 pub mod mse;
+pub mod snapshot;
 pub mod source;
 pub mod webhooks;
 pub mod wsproto;

@@ -2,7 +2,8 @@
 //!
 //! - shared vocabulary (`media`, `events`, `wsproto`, `mp4`, `config`, `hub`) imports nothing
 //!   above it;
-//! - stages (`source`, `mse`, `hls`, `archive`, `webhooks`, `cluster`) import the vocabulary,
+//! - stages (`source`, `mse`, `hls`, `snapshot`, `archive`, `webhooks`, `cluster`) import the
+//!   vocabulary,
 //!   never each other, `api` or `app`;
 //! - `api` imports anything but `app`; `app` imports anything; nothing imports `app`;
 //! - pure cores do no I/O and read no clock;
@@ -25,12 +26,15 @@ fn allowed(module: &str) -> Option<BTreeSet<&'static str>> {
         "config" => set(&["media", "events"]),
         "source" | "hls" => set(&["media", "config", "hub", "mp4"]),
         "mse" => set(&["media", "hub", "mp4", "wsproto"]),
+        "snapshot" => set(&["media", "hub", "mp4"]),
         "archive" => set(&["media", "config", "hub", "mp4", "events", "wsproto"]),
         "webhooks" => set(&["media", "config", "hub", "events"]),
         "cluster" => set(&["media", "config"]),
         "api" => {
             let mut s = set(VOCABULARY);
-            s.extend(["source", "mse", "hls", "archive", "webhooks", "cluster"]);
+            s.extend([
+                "source", "mse", "hls", "snapshot", "archive", "webhooks", "cluster",
+            ]);
             s
         }
         "app" => return None, // anything
@@ -49,6 +53,7 @@ const PURE: &[&str] = &[
     "src/source/clock.rs",
     "src/source/g711.rs",
     "src/hls/playlist.rs",
+    "src/snapshot/picture.rs",
     "src/hub/ring.rs",
     "src/hub/delay.rs",
     "src/hub/diagnostics.rs",

@@ -81,6 +81,27 @@ impl IntoResponse for crate::archive::ArchiveError {
     }
 }
 
+impl IntoResponse for crate::snapshot::SnapshotError {
+    fn into_response(self) -> Response {
+        use crate::snapshot::ffmpeg::DecodeError as D;
+        use crate::snapshot::SnapshotError as E;
+        let status = match &self {
+            E::NoPicture | E::Decode(D::Missing(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Decode(D::Failed(_) | D::TimedOut) => StatusCode::BAD_GATEWAY,
+        };
+        let mut r = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        }
+        r
+    }
+}
+
 /// gin's answer for unknown routes and wrong methods: plain text, 404.
 pub async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "404 page not found").into_response()

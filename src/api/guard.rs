@@ -37,7 +37,7 @@ pub enum Scope {
 pub struct QueryToken(pub String);
 
 /// The first value of `name` in a query string, decoded.
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())

@@ -162,6 +162,10 @@ metrics_table! {
         "Age of the oldest file waiting for upload.",
     UptimeSeconds gauge "video_server_uptime_seconds"
         "Time since the process started.",
+    SnapshotRequestsTotal counter "video_server_snapshot_requests_total"
+        "Snapshot requests answered from a keyframe or the last picture (`/snapshot/{id}.jpg`).",
+    SnapshotDecodesTotal counter "video_server_snapshot_decodes_total"
+        "Keyframes decoded for snapshots (one per keyframe and size, however many asked).",
     WebhookEventsDroppedTotal counter "video_server_webhook_events_dropped_total"
         "Webhook events dropped because a webhook's queue was full (only with [[webhooks]]).",
     ProcessStartTimeSeconds gauge "process_start_time_seconds"
@@ -326,6 +330,10 @@ impl Metrics {
         if let Some(archive) = ctx.archive.as_ref() {
             self.collect_archive(archive, now);
         }
+        counter!(Metric::SnapshotRequestsTotal.name())
+            .absolute(ctx.snapshots.requests.load(Ordering::Relaxed));
+        counter!(Metric::SnapshotDecodesTotal.name())
+            .absolute(ctx.snapshots.decodes.load(Ordering::Relaxed));
         if !ctx.webhooks.is_empty() {
             counter!(Metric::WebhookEventsDroppedTotal.name())
                 .absolute(ctx.webhooks.dropped.load(Ordering::Relaxed));

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ranged;
 pub mod registry;
 pub mod server;
+pub mod snapshot;
 pub mod streams;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct Ctx {
     pub server_stats: Arc<server::ServerStats>,
     /// What `/metrics` renders.
     pub metrics: metrics::Metrics,
+    /// JPEG snapshots (`/snapshot/{id}.jpg`), cached per keyframe.
+    pub snapshots: crate::snapshot::Snapshots,
     /// For `/metrics` (events dropped).
     pub webhooks: Arc<Webhooks>,
     /// Cancelled when the process shuts down.
@@ -74,6 +77,7 @@ impl Ctx {
             config,
             server_stats: Arc::default(),
             metrics,
+            snapshots: crate::snapshot::Snapshots::new(snapshot::DECODERS),
             webhooks,
             shutdown,
             #[cfg(feature = "cluster")]
@@ -189,6 +193,7 @@ fn both(r: Routes) -> Routes {
     r.add(Group::Public, "/openapi.json", get(openapi))
         .add(Group::Public, "/health", get(streams::health))
         .add(LIVE, "/streams/{id}", get(streams::stream_details))
+        .add(LIVE, "/snapshot/{file}", get(snapshot::handler))
         .add(ARCHIVE, "/archive/{id}/ranges", get(http::ranges))
         .add(ARCHIVE, "/archive/{id}/segments", get(http::segments))
         .add(ARCHIVE, "/archive/{id}/clip.mp4", get(http::clip))

@@ -73,6 +73,10 @@ pub trait Registry: Send + Sync {
     fn list(&self) -> Vec<StreamView>;
     /// A stream's hub, whatever its outputs (to count its viewers before an upgrade).
     fn hub(&self, id: &Uuid) -> Option<Arc<StreamHub>>;
+    /// Any stream's hub with a demand that keeps its upstream running (starting an on-demand
+    /// one), and whether it ran already (a snapshot of an idle camera waits for its first
+    /// keyframe; one of a running camera does not).
+    fn wake(&self, id: &Uuid) -> Option<(Arc<StreamHub>, bool, Demand)>;
     /// A stream with the `mse` output, and a demand that keeps its upstream running.
     fn live(&self, id: &Uuid) -> Result<(Arc<StreamHub>, Demand), Unavailable>;
     /// A stream's HLS window, and a demand (an HLS request is viewer activity).

@@ -345,6 +345,17 @@ impl Registry for App {
         self.acquire_live(id)
     }
 
+    fn wake(&self, id: &Uuid) -> Option<(Arc<StreamHub>, bool, Demand)> {
+        let streams = self.streams();
+        let (_, r) = streams.iter().find(|(s, _)| s == id)?;
+        let running = r.upstream.is_running();
+        Some((
+            Arc::clone(&r.upstream.hub),
+            running,
+            Box::new(r.upstream.acquire()),
+        ))
+    }
+
     fn hls(&self, id: &Uuid) -> Result<(Arc<crate::hls::Store>, Demand), Unavailable> {
         self.acquire_hls(id)
     }

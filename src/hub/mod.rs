@@ -289,6 +289,12 @@ impl StreamHub {
         }
     }
 
+    /// The newest cached video keyframe and its sequence number in the ring (which names it:
+    /// a new keyframe has a higher one); `None` while there is none (offline, or no video).
+    pub fn newest_keyframe(&self) -> Option<(u64, Frame)> {
+        self.ring().newest_key().map(|(seq, f)| (seq, f.clone()))
+    }
+
     /// Frames and payload bytes held in the ring now.
     /// Frames and bits per second over the GOP cache (about the last two GOPs).
     pub fn recent_rates(&self) -> Option<(f64, f64)> {

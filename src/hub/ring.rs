@@ -152,6 +152,13 @@ impl Ring {
         self.bytes = 0;
     }
 
+    /// The newest video keyframe held, and its sequence number (a snapshot's picture).
+    pub fn newest_key(&self) -> Option<(u64, &Frame)> {
+        let &k = self.keys.back()?;
+        let i = usize::try_from(k.checked_sub(self.first_seq)?).ok()?;
+        Some((k, self.frames.get(i)?))
+    }
+
     /// Where a new reader starts: the newest keyframe if the ring holds one, else the end
     /// (waiting for the next keyframe).
     pub fn new_cursor(&self) -> Cursor {
@@ -250,6 +257,19 @@ mod tests {
         assert_eq!(r.read(&mut c, &mut out, 1000), ReadOutcome::Frames(30));
         assert!(out[0].is_video_key());
         assert_eq!(r.read(&mut c, &mut out, 1000), ReadOutcome::Empty);
+    }
+
+    #[test]
+    fn the_newest_key_is_the_last_keyframe_pushed_until_the_ring_is_cleared() {
+        let mut r = Ring::new(Limits::default());
+        assert!(r.newest_key().is_none());
+        fill(&mut r, 130, 50);
+        let (seq, f) = r.newest_key().expect("a key");
+        assert_eq!(seq, 100);
+        assert_eq!(f.dts_90k, 100 * 3600);
+        assert!(f.is_video_key());
+        r.clear();
+        assert!(r.newest_key().is_none());
     }
 
     #[test]
