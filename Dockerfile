@@ -21,8 +21,9 @@ RUN apt-get update \
 RUN cargo build --release --locked --features cluster --bin video-server
 
 FROM debian:bookworm-slim
+# ffmpeg decodes keyframes for /snapshot/{id}.jpg (docs/api.md); nothing else needs it.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates tzdata \
+ && apt-get install -y --no-install-recommends ca-certificates tzdata ffmpeg \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/video-server --create-home video-server
 COPY --from=build /src/target/release/video-server /usr/local/bin/video-server
