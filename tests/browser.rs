@@ -189,6 +189,69 @@ async fn the_mse_player_plays_an_rtsp_camera_with_audio() {
     assert!(r["stats"]["latency"].as_f64().unwrap_or(9.0) < 1.5, "{r}");
 }
 
+/// Safari on iPhone has ManagedMediaSource and no MediaSource. Chromium has no
+/// ManagedMediaSource, so the page gets a stand-in built on Chromium's MediaSource that keeps
+/// Safari's rules: `MediaSource` is gone, a managed source opens only for a video with
+/// `disableRemotePlayback`, and the browser says `endstreaming` (1.5 s after the start) and
+/// `startstreaming` again (1 s later).
+const MANAGED_ONLY: &str = r#"(() => {
+  const Base = window.MediaSource;
+  let made = 0;
+  class ManagedMediaSource extends Base {
+    constructor() {
+      super();
+      const n = ++made;
+      this.addEventListener("sourceopen", () => {
+        this.dispatchEvent(new Event("startstreaming"));
+        if (n === 1) {
+          setTimeout(() => this.dispatchEvent(new Event("endstreaming")), 1500);
+          setTimeout(() => this.dispatchEvent(new Event("startstreaming")), 2500);
+        }
+      });
+    }
+  }
+  const src = Object.getOwnPropertyDescriptor(HTMLMediaElement.prototype, "src");
+  Object.defineProperty(HTMLMediaElement.prototype, "src", {
+    configurable: true,
+    get() { return src.get.call(this); },
+    set(v) {
+      if (String(v).startsWith("blob:") && !this.disableRemotePlayback) {
+        window.refusedWithoutDisableRemotePlayback = true;
+        return;
+      }
+      src.set.call(this, v);
+    },
+  });
+  window.ManagedMediaSource = ManagedMediaSource;
+  delete window.MediaSource;
+})();"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mse_player_plays_over_managed_media_source_where_media_source_is_missing() {
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "")).await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let url = format!("http://{}/players/mse/?stream_id={STREAM_A}", gw.video);
+    let r = tokio::task::spawn_blocking(move || {
+        play_with(&url, "mse-player-managed.png", 6, &[("INIT", MANAGED_ONLY)])
+    })
+    .await
+    .expect("join");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["videoWidth"].as_u64(), Some(1280), "{r}");
+    assert_eq!(r["stats"]["managed"], true, "{r}");
+    // Suspended when asked, and playing again after startstreaming.
+    assert_eq!(r["stats"]["suspensions"], 1, "{r}");
+    assert_eq!(r["state"], "playing", "{r}");
+    let samples: Vec<f64> = r["samples"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    let n = samples.len();
+    assert!(n >= 3 && samples[n - 1] > samples[n - 3], "not advancing after the resume: {r}");
+    assert!(r["error"].is_null(), "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mse_player_plays_a_g711_camera_with_its_audio_as_flac() {
     let cam = Camera::start(Auth::None);

@@ -9,8 +9,21 @@
 // "ping"; with events=1 the server also sends JSON text events (online, offline, codec_changed,
 // dropped). A second 0x09 means new codecs: the SourceBuffer changes type (or the player
 // restarts where changeType is missing).
+//
+// Where MediaSource is missing (Safari on iPhone, iOS 17.1+) the player uses ManagedMediaSource:
+// the video element gets disableRemotePlayback (without it, or an AirPlay alternative, Safari
+// never opens the source), and when the browser says `endstreaming` (it wants no more data:
+// low memory, battery, the page hidden) the player closes the websocket; at `startstreaming` it
+// reconnects and starts again at the server's cached keyframe, live.
 (function (global) {
   "use strict";
+
+  // The MediaSource flavour this browser has: the classic one, else the managed one.
+  function sourceClass() {
+    if (global.MediaSource) return { Cls: global.MediaSource, managed: false };
+    if (global.ManagedMediaSource) return { Cls: global.ManagedMediaSource, managed: true };
+    return null;
+  }
 
   const MAX_LATENCY_S = 1.0;  // jump to live when further behind than this
   const LIVE_OFFSET_S = 0.15; // where to land behind the live edge
@@ -25,7 +38,8 @@
       this.opts = opts || {};
       this.backoffMs = 500;
       this.stopped = true;
-      this.stats = { messages: 0, bytes: 0, jumps: 0, reconnects: 0, nudges: 0, firstFrameMs: null };
+      this.stats = { messages: 0, bytes: 0, jumps: 0, reconnects: 0, nudges: 0, firstFrameMs: null,
+        managed: false, suspensions: 0 };
     }
 
     state(name, detail) {
@@ -48,15 +62,49 @@
     }
 
     open() {
+      this.suspended = false;
       this.teardown();
       this.queue = [];
       this.sb = null;
       this.codecs = null;
       this.t0 = performance.now();
-      this.ms = new MediaSource();
-      this.video.src = URL.createObjectURL(this.ms);
-      this.ms.addEventListener("sourceopen", () => this.connect(), { once: true });
+      const flavour = sourceClass();
+      if (!flavour) {
+        this.state("unsupported", "this browser has neither MediaSource nor ManagedMediaSource");
+        this.stopped = true;
+        return;
+      }
+      this.stats.managed = flavour.managed;
+      const ms = new flavour.Cls();
+      this.ms = ms;
+      if (flavour.managed) {
+        this.video.disableRemotePlayback = true;
+        ms.addEventListener("endstreaming", () => this.suspend(ms));
+        ms.addEventListener("startstreaming", () => this.resume(ms));
+      }
+      this.video.src = URL.createObjectURL(ms);
+      ms.addEventListener("sourceopen", () => this.connect(), { once: true });
       this.state("connecting");
+    }
+
+    // ManagedMediaSource asks for no more data: stop the live feed, keep what is buffered.
+    suspend(ms) {
+      if (ms !== this.ms || this.suspended) return;
+      this.suspended = true;
+      this.stats.suspensions++;
+      clearInterval(this.pinger);
+      clearTimeout(this.retry);
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) try { ws.close(); } catch (e) { /* already closed */ }
+      this.state("suspended", "the browser asked to stop streaming");
+    }
+
+    // ... and may have it again: start over at the live edge (a fresh keyframe).
+    resume(ms) {
+      if (ms !== this.ms || !this.suspended || this.stopped) return;
+      this.suspended = false;
+      this.open();
     }
 
     connect() {
@@ -76,7 +124,7 @@
     }
 
     scheduleReconnect() {
-      if (this.stopped) return;
+      if (this.stopped || this.suspended) return;
       clearTimeout(this.retry);
       const delay = this.backoffMs * (0.5 + Math.random() / 2);
       this.backoffMs = Math.min(this.backoffMs * 2, 5000);
@@ -127,7 +175,8 @@
 
     onCodecs(codecs) {
       const mime = 'video/mp4; codecs="' + codecs + '"';
-      if (!global.MediaSource || !MediaSource.isTypeSupported(mime)) {
+      const flavour = sourceClass();
+      if (!flavour || !flavour.Cls.isTypeSupported(mime)) {
         this.state("unsupported", "this browser cannot decode " + codecs);
         this.stopped = true;
         if (this.ws) this.ws.close();

@@ -1,6 +1,7 @@
 // Opens a page of the gateway in Debian's Chromium and reports whether its first <video> plays:
 //   node play.mjs <url> <screenshot.png> <seconds>
 // Optional environment: VIDEO (a CSS selector for the <video> to watch instead of the first),
+// INIT (JS run in the page before its own scripts, e.g. to hide an API),
 // WAIT_FOR (a JS expression to wait for after loading) and BEFORE (JS to run then, e.g. a click
 // on a timeline), FULL_PAGE (screenshot the whole page).
 // Prints one JSON line: first-frame time, currentTime before/after and once a second, frames
@@ -20,6 +21,7 @@ try {
   const logs = [];
   page.on("console", (m) => logs.push(m.type() + ": " + m.text()));
   page.on("pageerror", (e) => logs.push("pageerror: " + e.message));
+  if (process.env.INIT) await page.addInitScript(process.env.INIT);
   const t0 = Date.now();
   await page.goto(url);
   if (process.env.WAIT_FOR) await page.waitForFunction(process.env.WAIT_FOR, null, { timeout: 20000 });
