@@ -272,6 +272,75 @@ async fn the_mse_player_plays_a_g711_camera_with_its_audio_as_flac() {
     assert!(r["audioDecodedBytes"].as_u64().unwrap_or(0) > 0, "{r}");
 }
 
+/// A wall of 30 cameras: the grid shows a page of 24 snapshot tiles (every picture loaded, no
+/// video decoding), and the tile under the pointer plays live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_wall_of_cameras_as_snapshots_and_plays_the_one_hovered() {
+    let streams: String = (0..30)
+        .map(|i| {
+            format!(
+                "[[local_files]]\nguid = \"00000000-0000-4000-8000-{:012x}\"\nfile = \"assets/demo.mp4\"\noutput_types = [\"mse\"]\nloop = true\n",
+                0x100 + i
+            )
+        })
+        .collect();
+    let gw = Gateway::start(&streams).await;
+    let first = "00000000-0000-4000-8000-000000000100";
+    gw.wait_online(first, Duration::from_secs(20)).await;
+    let url = format!("http://{}/", gw.video);
+    // Every tile on screen has its picture (tiles below the fold load when scrolled to).
+    let all_loaded = "(() => { const t = [...document.querySelectorAll('.tile')]; \
+        const shown = t.filter((e) => e.getBoundingClientRect().top < innerHeight); \
+        return t.length === 24 && shown.length >= 3 && \
+          shown.every((e) => e.querySelector('img.snap').naturalWidth === 480); })()";
+    let report = "({ loaded: [...document.querySelectorAll('.tile img.snap')].filter((i) => i.naturalWidth === 480).length, \
+        beforeHover: window.beforeHover })";
+    let hover = "window.beforeHover = document.querySelectorAll('.tile video:not([hidden])').length; \
+        document.querySelector('.tile').dispatchEvent(new MouseEvent('mouseenter'))";
+    let r = tokio::task::spawn_blocking(move || {
+        play_with(
+            &url,
+            "dashboard-wall.png",
+            3,
+            &[
+                ("WAIT_FOR", all_loaded),
+                ("BEFORE", hover),
+                ("VIDEO", ".tile video:not([hidden])"),
+                ("REPORT", report),
+            ],
+        )
+    })
+    .await
+    .expect("play");
+    assert_plays(&r, 3.0, 640);
+    let text = r["text"].as_str().unwrap_or_default();
+    assert!(text.contains("page 1 of 2"), "{text}");
+    // Only the hovered tile decodes video.
+    let videos = r["videos"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(videos, 24, "{r}");
+    let playing = r["videos"]
+        .as_array()
+        .map(|v| v.iter().filter(|x| x["videoWidth"].as_u64().unwrap_or(0) > 0).count())
+        .unwrap_or(0);
+    assert_eq!(playing, 1, "{r}");
+    assert_eq!(r["extra"]["beforeHover"], 0, "no tile played before the hover: {r}");
+    // Tiles off screen did not ask for pictures.
+    let loaded = r["extra"]["loaded"].as_u64().unwrap_or(0);
+    assert!((3..24).contains(&loaded), "{loaded} pictures loaded: {r}");
+    // The gateway decoded one picture per tile shown, not one per request.
+    let m = get(gw.api, "/metrics").await.text();
+    let decodes = m
+        .lines()
+        .find(|l| l.starts_with("video_server_snapshot_decodes_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        decodes >= loaded as f64 - 1.0 && decodes <= 3.0 * loaded as f64 + 6.0,
+        "{decodes} decodes for {loaded} tiles shown"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_flags_a_camera_with_a_smart_codec() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,7 +1,8 @@
 // Opens a page of the gateway in Debian's Chromium and reports whether its first <video> plays:
 //   node play.mjs <url> <screenshot.png> <seconds>
 // Optional environment: VIDEO (a CSS selector for the <video> to watch instead of the first),
-// INIT (JS run in the page before its own scripts, e.g. to hide an API),
+// INIT (JS run in the page before its own scripts, e.g. to hide an API), REPORT (a JS
+// expression evaluated at the end, reported as `extra`),
 // WAIT_FOR (a JS expression to wait for after loading) and BEFORE (JS to run then, e.g. a click
 // on a timeline), FULL_PAGE (screenshot the whole page).
 // Prints one JSON line: first-frame time, currentTime before/after and once a second, frames
@@ -67,8 +68,9 @@ try {
       videos: [...document.querySelectorAll("video")].map((x) => ({ currentTime: x.currentTime, videoWidth: x.videoWidth })),
     };
   }, selector);
+  const extra = process.env.REPORT ? await page.evaluate(process.env.REPORT) : null;
   await page.screenshot({ path: shot, fullPage: Boolean(process.env.FULL_PAGE) });
-  console.log(JSON.stringify({ ok: true, firstFrameMs, before, framesBefore, decodedBefore, samples, videosBefore, ...after, logs }));
+  console.log(JSON.stringify({ ok: true, firstFrameMs, before, framesBefore, decodedBefore, samples, videosBefore, ...after, extra, logs }));
 } catch (e) {
   console.log(JSON.stringify({ ok: false, error: String(e) }));
   process.exitCode = 1;
