@@ -248,7 +248,10 @@ async fn the_mse_player_plays_over_managed_media_source_where_media_source_is_mi
         .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
         .unwrap_or_default();
     let n = samples.len();
-    assert!(n >= 3 && samples[n - 1] > samples[n - 3], "not advancing after the resume: {r}");
+    assert!(
+        n >= 3 && samples[n - 1] > samples[n - 3],
+        "not advancing after the resume: {r}"
+    );
     assert!(r["error"].is_null(), "{r}");
 }
 
@@ -295,7 +298,8 @@ async fn the_dashboard_shows_a_wall_of_cameras_as_snapshots_and_plays_the_one_ho
           shown.every((e) => e.querySelector('img.snap').naturalWidth === 480); })()";
     let report = "({ loaded: [...document.querySelectorAll('.tile img.snap')].filter((i) => i.naturalWidth === 480).length, \
         beforeHover: window.beforeHover })";
-    let hover = "window.beforeHover = document.querySelectorAll('.tile video:not([hidden])').length; \
+    let hover =
+        "window.beforeHover = document.querySelectorAll('.tile video:not([hidden])').length; \
         document.querySelector('.tile').dispatchEvent(new MouseEvent('mouseenter'))";
     let r = tokio::task::spawn_blocking(move || {
         play_with(
@@ -320,10 +324,17 @@ async fn the_dashboard_shows_a_wall_of_cameras_as_snapshots_and_plays_the_one_ho
     assert_eq!(videos, 24, "{r}");
     let playing = r["videos"]
         .as_array()
-        .map(|v| v.iter().filter(|x| x["videoWidth"].as_u64().unwrap_or(0) > 0).count())
+        .map(|v| {
+            v.iter()
+                .filter(|x| x["videoWidth"].as_u64().unwrap_or(0) > 0)
+                .count()
+        })
         .unwrap_or(0);
     assert_eq!(playing, 1, "{r}");
-    assert_eq!(r["extra"]["beforeHover"], 0, "no tile played before the hover: {r}");
+    assert_eq!(
+        r["extra"]["beforeHover"], 0,
+        "no tile played before the hover: {r}"
+    );
     // Tiles off screen did not ask for pictures.
     let loaded = r["extra"]["loaded"].as_u64().unwrap_or(0);
     assert!((3..24).contains(&loaded), "{loaded} pictures loaded: {r}");

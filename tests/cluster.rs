@@ -845,6 +845,100 @@ async fn the_archive_across_a_failover_shows_the_gap_as_node_failed_and_a_clip_c
     assert!(p.video_frames >= 150, "{p:?}");
 }
 
+/// SIGTERM of a camera's owner hands it to another node make-before-break: its archive in the
+/// bucket goes on with at most a second between the old owner's last file (ended `handoff`)
+/// and the new owner's first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_hand_off_leaves_at_most_a_second_out_of_the_archive() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let etcd = Etcd::start();
+    let id = cameras(1).remove(0);
+    let (spool_a, spool_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut a = node(
+        &etcd,
+        "a",
+        5,
+        &recorded_camera(&cam, &id, &s3, spool_a.path()),
+    )
+    .await;
+    let mut b = node(
+        &etcd,
+        "b",
+        5,
+        &recorded_camera(&cam, &id, &s3, spool_b.path()),
+    )
+    .await;
+    let ids = vec![id.clone()];
+    let owners = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(30)).await;
+    let (owner, heir, heir_name) = if owners[&id] == "a" {
+        (&mut a, &mut b, "b")
+    } else {
+        (&mut b, &mut a, "a")
+    };
+    wait_archive_segments(owner, &id, 2, true, Duration::from_secs(40)).await;
+    let status = owner.terminate();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the owner stopped cleanly"
+    );
+    assert_eq!(etcd.owners().get(&id).map(String::as_str), Some(heir_name));
+    // The heir records on; the old owner's last file and the heir's first are both listed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let segments = loop {
+        let v = get(heir.api, &format!("/archive/{id}/segments"))
+            .await
+            .json();
+        let list = v["segments"].as_array().cloned().unwrap_or_default();
+        let handed = list.iter().position(|x| x["end_reason"] == "handoff");
+        if let Some(i) = handed {
+            if list.get(i + 1).is_some_and(|x| x["growing"] != true) {
+                break list;
+            }
+        }
+        assert!(Instant::now() < deadline, "no file after the hand-off: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let i = segments
+        .iter()
+        .position(|x| x["end_reason"] == "handoff")
+        .expect("handoff");
+    let (last, next) = (&segments[i], &segments[i + 1]);
+    let end = last["start_ms"].as_i64().unwrap_or(0) + last["duration_ms"].as_i64().unwrap_or(0);
+    let hole_ms = next["start_ms"].as_i64().unwrap_or(i64::MAX) - end;
+    eprintln!("archive across the hand-off: {hole_ms} ms between {last} and {next}");
+    assert!(hole_ms <= 1000, "{hole_ms} ms out of the archive");
+    // Every closed file keeps its facts (the heir merged the old owner's index object rather
+    // than writing over it).
+    let ends: Vec<&str> = segments
+        .iter()
+        .filter(|x| x["growing"] != true)
+        .filter_map(|x| x["end_reason"].as_str())
+        .collect();
+    assert!(!ends.contains(&"unknown"), "{ends:?}");
+    // A clip across the hand-off (files of both nodes) decodes.
+    let from = segments[0]["start_ms"].as_i64().unwrap_or(0);
+    let to = next["start_ms"].as_i64().unwrap_or(0) + next["duration_ms"].as_i64().unwrap_or(0);
+    let r = get(
+        heir.video,
+        &format!(
+            "/archive/{id}/clip.mp4?start={:.3}&end={:.3}",
+            from as f64 / 1000.0,
+            to as f64 / 1000.0
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let path = heir.dir.path().join("across-handoff.mp4");
+    std::fs::write(&path, &r.body).expect("write");
+    let p = probe(&path);
+    assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
+    assert!(p.video_frames >= 100, "{p:?}");
+}
+
 /// With `redirect = true`, HLS of a camera owned elsewhere is answered with a redirect to its
 /// owner (token kept), a player that follows it gets the owner's playlist and segments, and the
 /// redirecting node opens no upstream for it; its websocket viewers are still served.

@@ -148,11 +148,11 @@ pub async fn serve(
     app.stop_all().await;
     if let Some(archive) = app.archive() {
         // Recorders close their files when their streams stop; wait for them.
-        if tokio::time::timeout(Duration::from_secs(10), archive.shutdown())
+        if tokio::time::timeout(Duration::from_secs(20), archive.shutdown())
             .await
             .is_err()
         {
-            warn!("the archive did not finish within 10 s");
+            warn!("the archive did not finish within 20 s");
         }
     }
     for s in servers {

@@ -100,6 +100,11 @@ impl StorageError {
 
 /// How stale a fleet node's view of a bucket it does not write may be, ms.
 const REFRESH_MS: i64 = 10_000;
+/// How long after a fleet node starts recording a camera it merges the bucket's facts into
+/// the index object it writes (the previous owner's last uploads land meanwhile).
+const TAKEOVER_MERGE_MS: i64 = 120_000;
+/// How long a stop waits for closed files to reach the bucket before the process ends.
+const UPLOAD_DRAIN: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// A running recorder: its task, what stops it, and why (set before stopping it).
 struct Recorder {
@@ -201,6 +206,26 @@ impl Archive {
             return;
         };
         if sa.recording {
+            if self.fleet() && sa.s3.is_some() {
+                // Another node may have recorded it until now: its files, with their facts,
+                // join the index before this node writes the bucket's index object.
+                let now_ms = crate::media::unix_ms_now();
+                sa.merge_until_ms.store(
+                    now_ms + TAKEOVER_MERGE_MS,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                // The previous owner's last file started no later than now.
+                sa.name_floor_s.store(
+                    now_ms.div_euclid(1000) + 1,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let sa = Arc::clone(&sa);
+                tokio::spawn(async move {
+                    if let Err(e) = sa.refresh().await {
+                        warn!(stream = %sa.id, "cannot re-read the bucket: {e}");
+                    }
+                });
+            }
             let cancel = self.cancel.child_token();
             let why = Arc::new(std::sync::OnceLock::new());
             let task = self
@@ -298,8 +323,9 @@ impl Archive {
     /// `archive.serving` the global directory for any UUID.
     pub async fn resolve(&self, id: &Uuid) -> Result<Arc<StreamArchive>, ArchiveError> {
         if let Some(sa) = self.known(id) {
-            // In a fleet, another node may be the one recording it: take in its new files.
-            if !self.records_here(id) {
+            // Another node may be recording it, or have recorded it until a hand-off or a
+            // failure moved it here: take in the files it put in the bucket.
+            if self.fleet() || !self.records_here(id) {
                 sa.refresh_if_older(REFRESH_MS).await;
             }
             return Ok(sa);
@@ -466,6 +492,8 @@ impl Archive {
             growing: Mutex::new(None),
             uploader: Arc::clone(&self.uploader),
             refreshed_ms: std::sync::atomic::AtomicI64::new(crate::media::unix_ms_now()),
+            merge_until_ms: std::sync::atomic::AtomicI64::new(0),
+            name_floor_s: std::sync::atomic::AtomicI64::new(0),
         });
         for name_s in pending {
             self.uploader.enqueue(Arc::clone(&sa), name_s);
@@ -475,6 +503,27 @@ impl Archive {
 
     /// Stops recorders (closing their files), the uploader and retention; waits for them.
     pub async fn shutdown(&self) {
+        // Recorders close their files as their streams stop; those files go to the bucket
+        // before the process ends (a node leaving a fleet for good would strand them in its
+        // spool), unless the bucket is unreachable: bounded.
+        let ids: Vec<Uuid> = self
+            .recorders
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.wait_recorder(&id).await;
+        }
+        let deadline = tokio::time::Instant::now() + UPLOAD_DRAIN;
+        while self.uploader.pending() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if self.uploader.pending() > 0 {
+            warn!(
+                files = self.uploader.pending(),
+                "files left in the upload spool; they go up at the next start"
+            );
+        }
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;

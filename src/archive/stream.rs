@@ -81,6 +81,15 @@ pub struct StreamArchive {
     pub(super) uploader: Arc<upload::Uploader>,
     /// Unix ms of the last re-read of the bucket (fleet nodes that do not record a camera).
     pub(super) refreshed_ms: std::sync::atomic::AtomicI64,
+    /// In a fleet, until this Unix ms (two minutes after this node started recording the
+    /// camera) the bucket is re-read before the index object is written: the previous owner
+    /// may still be uploading its last files, whose facts must not be written over.
+    pub(super) merge_until_ms: std::sync::atomic::AtomicI64,
+    /// In a fleet, no file is named before this Unix second: a node that takes a camera over
+    /// starts recording from its GOP cache, which can begin in the same second as the previous
+    /// owner's last file, and that name (an S3 key) must not be written twice. The real start
+    /// stays in the index (`start_ms`).
+    pub(super) name_floor_s: std::sync::atomic::AtomicI64,
 }
 
 impl StreamArchive {
@@ -120,6 +129,17 @@ impl StreamArchive {
         let Some(s3) = &self.s3 else {
             return;
         };
+        // Merge what the bucket says first when another node may have written it: just after
+        // a takeover, or when no recorder runs here (a file left in the spool uploaded late).
+        let merge_until = self
+            .merge_until_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let recording_here = self.status.snapshot().writing.is_some();
+        if crate::media::unix_ms_now() < merge_until || !recording_here {
+            if let Err(e) = self.refresh().await {
+                warn!(stream = %self.id, "cannot re-read the bucket before writing its index: {e}");
+            }
+        }
         let remote: Vec<Segment> = self.with_index(|i| {
             i.segments()
                 .iter()
@@ -284,9 +304,12 @@ impl StreamArchive {
         spans
     }
 
-    /// A name for a file starting at `start_ms` that no other file of the stream has.
+    /// A name for a file starting at `start_ms` that no other file of the stream has, and no
+    /// earlier than the floor a fleet takeover set (see [`StreamArchive::name_floor_s`]).
     pub fn free_name(&self, start_ms: i64) -> i64 {
-        self.index().free_name(start_ms)
+        let floor_s = self.name_floor_s.load(std::sync::atomic::Ordering::Relaxed);
+        self.index()
+            .free_name(start_ms.max(floor_s.saturating_mul(1000)))
     }
 
     /// A file was closed: index it, journal it, queue its upload.

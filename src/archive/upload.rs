@@ -44,6 +44,11 @@ impl Uploader {
     }
 
     /// The backlog of each stream.
+    /// Files waiting for upload (the one being uploaded included).
+    pub fn pending(&self) -> usize {
+        self.queue.lock().map_or(0, |q| q.len())
+    }
+
     pub fn backlog_by_stream(&self) -> std::collections::HashMap<uuid::Uuid, Backlog> {
         let queued: Vec<(Arc<StreamArchive>, i64)> = self
             .queue
