@@ -1,6 +1,6 @@
 //! The fleet against a real etcd (Debian's `etcd-server`, started per test on loopback) and
 //! real cameras: every camera owned once and balanced, failover after SIGKILL within the
-//! lease plus 3 s, the camera list shared through etcd, an etcd outage that moves nothing, and a
+//! lease plus 3 s, the camera list shared through etcd, a 30 s etcd outage that moves nothing, and a
 //! duplicate node id refused. What etcd holds is read back with `etcdctl`, independently of the
 //! code under test.
 #![cfg(feature = "cluster")]
@@ -639,16 +639,47 @@ async fn an_etcd_outage_keeps_every_camera_playing_and_moves_nothing() {
     let cam = Camera::start(Auth::None);
     let mut etcd = Etcd::start();
     let ids = cameras(4);
-    let streams = camera_streams(&cam, &ids);
+    // Each node records what it owns to its own disk.
+    let recorded = |dir: &std::path::Path| {
+        format!(
+            "[archive]\nrecording = true\ndirectory = \"{d}\"\nms_per_file = 2000\n\n{}",
+            ids.iter()
+                .map(|id| rtsp_stream(
+                    id,
+                    &cam.url("h264"),
+                    "\"mse\"",
+                    &format!("archive = {{ recording = true, type = \"filesystem\", directory = \"{d}\", ms_per_file = 2000 }}", d = dir.display())
+                ))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            d = dir.display()
+        )
+    };
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
     let ttl = 3;
-    let a = node(&etcd, "a", ttl, &streams).await;
-    let b = node(&etcd, "b", ttl, &streams).await;
+    let a = node(&etcd, "a", ttl, &recorded(dir_a.path())).await;
+    let b = node(&etcd, "b", ttl, &recorded(dir_b.path())).await;
     let owners = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(30)).await;
     let gws: BTreeMap<&str, &Gateway> = [("a", &a), ("b", &b)].into();
     online_on_owners(&gws, &owners, Duration::from_secs(30)).await;
+    let written = |gw: &Gateway, id: &str| {
+        let (gw, id) = (gw.api, id.to_owned());
+        async move {
+            get(gw, &format!("/archive/{id}/segments")).await.json()["recorder"]["files_written"]
+                .as_u64()
+                .unwrap_or(0)
+        }
+    };
+    let mut before = BTreeMap::new();
+    for (id, node) in &owners {
+        before.insert(id.clone(), written(gws[node.as_str()], id).await);
+    }
 
+    // 30 s without etcd: every node sees it gone, and so does every peer; nothing stops.
     etcd.kill();
-    // Longer than the lease: every node sees etcd gone, and so does every peer.
     tokio::time::sleep(Duration::from_secs(ttl + 3)).await;
     for (name, gw) in &gws {
         let v = cluster_view(gw).await;
@@ -656,7 +687,17 @@ async fn an_etcd_outage_keeps_every_camera_playing_and_moves_nothing() {
         assert_eq!(v["degraded"], true, "{name}: {v}");
         assert_eq!(v["fenced"], false, "{name}: {v}");
     }
+    tokio::time::sleep(Duration::from_secs(30 - ttl - 3)).await;
     online_on_owners(&gws, &owners, Duration::from_secs(1)).await;
+    // Every owner went on recording: about 15 files of 2 s each in 30 s.
+    for (id, node) in &owners {
+        let now = written(gws[node.as_str()], id).await;
+        assert!(
+            now >= before[id] + 10,
+            "{id} on {node}: {} files before the outage, {now} after 30 s of it",
+            before[id]
+        );
+    }
 
     etcd.launch();
     wait_for(
