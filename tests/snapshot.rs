@@ -1,5 +1,6 @@
 //! `/snapshot/{id}.jpg` against real cameras (GStreamer's RTSP server): a JPEG that ffprobe
-//! decodes, of the camera's size or the width asked for, for H.264 and H.265; a hundred
+//! decodes, of the camera's size or the width asked for, for H.264 (decoded in-process) and
+//! H.265 (by ffmpeg); a hundred
 //! requests at once cost one decode; an offline camera gives its last picture with its time;
 //! an idle on-demand camera is woken for it; bad requests get a JSON reason.
 
@@ -58,7 +59,14 @@ async fn snapshots_of_h264_and_h265_cameras_decode_at_their_size_and_scaled() {
     ))
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
+    let ffmpeg_decodes = || async {
+        metric(
+            &get(gw.api, "/metrics").await.text(),
+            "video_server_snapshot_decodes_ffmpeg_total",
+        )
+    };
     for (id, codec) in [(STREAM_A, "h264"), (STREAM_B, "h265")] {
+        let ffmpeg_before = ffmpeg_decodes().await;
         gw.wait_online(id, Duration::from_secs(20)).await;
         let before_ms = chrono::Utc::now().timestamp_millis();
         let r = get(gw.video, &format!("/snapshot/{id}.jpg")).await;
@@ -84,6 +92,10 @@ async fn snapshots_of_h264_and_h265_cameras_decode_at_their_size_and_scaled() {
         let small = dir.path().join(format!("{codec}-320.jpg"));
         std::fs::write(&small, &r.body).expect("write");
         assert_eq!(picture(&small), ("mjpeg".to_owned(), 320, 180), "{codec}");
+        // H.264 is decoded in-process (OpenH264), H.265 by ffmpeg.
+        let by_ffmpeg = ffmpeg_decodes().await - ffmpeg_before;
+        let want = if codec == "h264" { 0.0 } else { 2.0 };
+        assert_eq!(by_ffmpeg, want, "{codec}: {by_ffmpeg} decodes by ffmpeg");
     }
     // Kept for a look: target/test-artifacts/snapshot-h264.jpg.
     let artifacts = repo().join("target/test-artifacts");

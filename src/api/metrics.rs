@@ -166,6 +166,8 @@ metrics_table! {
         "Snapshot requests answered from a keyframe or the last picture (`/snapshot/{id}.jpg`).",
     SnapshotDecodesTotal counter "video_server_snapshot_decodes_total"
         "Keyframes decoded for snapshots (one per keyframe and size, however many asked).",
+    SnapshotDecodesFfmpegTotal counter "video_server_snapshot_decodes_ffmpeg_total"
+        "Of those, decoded by an ffmpeg process (H.265, or H.264 that OpenH264 could not decode).",
     WebhookEventsDroppedTotal counter "video_server_webhook_events_dropped_total"
         "Webhook events dropped because a webhook's queue was full (only with [[webhooks]]).",
     ProcessStartTimeSeconds gauge "process_start_time_seconds"
@@ -334,6 +336,8 @@ impl Metrics {
             .absolute(ctx.snapshots.requests.load(Ordering::Relaxed));
         counter!(Metric::SnapshotDecodesTotal.name())
             .absolute(ctx.snapshots.decodes.load(Ordering::Relaxed));
+        counter!(Metric::SnapshotDecodesFfmpegTotal.name())
+            .absolute(ctx.snapshots.decodes_ffmpeg.load(Ordering::Relaxed));
         if !ctx.webhooks.is_empty() {
             counter!(Metric::WebhookEventsDroppedTotal.name())
                 .absolute(ctx.webhooks.dropped.load(Ordering::Relaxed));

@@ -1,13 +1,15 @@
 //! The `snapshot` output: a JPEG of a stream's newest cached keyframe, answered at once (no
 //! wait for the next keyframe). Each keyframe is decoded at most once per size: requests that
 //! arrive together share one decode, later ones get the cached picture until a newer keyframe
-//! arrives. Decodes run in a bounded pool (`max_decoders` processes at a time). When the
+//! arrives. Decodes run in a bounded pool (`max_decoders` at a time): H.264 in-process
+//! (`h264`), H.265 and whatever OpenH264 cannot decode in an ffmpeg process (`ffmpeg`). When the
 //! camera is offline the last picture made is served, with its time.
 //!
 //! Belongs here: the cache per stream, the single flight, the pool. Does not belong here: the
 //! decoder input (`picture`), the decoder process (`ffmpeg`), HTTP (`api::snapshot`).
 
 pub mod ffmpeg;
+pub mod h264;
 pub mod picture;
 
 use std::collections::HashMap;
@@ -61,8 +63,9 @@ struct Cache {
 pub struct Snapshots {
     pool: Semaphore,
     caches: Mutex<HashMap<Uuid, Cache>>,
-    /// Decoder runs started, and requests answered (for `/metrics`).
+    /// Keyframes decoded (in-process, and by ffmpeg), and requests answered (for `/metrics`).
     pub decodes: AtomicU64,
+    pub decodes_ffmpeg: AtomicU64,
     pub requests: AtomicU64,
 }
 
@@ -72,6 +75,7 @@ impl Snapshots {
             pool: Semaphore::new(max_decoders.max(1)),
             caches: Mutex::new(HashMap::new()),
             decodes: AtomicU64::new(0),
+            decodes_ffmpeg: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         }
     }
@@ -130,7 +134,7 @@ impl Snapshots {
                     return Err(SnapshotError::NoPicture);
                 };
                 self.decodes.fetch_add(1, Ordering::Relaxed);
-                Ok(ffmpeg::jpeg(input, width).await?)
+                Ok(decode(&frame, input, width, &self.decodes_ffmpeg).await?)
             })
             .await
             .clone();
@@ -167,4 +171,29 @@ impl Snapshots {
             live: false,
         })
     }
+}
+
+/// One picture: H.264 in-process, falling back to ffmpeg for what OpenH264 cannot decode (and
+/// for H.265).
+async fn decode(
+    frame: &crate::media::Frame,
+    mp4: Bytes,
+    width: Option<u32>,
+    by_ffmpeg: &AtomicU64,
+) -> Result<Bytes, ffmpeg::DecodeError> {
+    let annexb = frame
+        .params
+        .video
+        .as_ref()
+        .filter(|v| v.codec == crate::media::VideoCodec::H264)
+        .and_then(|v| picture::annexb_keyframe(&v.sample_entry, &frame.data));
+    if let Some(au) = annexb {
+        match tokio::task::spawn_blocking(move || h264::jpeg(&au, width)).await {
+            Ok(Ok(jpeg)) => return Ok(jpeg),
+            Ok(Err(e)) => tracing::debug!("in-process decode failed, trying ffmpeg: {e}"),
+            Err(e) => tracing::warn!("in-process decode failed, trying ffmpeg: {e}"),
+        }
+    }
+    by_ffmpeg.fetch_add(1, Ordering::Relaxed);
+    ffmpeg::jpeg(mp4, width).await
 }

@@ -67,9 +67,145 @@ pub fn keyframe_mp4(frame: &Frame) -> Option<Bytes> {
     Some(buf.freeze())
 }
 
+/// An H.264 keyframe as an Annex B access unit with its parameter sets first (what a decoder
+/// that starts cold needs): the SPS and PPS from the `avcC` inside the `avc1` sample entry, then
+/// the frame's NAL units, each behind a start code. `None` if the entry or the frame does not
+/// parse.
+pub fn annexb_keyframe(sample_entry: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    const START: [u8; 4] = [0, 0, 0, 1];
+    let avcc = child_box(sample_entry, b"avc1", b"avcC")?;
+    let length_size = usize::from(avcc.get(4)? & 3) + 1;
+    let mut out = Vec::with_capacity(data.len() + 128);
+    let mut at = 5;
+    for kind in 0..2 {
+        // SPS count (low 5 bits), then PPS count.
+        let count = usize::from(*avcc.get(at)?) & if kind == 0 { 0x1f } else { 0xff };
+        at += 1;
+        for _ in 0..count {
+            let len = usize::from(u16::from_be_bytes([*avcc.get(at)?, *avcc.get(at + 1)?]));
+            let nal = avcc.get(at + 2..at + 2 + len)?;
+            out.extend_from_slice(&START);
+            out.extend_from_slice(nal);
+            at += 2 + len;
+        }
+    }
+    let mut rest = data;
+    while !rest.is_empty() {
+        let len_bytes = rest.get(..length_size)?;
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |n, b| (n << 8) | usize::from(*b));
+        let nal = rest.get(length_size..length_size + len)?;
+        out.extend_from_slice(&START);
+        out.extend_from_slice(nal);
+        rest = &rest[length_size + len..];
+    }
+    Some(out)
+}
+
+/// The body of the child box `child` of the sample entry box `entry` (a visual sample entry:
+/// 8 bytes of header and 78 of fields before its children).
+fn child_box<'a>(b: &'a [u8], entry: &[u8; 4], child: &[u8; 4]) -> Option<&'a [u8]> {
+    if b.get(4..8)? != entry {
+        return None;
+    }
+    let size = usize::try_from(u32::from_be_bytes(b.get(..4)?.try_into().ok()?)).ok()?;
+    let body = b.get(8 + 78..size.min(b.len()))?;
+    let mut at = 0;
+    while at + 8 <= body.len() {
+        let len = usize::try_from(u32::from_be_bytes(body[at..at + 4].try_into().ok()?)).ok()?;
+        if len < 8 || at + len > body.len() {
+            return None;
+        }
+        if &body[at + 4..at + 8] == child {
+            return Some(&body[at + 8..at + len]);
+        }
+        at += len;
+    }
+    None
+}
+
+/// Scales an RGB picture to `new_w` wide, the height in proportion and even: each output
+/// pixel averages the input pixels it covers (downscaling), or takes the nearest one.
+pub fn scale_rgb(rgb: &[u8], w: usize, h: usize, new_w: usize) -> (Vec<u8>, usize, usize) {
+    if w == 0 || h == 0 || new_w == 0 || rgb.len() < w * h * 3 {
+        return (rgb.to_vec(), w, h);
+    }
+    let new_h = ((h * new_w + w / 2) / w).max(2) & !1;
+    let mut out = vec![0u8; new_w * new_h * 3];
+    for y in 0..new_h {
+        let (y0, y1) = (
+            y * h / new_h,
+            ((y + 1) * h / new_h).max(y * h / new_h + 1).min(h),
+        );
+        for x in 0..new_w {
+            let (x0, x1) = (
+                x * w / new_w,
+                ((x + 1) * w / new_w).max(x * w / new_w + 1).min(w),
+            );
+            let mut sum = [0u32; 3];
+            for sy in y0..y1 {
+                let row = &rgb[(sy * w + x0) * 3..(sy * w + x1) * 3];
+                for px in row.chunks_exact(3) {
+                    for c in 0..3 {
+                        sum[c] += u32::from(px[c]);
+                    }
+                }
+            }
+            let n = ((y1 - y0) * (x1 - x0)) as u32;
+            let o = (y * new_w + x) * 3;
+            for c in 0..3 {
+                out[o + c] = ((sum[c] + n / 2) / n) as u8;
+            }
+        }
+    }
+    (out, new_w, new_h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_avcc_keyframe_becomes_annex_b_with_its_parameter_sets_first() {
+        let entry = crate::mp4::fmp4::tests::avc1_entry();
+        let frame = [0u8, 0, 0, 2, 0x65, 0x88, 0, 0, 0, 1, 0x06];
+        let au = annexb_keyframe(&entry, &frame).expect("parses");
+        let sps = [0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x01, 0x04, 0x6c, 0x04, 0x40];
+        let pps = [0x68, 0xcb, 0x83, 0xcb, 0x20];
+        let mut want = vec![0, 0, 0, 1];
+        want.extend_from_slice(&sps);
+        want.extend_from_slice(&[0, 0, 0, 1]);
+        want.extend_from_slice(&pps);
+        want.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0, 0, 0, 1, 0x06]);
+        assert_eq!(au, want);
+        // Cut anywhere: no panic, no picture.
+        for cut in 0..frame.len() - 1 {
+            let _ = annexb_keyframe(&entry, &frame[..cut]);
+        }
+        for cut in 0..entry.len() {
+            assert!(annexb_keyframe(&entry[..cut], &frame).is_none() || cut >= entry.len());
+        }
+        assert!(annexb_keyframe(b"not a box at all", &frame).is_none());
+    }
+
+    #[test]
+    fn scaling_averages_and_keeps_the_aspect_ratio_even() {
+        // 4×2: left half black, right half white.
+        let mut rgb = Vec::new();
+        for _ in 0..2 {
+            for x in 0..4 {
+                rgb.extend_from_slice(&[if x < 2 { 0 } else { 255 }; 3]);
+            }
+        }
+        let (out, w, h) = scale_rgb(&rgb, 4, 2, 2);
+        assert_eq!((w, h), (2, 2), "height stays even, at least 2");
+        assert_eq!(out, vec![0, 0, 0, 255, 255, 255, 0, 0, 0, 255, 255, 255]);
+        let (_, w, h) = scale_rgb(&vec![0; 1280 * 720 * 3], 1280, 720, 320);
+        assert_eq!((w, h), (320, 180));
+        let (_, w, h) = scale_rgb(&vec![0; 16 * 9 * 3], 16, 9, 32);
+        assert_eq!((w, h), (32, 18), "upscaling takes the nearest pixel");
+    }
 
     #[test]
     fn widths_are_checked_and_made_even() {
