@@ -21,7 +21,7 @@ RUN apt-get update \
 RUN cargo build --release --locked --features cluster --bin video-server
 
 FROM debian:bookworm-slim
-# ffmpeg decodes keyframes for /snapshot/{id}.jpg (docs/api.md); nothing else needs it.
+# ffmpeg decodes H.265 keyframes for /snapshot/{id}.jpg (docs/api.md); nothing else needs it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates tzdata ffmpeg \
  && rm -rf /var/lib/apt/lists/* \
