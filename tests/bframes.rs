@@ -70,9 +70,12 @@ async fn check_viewer(gw: &Gateway, n: usize, name: &str, lossy: bool) {
     // reference: only then may ffmpeg complain.
     let st = get(gw.api, &format!("/streams/{STREAM_A}")).await.json();
     let packets_lost = st["rtp_packets_lost"].as_u64().expect("rtp_packets_lost");
+    // A frame may also go when the viewer (this test, on a loaded machine) falls behind: the
+    // gateway counts that too. Anything else missing is a frame the gateway lost silently.
+    let dropped = st["frames_dropped_for_slow_viewers"].as_u64().unwrap_or(0);
     assert!(
-        lost == 0 || packets_lost > 0,
-        "{lost} frames missing with no packet lost"
+        lost == 0 || packets_lost > 0 || dropped > 0,
+        "{lost} frames missing with no packet lost and none dropped for a slow viewer: {st}"
     );
     assert!(
         p.decode_errors.is_empty() || (lossy && packets_lost > 0),
