@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::s3_server::S3Server;
 use common::{
     archive_segments as segments, collect, get, http, probe, rtsp_stream,
-    wait_archive_segments as wait_segments, ws_connect, Auth, Camera, Capture, Gateway, STREAM_A,
-    STREAM_B,
+    wait_archive_segments as wait_segments, wait_for, ws_connect, Auth, Camera, Capture, Gateway,
+    STREAM_A, STREAM_B,
 };
 
 const BUCKET: &str = "archive-bucket";
@@ -250,6 +250,92 @@ async fn s3_files_are_uploaded_whole_and_play_back_with_their_flac_audio() {
     let uploaded = b["segments"].as_array().map_or(0, Vec::len) as f64;
     assert!(calls("put") >= uploaded && calls("head") >= uploaded, "{m}");
     assert!(calls("get") >= 1.0 && calls("list") >= 1.0, "{m}");
+}
+
+/// Thumbnails every 2 s of recording, on disk and in the bucket: listed in time order, each a
+/// 320-wide JPEG that ffprobe reads, stored beside the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thumbnails_of_the_recording_are_listed_and_served_from_disk_and_s3() {
+    let cam = Camera::start(Auth::None);
+    let s3 = S3Server::start();
+    let (files, spool) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let gw = Gateway::start(&format!(
+        "{}thumbnail_interval_ms = 2000\n\n{}\n{}",
+        archive_section(files.path(), 4000, Some(&s3)),
+        stream_with_archive(STREAM_A, &cam.url("h264"), "filesystem", files.path(), 4000),
+        stream_with_archive(STREAM_B, &cam.url("h265"), "minio", spool.path(), 4000),
+    ))
+    .await;
+    for id in [STREAM_A, STREAM_B] {
+        let list = wait_for(Duration::from_secs(40), "three thumbnails", || async {
+            let v = get(gw.api, &format!("/archive/{id}/thumbnails"))
+                .await
+                .json();
+            let l = v["thumbnails"].as_array().cloned().unwrap_or_default();
+            (l.len() >= 3).then_some(l)
+        })
+        .await;
+        let times: Vec<i64> = list.iter().filter_map(|t| t["time_ms"].as_i64()).collect();
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] >= 2000),
+            "one every 2 s at most: {times:?}"
+        );
+        for t in &list[..3] {
+            let url = t["url"].as_str().expect("url");
+            let r = get(gw.video, url).await;
+            assert_eq!(r.status, 200, "{url}: {}", r.text());
+            assert_eq!(r.header("content-type"), Some("image/jpeg"));
+            let path = files.path().join("probe.jpg");
+            std::fs::write(&path, &r.body).expect("write");
+            let out = std::process::Command::new("ffprobe")
+                .args([
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "stream=codec_name,width,height",
+                ])
+                .args(["-of", "csv=p=0"])
+                .arg(&path)
+                .output()
+                .expect("ffprobe");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "mjpeg,320,180",
+                "{url}"
+            );
+        }
+        // A window picks some of them.
+        let from = seconds(times[1]);
+        let v = get(gw.api, &format!("/archive/{id}/thumbnails?start={from}"))
+            .await
+            .json();
+        assert_eq!(
+            v["thumbnails"][0]["time_ms"].as_i64(),
+            Some(times[1]),
+            "{v}"
+        );
+    }
+    // Stored beside the files: on disk, and under the bucket prefix.
+    let on_disk = std::fs::read_dir(files.path().join("thumbs"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(STREAM_A))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(on_disk >= 3, "{on_disk} thumbnails on disk");
+    let in_bucket = s3
+        .objects(BUCKET, "var/archive_data/thumbs")
+        .iter()
+        .filter(|(name, _)| name.starts_with(STREAM_B))
+        .count();
+    assert!(in_bucket >= 3, "{in_bucket} thumbnails in the bucket");
+    let r = get(gw.video, &format!("/archive/{STREAM_A}/thumbnails/1.jpg")).await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].is_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

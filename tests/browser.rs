@@ -393,11 +393,21 @@ async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
         &format!("archive = {{ recording = true, type = \"filesystem\", directory = \"{dir}\", ms_per_file = 3000 }}"),
     );
     let gw = Gateway::start(&format!(
-        "[archive]\nrecording = true\ndirectory = \"{dir}\"\nms_per_file = 3000\n{stream}"
+        "[archive]\nrecording = true\ndirectory = \"{dir}\"\nms_per_file = 3000\nthumbnail_interval_ms = 2000\n{stream}"
     ))
     .await;
     // Three closed files (about 9 s) to play.
     wait_archive_segments(&gw, STREAM_A, 3, false, Duration::from_secs(60)).await;
+    // The thumbnail strip under the timeline shows pictures, and a hover over the timeline
+    // shows the nearest one.
+    let strip = "document.querySelectorAll('#tlthumbs img').length >= 2 && \
+        [...document.querySelectorAll('#tlthumbs img')].every((i) => i.naturalWidth === 320)";
+    let hover = "(() => { const tl = document.getElementById('tl'); const r = tl.getBoundingClientRect(); \
+        tl.dispatchEvent(new MouseEvent('mousemove', { clientX: r.left + r.width / 2, clientY: r.top + 5 })); \
+        window.archiveTimeline.play(window.archiveTimeline.t0 + 1500); })()";
+    let report = "({ strip: document.querySelectorAll('#tlthumbs img').length, \
+        peek: !document.getElementById('tlpeek').hidden && \
+          document.querySelector('#tlpeek img').getAttribute('src').includes('/thumbnails/') })";
     let url = format!("http://{}/#/stream/{STREAM_A}", gw.video);
     let r = tokio::task::spawn_blocking(move || {
         play_with(
@@ -406,11 +416,9 @@ async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
             4,
             &[
                 ("VIDEO", "#archvideo"),
-                ("WAIT_FOR", "window.archiveTimeline"),
-                (
-                    "BEFORE",
-                    "window.archiveTimeline.play(window.archiveTimeline.t0 + 1500)",
-                ),
+                ("WAIT_FOR", strip),
+                ("BEFORE", hover),
+                ("REPORT", report),
                 ("FULL_PAGE", "1"),
             ],
         )
@@ -423,6 +431,8 @@ async fn the_stream_page_plays_the_archive_from_a_click_on_its_timeline() {
         text.contains("file(s)") && text.contains("download MP4"),
         "{text}"
     );
+    assert!(r["extra"]["strip"].as_u64() >= Some(2), "{r}");
+    assert_eq!(r["extra"]["peek"], true, "{r}");
 }
 
 /// Frames Chromium decoded per second over the `secs` it watched. Decoded, not shown: a

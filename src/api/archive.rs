@@ -427,3 +427,51 @@ pub async fn share(
 fn format_seconds(ms: i64) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
+
+/// `GET /archive/{id}/thumbnails?start&end` (ours): the recording's thumbnails in the window,
+/// oldest first, each with its time and URL.
+pub async fn thumbnails(
+    State(ctx): State<Arc<Ctx>>,
+    Path(id): Path<String>,
+    Query(w): Query<Window>,
+) -> Result<Response, ArchiveError> {
+    let sa = stream(&ctx, &id).await?;
+    let (start, end) = window(&w, false)?;
+    let here = ctx.archive.as_ref().is_some_and(|a| a.records_here(&sa.id));
+    let list: Vec<_> = sa
+        .thumbnails(start, end, here)
+        .await
+        .into_iter()
+        .map(|ms| {
+            json!({
+                "time": utc_time(ms),
+                "time_ms": ms,
+                "url": format!("/archive/{}/thumbnails/{ms}.jpg", sa.id),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "stream_id": sa.id, "thumbnails": list })).into_response())
+}
+
+/// `GET /archive/{id}/thumbnails/{ms}.jpg` (ours): one thumbnail.
+pub async fn thumbnail(
+    State(ctx): State<Arc<Ctx>>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ArchiveError> {
+    let sa = stream(&ctx, &id).await?;
+    let not_found = || ArchiveError::NotFound(format!("no thumbnail {name}"));
+    let ms: i64 = name
+        .strip_suffix(".jpg")
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(not_found)?;
+    let jpeg = sa.thumbnail(ms).await?.ok_or_else(not_found)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}

@@ -199,6 +199,12 @@ fn both(r: Routes) -> Routes {
         .add(ARCHIVE, "/archive/{id}/clip.mp4", get(http::clip))
         .add(ARCHIVE, "/archive/{id}/playlist.m3u8", get(http::playlist))
         .add(ARCHIVE, "/archive/{id}/files/{name}", get(http::file))
+        .add(ARCHIVE, "/archive/{id}/thumbnails", get(http::thumbnails))
+        .add(
+            ARCHIVE,
+            "/archive/{id}/thumbnails/{name}",
+            get(http::thumbnail),
+        )
         .add(ADMIN, "/archive/{id}/share", post(http::share))
 }
 

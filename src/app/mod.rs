@@ -111,6 +111,7 @@ impl App {
             Arc::clone(&self.webhooks) as Arc<dyn crate::events::EventSink>,
         )
         .await;
+        archive.set_thumbnailer(Arc::new(Thumbnails::default()));
         let _ = self.archive.set(archive);
     }
 
@@ -416,5 +417,34 @@ impl Registry for App {
 
     fn reload(&self) -> BoxFuture<'_, Result<ReloadReport, ConfigError>> {
         reload::reload(self).boxed()
+    }
+}
+
+/// Archive thumbnails made by the `snapshot` stage's decoder, one at a time for the whole
+/// process (they are rare: one per stream per `thumbnail_interval_ms`).
+struct Thumbnails {
+    one_at_a_time: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Thumbnails {
+    fn default() -> Thumbnails {
+        Thumbnails {
+            one_at_a_time: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+}
+
+impl crate::archive::thumbs::Thumbnailer for Thumbnails {
+    fn jpeg(
+        &self,
+        keyframe: crate::media::Frame,
+        width: u32,
+    ) -> futures::future::BoxFuture<'static, Option<bytes::Bytes>> {
+        let pool = Arc::clone(&self.one_at_a_time);
+        async move {
+            let _permit = pool.acquire().await.ok()?;
+            crate::snapshot::picture(&keyframe, Some(width)).await
+        }
+        .boxed()
     }
 }

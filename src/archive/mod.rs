@@ -28,6 +28,7 @@ pub mod retention;
 pub mod s3;
 pub mod startup;
 pub mod stream;
+pub mod thumbs;
 pub mod upload;
 pub mod ws;
 
@@ -127,6 +128,8 @@ pub struct Archive {
     pub events: Arc<dyn crate::events::EventSink>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Makes the recordings' thumbnails (`thumbs`), once `app` gave one.
+    thumbnailer: std::sync::OnceLock<Arc<dyn thumbs::Thumbnailer>>,
 }
 
 impl Archive {
@@ -148,6 +151,7 @@ impl Archive {
             retention_wake: Arc::new(tokio::sync::Notify::new()),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
+            thumbnailer: std::sync::OnceLock::new(),
         });
         for s in streams {
             if s.archive.is_some() {
@@ -184,6 +188,11 @@ impl Archive {
     /// Files waiting for upload, per stream.
     pub fn upload_backlog_by_stream(&self) -> HashMap<Uuid, upload::Backlog> {
         self.uploader.backlog_by_stream()
+    }
+
+    /// Gives the archive its thumbnail maker (before recorders start).
+    pub fn set_thumbnailer(&self, t: Arc<dyn thumbs::Thumbnailer>) {
+        let _ = self.thumbnailer.set(t);
     }
 
     /// Whether any stream's archive lives in an S3 bucket.
@@ -228,9 +237,18 @@ impl Archive {
             }
             let cancel = self.cancel.child_token();
             let why = Arc::new(std::sync::OnceLock::new());
-            let task = self
-                .tasks
-                .spawn(recorder::run(hub, sa, cancel.clone(), Arc::clone(&why)));
+            let thumbs = self
+                .thumbnailer
+                .get()
+                .filter(|_| self.cfg.thumbnail_interval_ms > 0)
+                .map(|t| (Arc::clone(t), self.cfg.thumbnail_interval_ms));
+            let task = self.tasks.spawn(recorder::run(
+                hub,
+                sa,
+                cancel.clone(),
+                Arc::clone(&why),
+                thumbs,
+            ));
             if let Ok(mut r) = self.recorders.lock() {
                 r.insert(stream.id, Recorder { task, cancel, why });
             }
@@ -494,7 +512,11 @@ impl Archive {
             refreshed_ms: std::sync::atomic::AtomicI64::new(crate::media::unix_ms_now()),
             merge_until_ms: std::sync::atomic::AtomicI64::new(0),
             name_floor_s: std::sync::atomic::AtomicI64::new(0),
+            thumbs: Mutex::new(thumbs::Known::default()),
         });
+        if let Err(e) = sa.list_thumbnails().await {
+            warn!(stream = %id, "cannot list thumbnails: {e}");
+        }
         for name_s in pending {
             self.uploader.enqueue(Arc::clone(&sa), name_s);
         }

@@ -187,6 +187,7 @@ pub async fn run(
     archive: Arc<StreamArchive>,
     cancel: CancellationToken,
     why: Arc<std::sync::OnceLock<EndReason>>,
+    thumbs: Option<(Arc<dyn super::thumbs::Thumbnailer>, i64)>,
 ) {
     let span = tracing::info_span!("archive", stream = %hub.id);
     async move {
@@ -209,6 +210,8 @@ pub async fn run(
         let mut events = Vec::new();
         let mut ops = Vec::new();
         let mut epoch = None;
+        let mut pace = super::thumbs::Pace::new(thumbs.as_ref().map_or(0, |t| t.1));
+        let thumb_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let mut reason = None;
             let mut stopping = false;
@@ -253,6 +256,11 @@ pub async fn run(
                     }));
                 }
                 epoch = Some(f.epoch);
+                if let Some((maker, _)) = &thumbs {
+                    if pace.take(&f) {
+                        super::thumbs::take(&archive, maker, f.clone(), &thumb_busy);
+                    }
+                }
                 seg.push(&f, false, &mut events);
                 ops.extend(events.drain(..).map(Op::Event));
             }

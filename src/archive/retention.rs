@@ -84,6 +84,12 @@ async fn delete(sa: &StreamArchive, names: &[i64], why: &str) -> u64 {
             }
         }
     }
+    if !names.is_empty() {
+        // Thumbnails go with the files they were taken from.
+        let oldest_left = sa.with_index(|i| i.segments().first().map(|s| s.start_ms));
+        let before = oldest_left.unwrap_or_else(|| sa.growing().map_or(i64::MAX, |g| g.start_ms));
+        sa.prune_thumbnails(before).await;
+    }
     freed
 }
 

@@ -90,6 +90,8 @@ pub struct StreamArchive {
     /// owner's last file, and that name (an S3 key) must not be written twice. The real start
     /// stays in the index (`start_ms`).
     pub(super) name_floor_s: std::sync::atomic::AtomicI64,
+    /// Its thumbnails (`thumbs`).
+    pub(super) thumbs: Mutex<super::thumbs::Known>,
 }
 
 impl StreamArchive {

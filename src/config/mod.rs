@@ -125,6 +125,8 @@ pub struct ArchiveConfig {
     pub gap_tolerance_ms: i64,
     /// The longest clip `/archive/{id}/clip.mp4` builds.
     pub max_clip_ms: i64,
+    /// A thumbnail (JPEG) of the recording every this many ms; 0: none.
+    pub thumbnail_interval_ms: i64,
     /// Retention: delete segments older than this (all streams, unless a stream sets its own).
     pub max_age_s: Option<u64>,
     /// Retention: keep each stream under this many bytes (unless a stream sets its own).

@@ -97,6 +97,7 @@ pub struct RawArchive {
     pub fragment_ms: i64,
     pub gap_tolerance_ms: i64,
     pub max_clip_ms: i64,
+    pub thumbnail_interval_ms: Option<i64>,
     pub max_age: Option<RawAmount>,
     pub max_bytes: Option<RawAmount>,
     pub min_free_bytes: Option<RawAmount>,

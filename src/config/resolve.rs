@@ -176,6 +176,12 @@ fn archive(
         fragment_ms: pos(a.fragment_ms, 1_000).clamp(100, 10_000),
         gap_tolerance_ms: pos(a.gap_tolerance_ms, 500),
         max_clip_ms: pos(a.max_clip_ms, 2 * 3_600_000),
+        // 0 (or less) turns thumbnails off; at least one a second.
+        thumbnail_interval_ms: match a.thumbnail_interval_ms {
+            None => 60_000,
+            Some(ms) if ms <= 0 => 0,
+            Some(ms) => ms.max(1_000),
+        },
         max_age_s: amount(&a.max_age, "archive.max_age", Unit::Seconds)?,
         max_bytes: amount(&a.max_bytes, "archive.max_bytes", Unit::Bytes)?,
         min_free_bytes: amount(&a.min_free_bytes, "archive.min_free_bytes", Unit::Bytes)?,

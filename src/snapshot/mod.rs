@@ -197,3 +197,17 @@ async fn decode(
     by_ffmpeg.fetch_add(1, Ordering::Relaxed);
     ffmpeg::jpeg(mp4, width).await
 }
+
+/// A picture of one keyframe, outside any cache (archive thumbnails): `None` when it is not a
+/// video keyframe or does not decode.
+pub async fn picture(frame: &crate::media::Frame, width: Option<u32>) -> Option<Bytes> {
+    let mp4 = picture::keyframe_mp4(frame)?;
+    let unused = AtomicU64::new(0);
+    match decode(frame, mp4, width, &unused).await {
+        Ok(jpeg) => Some(jpeg),
+        Err(e) => {
+            tracing::warn!("cannot make a thumbnail: {e}");
+            None
+        }
+    }
+}
