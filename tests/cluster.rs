@@ -869,21 +869,27 @@ async fn the_archive_across_a_failover_shows_the_gap_as_node_failed_and_a_clip_c
         .and_then(|s| s.iter().rev().find(|x| x["growing"] != true))
         .map(|x| x["start_ms"].as_i64().unwrap_or(0) + x["duration_ms"].as_i64().unwrap_or(0))
         .expect("last");
+    clip_decodes(survivor, &id, first, last, "across-failover.mp4", 150).await;
+}
+
+/// Asks `gw` for a clip of `id` from `from_ms` to `to_ms` and checks ffmpeg decodes it without
+/// an error and with at least `frames` video frames.
+async fn clip_decodes(gw: &Gateway, id: &str, from_ms: i64, to_ms: i64, name: &str, frames: u64) {
     let r = get(
-        survivor.video,
+        gw.video,
         &format!(
             "/archive/{id}/clip.mp4?start={:.3}&end={:.3}",
-            first as f64 / 1000.0,
-            last as f64 / 1000.0
+            from_ms as f64 / 1000.0,
+            to_ms as f64 / 1000.0
         ),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let path = survivor.dir.path().join("across-failover.mp4");
+    let path = gw.dir.path().join(name);
     std::fs::write(&path, &r.body).expect("write");
     let p = probe(&path);
     assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
-    assert!(p.video_frames >= 150, "{p:?}");
+    assert!(p.video_frames >= frames, "{p:?}");
 }
 
 /// SIGTERM of a camera's owner hands it to another node make-before-break: its archive in the
@@ -963,21 +969,7 @@ async fn a_graceful_hand_off_leaves_at_most_a_second_out_of_the_archive() {
     // A clip across the hand-off (files of both nodes) decodes.
     let from = segments[0]["start_ms"].as_i64().unwrap_or(0);
     let to = next["start_ms"].as_i64().unwrap_or(0) + next["duration_ms"].as_i64().unwrap_or(0);
-    let r = get(
-        heir.video,
-        &format!(
-            "/archive/{id}/clip.mp4?start={:.3}&end={:.3}",
-            from as f64 / 1000.0,
-            to as f64 / 1000.0
-        ),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let path = heir.dir.path().join("across-handoff.mp4");
-    std::fs::write(&path, &r.body).expect("write");
-    let p = probe(&path);
-    assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
-    assert!(p.video_frames >= 100, "{p:?}");
+    clip_decodes(heir, &id, from, to, "across-handoff.mp4", 100).await;
 }
 
 /// With `redirect = true`, HLS of a camera owned elsewhere is answered with a redirect to its
