@@ -195,8 +195,9 @@ async fn an_offline_camera_gives_its_last_picture_and_a_camera_never_seen_a_503(
 async fn an_idle_on_demand_camera_is_woken_and_bad_requests_get_a_reason() {
     let cam = Camera::start(Auth::None);
     let gw = Gateway::start(&format!(
-        "[on_demand]\nidle_ms = 5000\n\n{}",
-        rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "on_demand = true")
+        "[on_demand]\nidle_ms = 5000\n\n{}\n{}",
+        rtsp_stream(STREAM_A, &cam.url("h264"), "\"mse\"", "on_demand = true"),
+        rtsp_stream(STREAM_B, &cam.url("aac"), "\"mse\"", "")
     ))
     .await;
     assert_eq!(gw.status().await["streams"][STREAM_A]["online"], false);
@@ -217,4 +218,12 @@ async fn an_idle_on_demand_camera_is_woken_and_bad_requests_get_a_reason() {
         assert_eq!(r.status, status, "{path}: {}", r.text());
         assert!(r.json().is_object(), "{path}: a JSON reason");
     }
+    // An audio-only camera has no picture to give, and says so.
+    gw.wait_online(STREAM_B, Duration::from_secs(20)).await;
+    let r = get(gw.video, &format!("/snapshot/{STREAM_B}.jpg")).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("no video"));
 }

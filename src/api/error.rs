@@ -86,6 +86,7 @@ impl IntoResponse for crate::snapshot::SnapshotError {
         use crate::snapshot::ffmpeg::DecodeError as D;
         use crate::snapshot::SnapshotError as E;
         let status = match &self {
+            E::NoVideo => StatusCode::NOT_FOUND,
             E::NoPicture | E::Decode(D::Missing(_)) => StatusCode::SERVICE_UNAVAILABLE,
             E::Decode(D::Failed(_) | D::TimedOut) => StatusCode::BAD_GATEWAY,
         };

@@ -40,6 +40,8 @@ pub struct Snapshot {
 pub enum SnapshotError {
     #[error("no picture yet: the camera has sent no keyframe since the gateway started")]
     NoPicture,
+    #[error("the stream has no video: there is nothing to take a picture of")]
+    NoVideo,
     #[error(transparent)]
     Decode(#[from] ffmpeg::DecodeError),
 }
@@ -93,7 +95,17 @@ impl Snapshots {
     ) -> Result<Snapshot, SnapshotError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let Some((seq, frame)) = hub.newest_keyframe() else {
-            return self.last(&hub.id, width).ok_or(SnapshotError::NoPicture);
+            let audio_only = hub
+                .health()
+                .params
+                .as_ref()
+                .is_some_and(|p| p.video.is_none());
+            let nothing = if audio_only {
+                SnapshotError::NoVideo
+            } else {
+                SnapshotError::NoPicture
+            };
+            return self.last(&hub.id, width).ok_or(nothing);
         };
         let cell = {
             let mut caches = self.caches();
