@@ -904,7 +904,7 @@ async fn retention_deletes_the_oldest_files_and_live_viewers_do_not_notice() {
         ),
     );
     let gw = Gateway::start(&format!(
-        "{}\n{stream}",
+        "{}thumbnail_interval_ms = 1000\n\n{stream}",
         archive_section(files.path(), 2000, None)
     ))
     .await;
@@ -950,6 +950,40 @@ async fn retention_deletes_the_oldest_files_and_live_viewers_do_not_notice() {
         gw.log().contains("deleted (retention limit)"),
         "deletions are logged"
     );
+    // Thumbnails went with the files they were taken from: none older than the oldest file
+    // kept, in the listing or on disk.
+    let oldest = status["segments"][0]["start_ms"]
+        .as_i64()
+        .expect("start_ms");
+    wait_for(
+        Duration::from_secs(10),
+        "old thumbnails deleted",
+        || async {
+            let v = get(gw.api, &format!("/archive/{STREAM_A}/thumbnails"))
+                .await
+                .json();
+            let times: Vec<i64> = v["thumbnails"]
+                .as_array()?
+                .iter()
+                .filter_map(|t| t["time_ms"].as_i64())
+                .collect();
+            let on_disk: Vec<i64> = std::fs::read_dir(files.path().join("thumbs"))
+                .ok()?
+                .flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().into_string().ok()?;
+                    n.strip_prefix(&format!("{STREAM_A}_"))?
+                        .strip_suffix(".jpg")?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            let fresh = |t: &i64| *t >= oldest - 1000;
+            (!times.is_empty() && times.iter().all(fresh) && on_disk.iter().all(fresh))
+                .then_some(())
+        },
+    )
+    .await;
     // The live viewer got every second of video meanwhile (25 fps, one fragment per frame).
     let before = cap.fragments();
     collect(&mut ws, &mut cap, before + 50, Duration::from_secs(10)).await;
