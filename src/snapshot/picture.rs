@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::media::{Frame, StreamParams};
+use crate::mp4::entry::child_box;
 use crate::mp4::fmp4::{self, Sample, TrackRun};
 
 /// The widest snapshot we make (a 4K frame).
@@ -73,7 +74,7 @@ pub fn keyframe_mp4(frame: &Frame) -> Option<Bytes> {
 /// parse.
 pub fn annexb_keyframe(sample_entry: &[u8], data: &[u8]) -> Option<Vec<u8>> {
     const START: [u8; 4] = [0, 0, 0, 1];
-    let avcc = child_box(sample_entry, b"avc1", b"avcC")?;
+    let avcc = child_box(sample_entry, b"avcC")?;
     let length_size = usize::from(avcc.get(4)? & 3) + 1;
     let mut out = Vec::with_capacity(data.len() + 128);
     let mut at = 5;
@@ -101,28 +102,6 @@ pub fn annexb_keyframe(sample_entry: &[u8], data: &[u8]) -> Option<Vec<u8>> {
         rest = &rest[length_size + len..];
     }
     Some(out)
-}
-
-/// The body of the child box `child` of the sample entry box `entry` (a visual sample entry:
-/// 8 bytes of header and 78 of fields before its children).
-fn child_box<'a>(b: &'a [u8], entry: &[u8; 4], child: &[u8; 4]) -> Option<&'a [u8]> {
-    if b.get(4..8)? != entry {
-        return None;
-    }
-    let size = usize::try_from(u32::from_be_bytes(b.get(..4)?.try_into().ok()?)).ok()?;
-    let body = b.get(8 + 78..size.min(b.len()))?;
-    let mut at = 0;
-    while at + 8 <= body.len() {
-        let len = usize::try_from(u32::from_be_bytes(body[at..at + 4].try_into().ok()?)).ok()?;
-        if len < 8 || at + len > body.len() {
-            return None;
-        }
-        if &body[at + 4..at + 8] == child {
-            return Some(&body[at + 8..at + len]);
-        }
-        at += len;
-    }
-    None
 }
 
 /// Scales an RGB picture to `new_w` wide, the height in proportion and even: each output

@@ -9,6 +9,7 @@
 //! (`reorder`), codec strings and sample entries (retina, converted in `rtsp`).
 
 use crate::media::VideoCodec;
+use crate::mp4::entry::child_box;
 
 /// What the SPS says about reordering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,23 +35,6 @@ pub fn reorder_depth(codec: VideoCodec, sample_entry: &[u8]) -> Option<ReorderDe
         VideoCodec::H264 => h264_reorder_depth(sps),
         VideoCodec::H265 => h265_reorder_depth(sps),
     }
-}
-
-/// The payload of the child box `kind` of a visual sample entry (8-byte header and 78 bytes of
-/// fields, then boxes).
-fn child_box<'a>(entry: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
-    let mut at = 8 + 78;
-    while at + 8 <= entry.len() {
-        let size = u32::from_be_bytes(entry[at..at + 4].try_into().ok()?) as usize;
-        if size < 8 || at + size > entry.len() {
-            return None;
-        }
-        if &entry[at + 4..at + 8] == kind {
-            return Some(&entry[at + 8..at + size]);
-        }
-        at += size;
-    }
-    None
 }
 
 /// The first SPS of an `avcC` record (ISO/IEC 14496-15 5.3.3.1).
