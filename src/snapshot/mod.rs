@@ -146,7 +146,7 @@ impl Snapshots {
                     return Err(SnapshotError::NoPicture);
                 };
                 self.decodes.fetch_add(1, Ordering::Relaxed);
-                Ok(decode(&frame, input, width, &self.decodes_ffmpeg).await?)
+                Ok(decode(&frame, input, width, Some(&self.decodes_ffmpeg)).await?)
             })
             .await
             .clone();
@@ -186,12 +186,12 @@ impl Snapshots {
 }
 
 /// One picture: H.264 in-process, falling back to ffmpeg for what OpenH264 cannot decode (and
-/// for H.265).
+/// for H.265); `by_ffmpeg` counts the ffmpeg runs, if given.
 async fn decode(
     frame: &crate::media::Frame,
     mp4: Bytes,
     width: Option<u32>,
-    by_ffmpeg: &AtomicU64,
+    by_ffmpeg: Option<&AtomicU64>,
 ) -> Result<Bytes, ffmpeg::DecodeError> {
     let annexb = frame
         .params
@@ -206,7 +206,9 @@ async fn decode(
             Err(e) => tracing::warn!("in-process decode failed, trying ffmpeg: {e}"),
         }
     }
-    by_ffmpeg.fetch_add(1, Ordering::Relaxed);
+    if let Some(n) = by_ffmpeg {
+        n.fetch_add(1, Ordering::Relaxed);
+    }
     ffmpeg::jpeg(mp4, width).await
 }
 
@@ -214,8 +216,7 @@ async fn decode(
 /// video keyframe or does not decode.
 pub async fn picture(frame: &crate::media::Frame, width: Option<u32>) -> Option<Bytes> {
     let mp4 = picture::keyframe_mp4(frame)?;
-    let unused = AtomicU64::new(0);
-    match decode(frame, mp4, width, &unused).await {
+    match decode(frame, mp4, width, None).await {
         Ok(jpeg) => Some(jpeg),
         Err(e) => {
             tracing::warn!("cannot make a thumbnail: {e}");
