@@ -514,9 +514,6 @@ impl Archive {
             name_floor_s: std::sync::atomic::AtomicI64::new(0),
             thumbs: Mutex::new(thumbs::Known::default()),
         });
-        if let Err(e) = sa.list_thumbnails().await {
-            warn!(stream = %id, "cannot list thumbnails: {e}");
-        }
         for name_s in pending {
             self.uploader.enqueue(Arc::clone(&sa), name_s);
         }

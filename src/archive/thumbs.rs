@@ -116,9 +116,19 @@ impl StreamArchive {
         Ok(())
     }
 
-    /// Lists what storage holds (at start, and on nodes that do not record the stream every
-    /// [`RELIST_MS`] when asked).
-    pub async fn list_thumbnails(&self) -> Result<(), StorageError> {
+    /// Lists what storage holds when it never was (the first time thumbnails are asked for or
+    /// pruned, not at start-up), or when the last listing is older than `max_age_ms`.
+    async fn list_if_due(&self, max_age_ms: Option<i64>) {
+        let listed = self.thumbs().listed_ms;
+        let stale = max_age_ms.is_some_and(|m| crate::media::unix_ms_now() - listed > m);
+        if listed == 0 || stale {
+            if let Err(e) = self.list_thumbnails().await {
+                warn!(stream = %self.id, "cannot list thumbnails: {e}");
+            }
+        }
+    }
+
+    async fn list_thumbnails(&self) -> Result<(), StorageError> {
         let mut found = BTreeSet::new();
         match &self.s3 {
             Some(s3) => {
@@ -157,14 +167,10 @@ impl StreamArchive {
     }
 
     /// Times of the thumbnails in `[start_ms, end_ms)`, oldest first; re-lists the bucket
-    /// first when another node may be the one taking them.
+    /// (at most every [`RELIST_MS`]) when another node may be the one taking them.
     pub async fn thumbnails(&self, start_ms: i64, end_ms: i64, recording_here: bool) -> Vec<i64> {
-        let stale = crate::media::unix_ms_now() - self.thumbs().listed_ms > RELIST_MS;
-        if self.s3.is_some() && !recording_here && stale {
-            if let Err(e) = self.list_thumbnails().await {
-                warn!(stream = %self.id, "cannot list thumbnails: {e}");
-            }
-        }
+        let others_write = self.s3.is_some() && !recording_here;
+        self.list_if_due(others_write.then_some(RELIST_MS)).await;
         self.thumbs()
             .times_ms
             .range(start_ms..end_ms)
@@ -174,6 +180,7 @@ impl StreamArchive {
 
     /// One thumbnail's bytes; `None` if there is none at `ms`.
     pub async fn thumbnail(&self, ms: i64) -> Result<Option<Bytes>, StorageError> {
+        self.list_if_due(None).await;
         if !self.thumbs().times_ms.contains(&ms) {
             return Ok(None);
         }
@@ -193,6 +200,7 @@ impl StreamArchive {
     /// Deletes the thumbnails older than `before_ms` (retention: the files they belong to are
     /// gone); how many.
     pub async fn prune_thumbnails(&self, before_ms: i64) -> usize {
+        self.list_if_due(None).await;
         let old: Vec<i64> = self.thumbs().times_ms.range(..before_ms).copied().collect();
         let mut n = 0;
         for ms in old {
