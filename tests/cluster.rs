@@ -774,6 +774,54 @@ async fn a_node_cut_off_from_etcd_stops_its_cameras_before_another_node_may_take
 }
 
 /// A camera recorded to the shared bucket in 2 s files, spooled in `spool`.
+/// Two nodes, a and b, with `lease_ttl_s` = `ttl`, sharing one camera they record to one
+/// bucket (each through its own spool), and what they need kept alive.
+struct Recorded {
+    _cam: Camera,
+    _s3: S3Server,
+    _spools: (tempfile::TempDir, tempfile::TempDir),
+    etcd: Etcd,
+    id: String,
+    a: Gateway,
+    b: Gateway,
+}
+
+impl Recorded {
+    async fn start(ttl: u64) -> Recorded {
+        let cam = Camera::start(Auth::None);
+        let s3 = S3Server::start();
+        let etcd = Etcd::start();
+        let id = cameras(1).remove(0);
+        let spools = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let a = node(
+            &etcd,
+            "a",
+            ttl,
+            &recorded_camera(&cam, &id, &s3, spools.0.path()),
+        )
+        .await;
+        let b = node(
+            &etcd,
+            "b",
+            ttl,
+            &recorded_camera(&cam, &id, &s3, spools.1.path()),
+        )
+        .await;
+        Recorded {
+            _cam: cam,
+            _s3: s3,
+            _spools: spools,
+            etcd,
+            id,
+            a,
+            b,
+        }
+    }
+}
+
 fn recorded_camera(cam: &Camera, id: &str, s3: &S3Server, spool: &std::path::Path) -> String {
     format!(
         "[archive]\nrecording = true\nserving = true\ndirectory = \"{dir}\"\nms_per_file = 2000\n{minio}\n\n{stream}",
@@ -793,29 +841,16 @@ fn recorded_camera(cam: &Camera, id: &str, s3: &S3Server, spool: &std::path::Pat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_archive_across_a_failover_shows_the_gap_as_node_failed_and_a_clip_crosses_it() {
-    let cam = Camera::start(Auth::None);
-    let s3 = S3Server::start();
-    let etcd = Etcd::start();
-    let id = cameras(1).remove(0);
-    let (spool_a, spool_b) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    let ttl = 3;
-    let mut a = node(
-        &etcd,
-        "a",
-        ttl,
-        &recorded_camera(&cam, &id, &s3, spool_a.path()),
-    )
-    .await;
-    let mut b = node(
-        &etcd,
-        "b",
-        ttl,
-        &recorded_camera(&cam, &id, &s3, spool_b.path()),
-    )
-    .await;
+    let Recorded {
+        etcd,
+        id,
+        mut a,
+        mut b,
+        // Kept to the end of the test: they are the camera, the bucket and the spools.
+        _cam,
+        _s3,
+        _spools,
+    } = Recorded::start(3).await;
     let ids = vec![id.clone()];
     let owners = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(30)).await;
     let (owner, survivor) = if owners[&id] == "a" {
@@ -897,28 +932,16 @@ async fn clip_decodes(gw: &Gateway, id: &str, from_ms: i64, to_ms: i64, name: &s
 /// and the new owner's first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_hand_off_leaves_at_most_a_second_out_of_the_archive() {
-    let cam = Camera::start(Auth::None);
-    let s3 = S3Server::start();
-    let etcd = Etcd::start();
-    let id = cameras(1).remove(0);
-    let (spool_a, spool_b) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    let mut a = node(
-        &etcd,
-        "a",
-        5,
-        &recorded_camera(&cam, &id, &s3, spool_a.path()),
-    )
-    .await;
-    let mut b = node(
-        &etcd,
-        "b",
-        5,
-        &recorded_camera(&cam, &id, &s3, spool_b.path()),
-    )
-    .await;
+    let Recorded {
+        etcd,
+        id,
+        mut a,
+        mut b,
+        // Kept to the end of the test: they are the camera, the bucket and the spools.
+        _cam,
+        _s3,
+        _spools,
+    } = Recorded::start(5).await;
     let ids = vec![id.clone()];
     let owners = settled(&etcd, &ids, &["a", "b"], Duration::from_secs(30)).await;
     let (owner, heir, heir_name) = if owners[&id] == "a" {
