@@ -38,14 +38,13 @@ pub async fn handler(
         .wake(&id)
         .ok_or_else(|| ApiError::NotFound("Stream not found".into()))?;
     if !running {
-        // Woken for this request: wait (bounded) for the keyframe the camera starts with.
-        let mut health = hub.watch_health();
+        // Woken for this request: wait (bounded) for the keyframe the camera starts with,
+        // looking every 50 ms (a new keyframe has no signal of its own to wait on).
         let deadline = tokio::time::Instant::now() + WAKE_WAIT;
         while hub.newest_keyframe().is_none() {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = ctx.shutdown.cancelled() => break,
-                _ = health.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
