@@ -337,7 +337,13 @@ async fn lossy_udp(loss: f64) {
         let step = w[1].0 - w[0].0;
         assert!(step > 0 && step % 3600 == 0, "step {step}");
     }
-    let st = o.stream_status().await;
+    // 25 frames are about 200 packets: at 1 % none may be lost yet, so the count is awaited
+    // (bounded) rather than read once.
+    let st = wait_for(Duration::from_secs(20), "lost packets counted", || async {
+        let st = o.stream_status().await;
+        (st["rtp_packets_lost"].as_u64() > Some(0)).then_some(st)
+    })
+    .await;
     eprintln!(
         "{}% faults: {} frames in, {} packets lost, {} fps measured",
         loss * 100.0,
