@@ -141,11 +141,7 @@ fn print_banner(config: &Config, video: std::net::SocketAddr, api: Option<std::n
         None => tracing::info!("API server: disabled ([api] enabled = false)"),
     }
     for s in &config.streams {
-        let outs: Vec<&str> = [(s.outputs.mse, "mse"), (s.outputs.hls, "hls")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| *n)
-            .collect();
+        let outs = s.outputs.names();
         let hls = if s.outputs.hls {
             format!("  http://{video}/hls/{}.m3u8", s.id)
         } else {

@@ -125,6 +125,81 @@ pub struct VideoParams {
     pub sample_entry: Bytes,
 }
 
+/// A G.711 law: A-law (`PCMA`) or µ-law (`PCMU`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum G711 {
+    A,
+    Mu,
+}
+
+impl G711 {
+    /// From an RTP encoding name (`pcma`, `pcmu`, any case).
+    pub fn from_encoding(name: &str) -> Option<G711> {
+        match name.to_ascii_lowercase().as_str() {
+            "pcma" => Some(G711::A),
+            "pcmu" => Some(G711::Mu),
+            _ => None,
+        }
+    }
+
+    /// The linear 16-bit sample a G.711 code stands for (ITU-T G.711 tables).
+    pub fn decode(self, code: u8) -> i16 {
+        match self {
+            G711::A => {
+                let a = code ^ 0x55;
+                let seg = (a & 0x70) >> 4;
+                let mut t = i16::from(a & 0x0f) << 4;
+                t += if seg == 0 { 8 } else { 0x108 };
+                if seg > 1 {
+                    t <<= seg - 1;
+                }
+                if a & 0x80 != 0 {
+                    t
+                } else {
+                    -t
+                }
+            }
+            G711::Mu => {
+                let u = !code;
+                let t = ((i16::from(u & 0x0f) << 3) + 0x84) << ((u & 0x70) >> 4);
+                if u & 0x80 != 0 {
+                    0x84 - t
+                } else {
+                    t - 0x84
+                }
+            }
+        }
+    }
+
+    /// The G.711 code for a linear 16-bit sample (the inverse of [`G711::decode`] on every
+    /// value it yields).
+    pub fn encode(self, sample: i16) -> u8 {
+        let negative = sample < 0;
+        let magnitude = i32::from(sample).unsigned_abs().min(32_767) as i32;
+        match self {
+            G711::A => {
+                // Decoded values are odd multiples of 8 in the 13-bit domain's scale.
+                let v = magnitude >> 3;
+                let (seg, mant) = if v < 32 {
+                    (0, v >> 1)
+                } else {
+                    let seg = (31 - v.leading_zeros() as i32) - 4;
+                    (seg, (v >> seg) & 0x0f)
+                };
+                let sign = if negative { 0 } else { 0x80 };
+                (sign | (seg << 4) as u8 as i32 | mant) as u8 ^ 0x55
+            }
+            G711::Mu => {
+                let biased = magnitude.min(32_635) + 0x84;
+                let exp = (31 - biased.leading_zeros() as i32 - 7).clamp(0, 7);
+                let mant = (biased >> (exp + 3)) & 0x0f;
+                let sign = if negative { 0x80 } else { 0 };
+                !((sign | (exp << 4) | mant) as u8)
+            }
+        }
+    }
+}
+
 /// Parameters of an audio track: AAC, or FLAC (what G.711 cameras become at ingest).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AudioParams {
@@ -134,6 +209,9 @@ pub struct AudioParams {
     pub channels: u16,
     /// A complete `mp4a` box (with `esds`) or `fLaC` box (with `dfLa`), ready for `stsd`.
     pub sample_entry: Bytes,
+    /// The camera's G.711 law when the FLAC track carries its samples (verbatim, 16 bits):
+    /// what WebRTC sends as `PCMA`/`PCMU` again.
+    pub g711: Option<G711>,
 }
 
 /// The codec parameters of a whole stream at one moment.
@@ -256,6 +334,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn g711_codes_survive_decode_and_encode() {
+        for code in 0..=255u8 {
+            assert_eq!(
+                G711::A.encode(G711::A.decode(code)),
+                code,
+                "A-law {code:#x}"
+            );
+            // µ-law has two zeros (0x7f and 0xff); encoding 0 gives 0xff.
+            if code != 0x7f {
+                assert_eq!(
+                    G711::Mu.encode(G711::Mu.decode(code)),
+                    code,
+                    "µ-law {code:#x}"
+                );
+            }
+        }
+        // Extremes clip instead of wrapping.
+        assert_eq!(G711::Mu.encode(i16::MIN), G711::Mu.encode(-32_767));
+        assert_eq!(G711::A.decode(G711::A.encode(i16::MAX)), 32_256);
+    }
+
+    #[test]
     fn rescale_rounds_and_handles_negatives() {
         assert_eq!(to_90k(1024, 48_000), 1920);
         assert_eq!(to_90k(1024, 44_100), 2090);
@@ -282,6 +382,7 @@ mod tests {
             sample_rate: 48_000,
             channels: 2,
             sample_entry: Bytes::new(),
+            g711: None,
         };
         let p = StreamParams {
             video: None,

@@ -6,7 +6,8 @@
 //!   line and key of errors.
 //! - `resolve` (one function per section) and `streams` (stream entries): the original's
 //!   defaults (except its 30 ms `ms_per_file` fallback: ours is 30000) and value checks.
-//! - `amount`: durations and sizes with units; `auth`, `limits`, `cluster`: their sections.
+//! - `amount`: durations and sizes with units; `auth`, `limits`, `cluster`, `webrtc`: their
+//!   sections.
 //! - `persist`: editing the file for `[api] persist`.
 //!
 //! Does not belong here: acting on the settings (`app`).
@@ -20,6 +21,7 @@ pub mod persist;
 mod raw;
 mod resolve;
 mod streams;
+pub mod webrtc;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -197,7 +199,9 @@ impl SourceSpec {
 pub struct Outputs {
     pub mse: bool,
     pub hls: bool,
-    /// The numeric codes in config order (2 = hls, 3 = mse).
+    /// Ours: WebRTC (WHEP, `/whep/{id}`).
+    pub webrtc: bool,
+    /// The numeric codes in config order (2 = hls, 3 = mse, ours: 4 = webrtc).
     pub codes: Vec<u8>,
 }
 
@@ -215,11 +219,28 @@ impl Outputs {
                     out.hls = true;
                     out.codes.push(2);
                 }
+                "webrtc" => {
+                    out.webrtc = true;
+                    out.codes.push(4);
+                }
                 "rtsp" => return Err(format!("stream type is not supported. Type: '{t}'")),
                 _ => return Err(format!("stream type does not exists. Type: '{t}'")),
             }
         }
         Ok(out)
+    }
+
+    /// The outputs that are on, by their config names.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.mse, "mse"),
+            (self.hls, "hls"),
+            (self.webrtc, "webrtc"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| n)
+        .collect()
     }
 }
 
@@ -275,6 +296,7 @@ pub struct Config {
     pub on_demand: OnDemandConfig,
     pub auth: auth::AuthConfig,
     pub limits: limits::LimitsConfig,
+    pub webrtc: webrtc::WebrtcConfig,
     /// `[cluster]`: `None` for a single gateway.
     pub cluster: Option<cluster::ClusterConfig>,
     pub webhooks: Vec<WebhookConfig>,

@@ -24,11 +24,7 @@ pub fn append_stream(text: &str, s: &StreamConfig) -> Option<String> {
     let SourceSpec::Rtsp { url, transport } = &s.source else {
         return None;
     };
-    let outputs: Vec<String> = [(s.outputs.mse, "mse"), (s.outputs.hls, "hls")]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| quote(n))
-        .collect();
+    let outputs: Vec<String> = s.outputs.names().into_iter().map(quote).collect();
     let mut out = text.trim_end().to_owned();
     out.push_str("\n\n# Added through /enable_camera.\n[[rtsp_streams]]\n");
     out.push_str(&format!("guid = {}\n", quote(&s.id.to_string())));

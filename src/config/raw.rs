@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub limits: super::limits::RawLimits,
     /// Ours: `[cluster]` (absent: a single gateway).
     pub cluster: Option<super::cluster::RawCluster>,
+    /// Ours: `[webrtc]` (the WHEP output's socket and addresses).
+    pub webrtc: super::webrtc::RawWebrtc,
     pub rtsp_streams: Vec<RawStream>,
     pub local_files: Vec<RawLocalFile>,
 }

@@ -57,6 +57,7 @@ pub(super) fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config,
     let archive = archive(raw.archive, at, &mut warnings)?;
     let auth = auth::resolve(raw.auth).map_err(|(k, m)| at.key(k, m))?;
     let limits = limits::resolve(raw.limits).map_err(|(k, m)| at.key(k, m))?;
+    let webrtc = webrtc::resolve(raw.webrtc).map_err(|(k, m)| at.key(k, m))?;
     let cluster = cluster::resolve(raw.cluster).map_err(|(k, m)| at.key(k, m))?;
     if cluster.is_some() && !cfg!(feature = "cluster") {
         return Err(at.key(
@@ -95,6 +96,7 @@ pub(super) fn resolve(raw: RawConfig, text: &str, path: &Path) -> Result<Config,
         on_demand,
         auth,
         limits,
+        webrtc,
         cluster,
         webhooks,
         streams,

@@ -476,6 +476,7 @@ pub(crate) mod tests {
                 sample_rate: 48_000,
                 channels: 2,
                 sample_entry: Bytes::new(),
+                g711: None,
             }),
         }
     }

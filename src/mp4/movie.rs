@@ -356,6 +356,7 @@ fn adopt_codec(
                 sample_rate: timescale,
                 channels: mp4a.audio.channel_count,
                 sample_entry: entry.freeze(),
+                g711: None,
             });
             TrackKind::Audio
         }
@@ -367,6 +368,7 @@ fn adopt_codec(
                 sample_rate: timescale,
                 channels: flac.audio.channel_count,
                 sample_entry: entry.freeze(),
+                g711: None,
             });
             TrackKind::Audio
         }

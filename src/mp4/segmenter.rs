@@ -408,6 +408,7 @@ pub(crate) mod tests {
                 sample_rate: 48_000,
                 channels: 1,
                 sample_entry: Bytes::from_static(b"\0\0\0\x08mp4a"),
+                g711: None,
             }),
         })
     }

@@ -226,6 +226,7 @@ mod tests {
                 sample_rate: 48_000,
                 channels: 2,
                 sample_entry: Bytes::from_static(b"\0\0\0\x08mp4a"),
+                g711: None,
             }),
         })
     }

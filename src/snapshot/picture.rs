@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::media::{Frame, StreamParams};
-use crate::mp4::entry::child_box;
+use crate::mp4::entry::{self, child_box};
 use crate::mp4::fmp4::{self, Sample, TrackRun};
 
 /// The widest snapshot we make (a 4K frame).
@@ -73,35 +73,9 @@ pub fn keyframe_mp4(frame: &Frame) -> Option<Bytes> {
 /// the frame's NAL units, each behind a start code. `None` if the entry or the frame does not
 /// parse.
 pub fn annexb_keyframe(sample_entry: &[u8], data: &[u8]) -> Option<Vec<u8>> {
-    const START: [u8; 4] = [0, 0, 0, 1];
-    let avcc = child_box(sample_entry, b"avcC")?;
-    let length_size = usize::from(avcc.get(4)? & 3) + 1;
-    let mut out = Vec::with_capacity(data.len() + 128);
-    let mut at = 5;
-    for kind in 0..2 {
-        // SPS count (low 5 bits), then PPS count.
-        let count = usize::from(*avcc.get(at)?) & if kind == 0 { 0x1f } else { 0xff };
-        at += 1;
-        for _ in 0..count {
-            let len = usize::from(u16::from_be_bytes([*avcc.get(at)?, *avcc.get(at + 1)?]));
-            let nal = avcc.get(at + 2..at + 2 + len)?;
-            out.extend_from_slice(&START);
-            out.extend_from_slice(nal);
-            at += 2 + len;
-        }
-    }
-    let mut rest = data;
-    while !rest.is_empty() {
-        let len_bytes = rest.get(..length_size)?;
-        let len = len_bytes
-            .iter()
-            .fold(0usize, |n, b| (n << 8) | usize::from(*b));
-        let nal = rest.get(length_size..length_size + len)?;
-        out.extend_from_slice(&START);
-        out.extend_from_slice(nal);
-        rest = &rest[length_size + len..];
-    }
-    Some(out)
+    // OpenH264 decodes H.264 only.
+    child_box(sample_entry, b"avcC")?;
+    entry::annexb(&entry::parameter_sets(sample_entry)?, data)
 }
 
 /// Scales an RGB picture to `new_w` wide, the height in proportion and even: each output

@@ -12,51 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::media::AudioParams;
 
 /// Which G.711 companding law.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Law {
-    A,
-    Mu,
-}
-
-impl Law {
-    /// From an RTP encoding name (`pcma`, `pcmu`, any case).
-    pub fn from_encoding(name: &str) -> Option<Law> {
-        match name.to_ascii_lowercase().as_str() {
-            "pcma" => Some(Law::A),
-            "pcmu" => Some(Law::Mu),
-            _ => None,
-        }
-    }
-
-    /// The linear 16-bit sample a G.711 code stands for (ITU-T G.711 tables).
-    pub fn decode(self, code: u8) -> i16 {
-        match self {
-            Law::A => {
-                let a = code ^ 0x55;
-                let seg = (a & 0x70) >> 4;
-                let mut t = i16::from(a & 0x0f) << 4;
-                t += if seg == 0 { 8 } else { 0x108 };
-                if seg > 1 {
-                    t <<= seg - 1;
-                }
-                if a & 0x80 != 0 {
-                    t
-                } else {
-                    -t
-                }
-            }
-            Law::Mu => {
-                let u = !code;
-                let t = ((i16::from(u & 0x0f) << 3) + 0x84) << ((u & 0x70) >> 4);
-                if u & 0x80 != 0 {
-                    0x84 - t
-                } else {
-                    t - 0x84
-                }
-            }
-        }
-    }
-}
+pub use crate::media::G711 as Law;
 
 /// The largest FLAC block (samples per channel in one frame).
 const MAX_BLOCK: usize = 65_535;
@@ -94,6 +50,7 @@ impl FlacPacker {
             sample_rate: self.sample_rate,
             channels: self.channels,
             sample_entry: sample_entry(self.sample_rate, self.channels),
+            g711: Some(self.law),
         }
     }
 

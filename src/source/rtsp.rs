@@ -118,6 +118,7 @@ fn audio_params(p: &retina::codec::AudioParameters) -> Option<AudioParams> {
         sample_rate: p.clock_rate(),
         channels: p.channels().get(),
         sample_entry: Bytes::from(entry),
+        g711: None,
     })
 }
 
