@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn advertised_forms() {
-        let p = |s| parse_advertised(s).unwrap();
+        let p = |s| parse_advertised(s).expect("parses");
         assert_eq!(p("203.0.113.7").port, None);
         assert_eq!(p("203.0.113.7:443").port, Some(443));
         assert_eq!(p("cams.example.com").host, "cams.example.com");
@@ -170,12 +170,12 @@ mod tests {
             listen: Some("8189".into()),
             ..RawWebrtc::default()
         };
-        assert_eq!(resolve(raw).unwrap_err().0, "webrtc.listen");
+        assert_eq!(resolve(raw).expect_err("refused").0, "webrtc.listen");
         let raw = RawWebrtc {
             host_candidates: Some(false),
             ..RawWebrtc::default()
         };
-        assert_eq!(resolve(raw).unwrap_err().0, "webrtc.host_candidates");
+        assert_eq!(resolve(raw).expect_err("refused").0, "webrtc.host_candidates");
         let raw = RawWebrtc {
             ice_servers: vec![IceServer {
                 urls: vec!["http://x".into()],
@@ -183,6 +183,6 @@ mod tests {
             }],
             ..RawWebrtc::default()
         };
-        assert_eq!(resolve(raw).unwrap_err().0, "webrtc.ice_servers");
+        assert_eq!(resolve(raw).expect_err("refused").0, "webrtc.ice_servers");
     }
 }
