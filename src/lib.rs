@@ -33,4 +33,5 @@ pub mod mse;
 pub mod snapshot;
 pub mod source;
 pub mod webhooks;
+pub mod webrtc;
 pub mod wsproto;

@@ -35,8 +35,8 @@ async fn list_status_enable_disable_match_the_original() {
         ("{not json", "Bad JSON binding"),
         (r#"{"guid":"not-a-uuid"}"#, "Bad JSON binding"),
         (
-            r#"{"guid":"566bfe72-1f85-4e7d-9c0a-424e6c3b29f3","url":"rtsp://x/y","output_types":["webrtc"]}"#,
-            "stream type does not exists. Type: 'webrtc'",
+            r#"{"guid":"566bfe72-1f85-4e7d-9c0a-424e6c3b29f3","url":"rtsp://x/y","output_types":["dash"]}"#,
+            "stream type does not exists. Type: 'dash'",
         ),
         (
             r#"{"guid":"566bfe72-1f85-4e7d-9c0a-424e6c3b29f3","url":"rtsp://x/y","output_types":["rtsp"]}"#,

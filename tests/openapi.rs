@@ -45,9 +45,12 @@ async fn the_document_lists_exactly_the_routes_the_servers_have() {
 async fn fuzzing_every_documented_operation_finds_no_server_error() {
     let files = tempfile::tempdir().expect("tempdir");
     let gw = Gateway::start(&format!(
-        "[archive]\nrecording = true\nserving = true\ndirectory = \"{}\"\nms_per_file = 2000\n{}archive = {{ recording = true, type = \"filesystem\" }}\n",
+        "[archive]\nrecording = true\nserving = true\ndirectory = \"{}\"\nms_per_file = 2000\n\
+         [webrtc]\nlisten = \"127.0.0.1:0\"\n\
+         {}archive = {{ recording = true, type = \"filesystem\" }}\n",
         files.path().display(),
-        demo_stream("\"mse\", \"hls\"")
+        // With WebRTC on, the fuzzer's offers reach the SDP parser.
+        demo_stream("\"mse\", \"hls\", \"webrtc\"")
     ))
     .await;
     gw.wait_online(common::DEMO, std::time::Duration::from_secs(20))
@@ -71,7 +74,9 @@ async fn fuzzing_every_documented_operation_finds_no_server_error() {
                 "--request-timeout",
                 "30",
             ])
-            .env("SCHEMATHESIS_HOOKS", "")
+            // Text serializers for the WHEP bodies (tests/openapi_hooks.py).
+            .env("SCHEMATHESIS_HOOKS", "openapi_hooks")
+            .env("PYTHONPATH", repo().join("tests"))
             .current_dir(files.path())
             .output()
             .expect("schemathesis (scripts/test installs it from PyPI)");

@@ -23,6 +23,15 @@ pub enum ApiError {
     /// A credential that does not allow this (or a websocket from a foreign origin): 403.
     #[error("{0}")]
     Forbidden(String),
+    /// A body of the wrong `Content-Type`: 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request cannot be served as asked (a WebRTC offer without the stream's codec): 406.
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// Something the gateway needs failed (a WebRTC session): 500.
+    #[error("{0}")]
+    Internal(String),
     /// Over a `[limits]` cap: 503 with `Retry-After`.
     #[error("{0}")]
     Busy(String),
@@ -36,6 +45,9 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let reason = self.to_string();
         match self {
@@ -56,9 +68,25 @@ impl IntoResponse for ApiError {
                 Json(serde_json::json!({ "error": reason })),
             )
                 .into_response(),
-            ApiError::Forbidden(_) => {
+            ApiError::Forbidden(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::NotAcceptable(_)
+            | ApiError::Internal(_) => {
                 (status, Json(serde_json::json!({ "error": reason }))).into_response()
             }
+        }
+    }
+}
+
+impl From<crate::webrtc::WebrtcError> for ApiError {
+    fn from(e: crate::webrtc::WebrtcError) -> ApiError {
+        use crate::webrtc::WebrtcError as E;
+        match e {
+            E::BadOffer(m) => ApiError::BadRequest(m),
+            E::NoCodec(m) => ApiError::NotAcceptable(m),
+            E::Unavailable(m) => ApiError::Busy(m),
+            E::NoSession => ApiError::NotFound(e.to_string()),
+            E::Session(m) => ApiError::Internal(m),
         }
     }
 }

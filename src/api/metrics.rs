@@ -73,7 +73,7 @@ metrics_table! {
     Streams gauge "video_server_streams"
         "Streams configured or added through the API.",
     WebsocketViewers gauge "video_server_websocket_viewers"
-        "Websocket viewers (live and archive) now, against [limits] max_viewers.",
+        "Viewers (websocket live and archive, WebRTC) now, against [limits] max_viewers.",
     ConnectionsRefusedTotal counter "video_server_connections_refused_total"
         "Connections refused with a 503 at [limits] max_connections.",
     ViewersRefusedTotal counter "video_server_viewers_refused_total"
@@ -121,11 +121,19 @@ metrics_table! {
     StreamGopCacheBytes gauge "video_server_stream_gop_cache_bytes"
         "Bytes in the stream's ring (the GOP cache).",
     Viewers gauge "video_server_viewers"
-        "Viewers, by output: MSE websockets; HLS clients (address and User-Agent) that polled the playlist in the last 30 s.",
+        "Viewers, by output: MSE websockets; WebRTC sessions; HLS clients (address and User-Agent) that polled the playlist in the last 30 s.",
     FramesDroppedForSlowViewersTotal counter "video_server_frames_dropped_for_slow_viewers_total"
         "Frames slow viewers skipped when moved to a newer keyframe.",
     MseSendDelayP99Seconds gauge "video_server_mse_send_delay_p99_seconds"
         "99th percentile (bucket bound) of frame arrival to websocket write.",
+    WebrtcKeyframeRequestsTotal counter "video_server_webrtc_keyframe_requests_total"
+        "Keyframe requests (PLI/FIR) from WebRTC viewers, answered from the GOP cache.",
+    WebrtcNacksTotal counter "video_server_webrtc_nacks_total"
+        "NACKs from WebRTC viewers, answered from the retransmission buffer.",
+    WebrtcSendDelayP99Seconds gauge "video_server_webrtc_send_delay_p99_seconds"
+        "99th percentile (bucket bound) of frame arrival to RTP packets sent to WebRTC viewers.",
+    WebrtcSessionsTotal counter "video_server_webrtc_sessions_total"
+        "WebRTC (WHEP) sessions answered since start.",
     HlsActive gauge "video_server_hls_active"
         "1 while HLS is being requested (muxing runs).",
     HlsSegmentsTotal counter "video_server_hls_segments_total"
@@ -228,6 +236,8 @@ impl Metrics {
             .absolute(server.refused_connections.load(Ordering::Relaxed));
         counter!(Metric::ViewersRefusedTotal.name())
             .absolute(server.refused_viewers.load(Ordering::Relaxed));
+        counter!(Metric::WebrtcSessionsTotal.name())
+            .absolute(ctx.webrtc.stats().sessions_total.load(Ordering::Relaxed));
         for s in &streams {
             let id = s.config.id.to_string();
             let l = || vec![Label::new("stream", id.clone())];
@@ -315,6 +325,21 @@ impl Metrics {
             let delay = st.mse_send_delay.summary();
             if let Some(p99) = delay.p99_ms_at_most {
                 gauge!(Metric::MseSendDelayP99Seconds.name(), l()).set(p99 / 1000.0);
+            }
+            if s.config.outputs.webrtc {
+                let webrtc = vec![
+                    Label::new("stream", id.clone()),
+                    Label::new("output", "webrtc"),
+                ];
+                gauge!(Metric::Viewers.name(), webrtc)
+                    .set(st.webrtc_viewers.load(Ordering::Relaxed) as f64);
+                counter!(Metric::WebrtcKeyframeRequestsTotal.name(), l())
+                    .absolute(st.webrtc_keyframe_requests.load(Ordering::Relaxed));
+                counter!(Metric::WebrtcNacksTotal.name(), l())
+                    .absolute(st.webrtc_nacks.load(Ordering::Relaxed));
+                if let Some(p99) = st.webrtc_send_delay.summary().p99_ms_at_most {
+                    gauge!(Metric::WebrtcSendDelayP99Seconds.name(), l()).set(p99 / 1000.0);
+                }
             }
             if let Some(store) = ctx.streams.hls_store(&s.config.id) {
                 let hls = vec![

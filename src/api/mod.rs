@@ -18,13 +18,14 @@ pub mod registry;
 pub mod server;
 pub mod snapshot;
 pub mod streams;
+pub mod whep;
 
 use std::sync::Arc;
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, patch, post, MethodRouter};
 use axum::Router;
 
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,8 @@ pub struct Ctx {
     pub server_stats: Arc<server::ServerStats>,
     /// What `/metrics` renders.
     pub metrics: metrics::Metrics,
+    /// The WebRTC output (`/whep/{id}`): its socket and sessions.
+    pub webrtc: crate::webrtc::Webrtc,
     /// JPEG snapshots (`/snapshot/{id}.jpg`), cached per keyframe.
     pub snapshots: crate::snapshot::Snapshots,
     /// For `/metrics` (events dropped).
@@ -66,6 +69,7 @@ impl Ctx {
         webhooks: Arc<Webhooks>,
         shutdown: CancellationToken,
     ) -> Arc<Ctx> {
+        let webrtc = crate::webrtc::Webrtc::new(config.webrtc.clone(), shutdown.clone());
         let metrics = metrics::Metrics::new(config.cluster.as_ref().map(|c| c.node_id.as_str()));
         Arc::new(Ctx {
             streams,
@@ -78,6 +82,7 @@ impl Ctx {
             server_stats: Arc::default(),
             metrics,
             snapshots: crate::snapshot::Snapshots::new(snapshot::DECODERS),
+            webrtc,
             webhooks,
             shutdown,
             #[cfg(feature = "cluster")]
@@ -171,6 +176,12 @@ pub fn video_router(ctx: Arc<Ctx>) -> Router {
     both(Routes::new(&ctx))
         .add(LIVE, "/ws/{segment}", get(live::mse))
         .add(LIVE, "/hls/{file}", get(hls::handler))
+        .add(LIVE, "/whep/{id}", post(whep::offer))
+        .add(
+            LIVE,
+            "/whep/{id}/{session}",
+            patch(whep::patch).delete(whep::delete),
+        )
         .add(LIVE, "/streams", get(streams::video_streams))
         .add(LIVE, "/", get(|| asset("/")))
         .add(LIVE, "/players/{player}/", get(player_page))
@@ -224,6 +235,16 @@ const ASSETS: &[(&str, &[u8], &str)] = &[
     (
         "/players/mse/player.js",
         include_bytes!("../../players/mse/player.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "/players/webrtc/",
+        include_bytes!("../../players/webrtc/index.html"),
+        "text/html; charset=utf-8",
+    ),
+    (
+        "/players/webrtc/player.js",
+        include_bytes!("../../players/webrtc/player.js"),
         "text/javascript; charset=utf-8",
     ),
     (

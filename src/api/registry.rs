@@ -79,6 +79,8 @@ pub trait Registry: Send + Sync {
     fn wake(&self, id: &Uuid) -> Option<(Arc<StreamHub>, bool, Demand)>;
     /// A stream with the `mse` output, and a demand that keeps its upstream running.
     fn live(&self, id: &Uuid) -> Result<(Arc<StreamHub>, Demand), Unavailable>;
+    /// A stream with the `webrtc` output, and a demand that keeps its upstream running.
+    fn webrtc(&self, id: &Uuid) -> Result<(Arc<StreamHub>, Demand), Unavailable>;
     /// A stream's HLS window, and a demand (an HLS request is viewer activity).
     fn hls(&self, id: &Uuid) -> Result<(Arc<Store>, Demand), Unavailable>;
     /// A stream's HLS window, to read its state (no demand).

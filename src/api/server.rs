@@ -36,21 +36,52 @@ pub struct ServerStats {
     pub refused_viewers: AtomicU64,
 }
 
-/// A websocket viewer's place under `[limits]`: taken before the upgrade, given back on drop
-/// however the session ends.
+/// The server's end of a request's connection (the address the client reached): WebRTC
+/// offers its host candidate there.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalAddr(pub SocketAddr);
+
+/// A viewer's place under `[limits]` (websocket or WebRTC): taken before the upgrade or the
+/// answer, given back on drop however the session ends.
 #[derive(Debug)]
 pub struct ViewerSlot {
     stats: Arc<ServerStats>,
-    /// The stream's own count (`mse_viewers`), for live viewers.
-    stream: Option<Arc<crate::hub::StreamHub>>,
+    /// The stream and its own count (`mse_viewers` or `webrtc_viewers`), for live viewers.
+    stream: Option<(Arc<crate::hub::StreamHub>, ViewerKind)>,
+}
+
+/// Which per-stream count a live viewer takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewerKind {
+    Mse,
+    Webrtc,
+}
+
+impl ViewerKind {
+    fn count(self, st: &crate::hub::Stats) -> &std::sync::atomic::AtomicU64 {
+        match self {
+            ViewerKind::Mse => &st.mse_viewers,
+            ViewerKind::Webrtc => &st.webrtc_viewers,
+        }
+    }
 }
 
 impl ViewerSlot {
-    /// A place for one more viewer (of `stream`, for live viewers), or why there is none.
+    /// A place for one more websocket viewer (of `stream`, for live viewers), or why there
+    /// is none.
     pub fn reserve(
         stats: &Arc<ServerStats>,
         limits: &LimitsConfig,
         stream: Option<&Arc<crate::hub::StreamHub>>,
+    ) -> Result<ViewerSlot, &'static str> {
+        Self::reserve_as(stats, limits, stream.map(|h| (h, ViewerKind::Mse)))
+    }
+
+    /// A place for one more live viewer of `kind`; the per-stream cap counts every kind.
+    pub fn reserve_as(
+        stats: &Arc<ServerStats>,
+        limits: &LimitsConfig,
+        stream: Option<(&Arc<crate::hub::StreamHub>, ViewerKind)>,
     ) -> Result<ViewerSlot, &'static str> {
         let refuse = |why| {
             stats.refused_viewers.fetch_add(1, Ordering::Relaxed);
@@ -60,17 +91,22 @@ impl ViewerSlot {
             stats.ws_viewers.fetch_sub(1, Ordering::Relaxed);
             return refuse("too many viewers on this server");
         }
-        if let Some(hub) = stream {
-            let n = hub.stats.mse_viewers.fetch_add(1, Ordering::Relaxed);
-            if n as usize >= limits.max_viewers_per_stream {
-                hub.stats.mse_viewers.fetch_sub(1, Ordering::Relaxed);
+        if let Some((hub, kind)) = stream {
+            let n = kind.count(&hub.stats).fetch_add(1, Ordering::Relaxed);
+            let others = [ViewerKind::Mse, ViewerKind::Webrtc]
+                .into_iter()
+                .filter(|k| *k != kind)
+                .map(|k| k.count(&hub.stats).load(Ordering::Relaxed))
+                .sum::<u64>();
+            if (n + others) as usize >= limits.max_viewers_per_stream {
+                kind.count(&hub.stats).fetch_sub(1, Ordering::Relaxed);
                 stats.ws_viewers.fetch_sub(1, Ordering::Relaxed);
                 return refuse("too many viewers of this stream");
             }
         }
         Ok(ViewerSlot {
             stats: Arc::clone(stats),
-            stream: stream.cloned(),
+            stream: stream.map(|(h, k)| (Arc::clone(h), k)),
         })
     }
 }
@@ -78,8 +114,8 @@ impl ViewerSlot {
 impl Drop for ViewerSlot {
     fn drop(&mut self) {
         self.stats.ws_viewers.fetch_sub(1, Ordering::Relaxed);
-        if let Some(hub) = &self.stream {
-            hub.stats.mse_viewers.fetch_sub(1, Ordering::Relaxed);
+        if let Some((hub, kind)) = &self.stream {
+            kind.count(&hub.stats).fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -133,9 +169,13 @@ pub async fn run(
             continue;
         };
         let router = router.clone();
+        let local = tcp.local_addr().ok().map(LocalAddr);
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(remote));
+            if let Some(local) = local {
+                req.extensions_mut().insert(local);
+            }
             let mut router = router.clone();
             async move { router.call(req).await }
         });

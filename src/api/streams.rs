@@ -99,6 +99,10 @@ fn stream_json(s: &StreamView) -> Value {
         // Frame arrival (last packet read from the camera) to its fragment written to a
         // viewer's socket, per batch sent.
         "mse_send_delay": stats.mse_send_delay.summary(),
+        "webrtc_viewers": stats.webrtc_viewers.load(Ordering::Relaxed),
+        "webrtc_send_delay": stats.webrtc_send_delay.summary(),
+        "webrtc_keyframe_requests": stats.webrtc_keyframe_requests.load(Ordering::Relaxed),
+        "webrtc_nacks": stats.webrtc_nacks.load(Ordering::Relaxed),
         "buffered_frames": buffered_frames,
         "buffered_bytes": buffered_bytes,
         "diagnostics": s.hub.diagnostics(),
@@ -134,7 +138,11 @@ pub async fn stream_details(
     v["uptime_s"] = json!((h.online && h.since_ms > 0).then(|| (now - h.since_ms) / 1000));
     v["keyframe_interval_s"] =
         json!(s.hub.stats.keyframe_interval_90k.load(Ordering::Relaxed) as f64 / 90_000.0);
-    v["outputs"] = json!({"mse": s.config.outputs.mse, "hls": s.config.outputs.hls});
+    v["outputs"] = json!({
+        "mse": s.config.outputs.mse,
+        "hls": s.config.outputs.hls,
+        "webrtc": s.config.outputs.webrtc,
+    });
     let clock = &s.hub.stats.clock;
     v["clock"] = json!({
         "camera_offset_ms": clock.offset_ms(),
@@ -279,9 +287,11 @@ pub async fn video_streams(
                 "online": h.online,
                 "mse": s.config.outputs.mse,
                 "hls": s.config.outputs.hls,
+                "webrtc": s.config.outputs.webrtc,
                 "codecs": h.params.as_deref().map(codecs_json),
                 "codec_list": h.params.as_deref().map(StreamParams::codec_list),
                 "viewers": s.hub.stats.mse_viewers.load(Ordering::Relaxed),
+                "webrtc_viewers": s.hub.stats.webrtc_viewers.load(Ordering::Relaxed),
                 "bytes_in": s.hub.stats.bytes_in.load(Ordering::Relaxed),
                 "frames_in": s.hub.stats.frames_in.load(Ordering::Relaxed),
                 "on_demand": s.config.on_demand,

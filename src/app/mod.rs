@@ -295,12 +295,16 @@ impl App {
     /// The hub of a stream that has the output `wanted` selects, with a guard that keeps its
     /// upstream running (starting an on-demand one), or the reason it cannot be served (sent to
     /// websocket clients as the close reason).
-    fn acquire_live(&self, id: &Uuid) -> Result<(Arc<StreamHub>, Demand), Unavailable> {
+    fn acquire_live(
+        &self,
+        id: &Uuid,
+        has: fn(&crate::config::Outputs) -> bool,
+    ) -> Result<(Arc<StreamHub>, Demand), Unavailable> {
         let streams = self.streams();
         let Some((_, r)) = streams.iter().find(|(s, _)| s == id) else {
             return Err(Unavailable::NotFound);
         };
-        if !r.config.outputs.mse {
+        if !has(&r.config.outputs) {
             return Err(Unavailable::NoSuchOutput);
         }
         Ok((Arc::clone(&r.upstream.hub), Box::new(r.upstream.acquire())))
@@ -343,7 +347,11 @@ impl Registry for App {
     }
 
     fn live(&self, id: &Uuid) -> Result<(Arc<StreamHub>, Demand), Unavailable> {
-        self.acquire_live(id)
+        self.acquire_live(id, |o| o.mse)
+    }
+
+    fn webrtc(&self, id: &Uuid) -> Result<(Arc<StreamHub>, Demand), Unavailable> {
+        self.acquire_live(id, |o| o.webrtc)
     }
 
     fn wake(&self, id: &Uuid) -> Option<(Arc<StreamHub>, bool, Demand)> {

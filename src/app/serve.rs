@@ -74,6 +74,14 @@ pub async fn serve(
         Arc::clone(&app.webhooks),
         app.shutdown.clone(),
     );
+    // WebRTC's UDP socket is bound now when a stream has the output (a taken port is said at
+    // start), else on the first offer (a stream added later).
+    if app.config.streams.iter().any(|s| s.outputs.webrtc) {
+        match ctx.webrtc.start().await {
+            Ok(addr) => tracing::info!(udp = %addr, "WebRTC (WHEP): POST /whep/<stream id>"),
+            Err(e) => tracing::error!(error = %e, "WebRTC output unavailable"),
+        }
+    }
     let video_router = crate::api::video_router(Arc::clone(&ctx));
     let mut servers = Vec::new();
     let token = app.shutdown.clone();

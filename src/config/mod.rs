@@ -201,7 +201,8 @@ pub struct Outputs {
     pub hls: bool,
     /// Ours: WebRTC (WHEP, `/whep/{id}`).
     pub webrtc: bool,
-    /// The numeric codes in config order (2 = hls, 3 = mse, ours: 4 = webrtc).
+    /// The numeric codes in config order (2 = hls, 3 = mse; ours: 5 = webrtc, 4 being local
+    /// files in `supported_output_types`).
     pub codes: Vec<u8>,
 }
 
@@ -221,7 +222,7 @@ impl Outputs {
                 }
                 "webrtc" => {
                     out.webrtc = true;
-                    out.codes.push(4);
+                    out.codes.push(5);
                 }
                 "rtsp" => return Err(format!("stream type is not supported. Type: '{t}'")),
                 _ => return Err(format!("stream type does not exists. Type: '{t}'")),

@@ -48,7 +48,8 @@ pub struct Advertised {
 pub struct WebrtcConfig {
     /// The one UDP socket every session shares.
     pub listen: SocketAddr,
-    /// Extra candidates (server-reflexive, based on the listening socket).
+    /// More addresses to offer (a public address in front of NAT, a port forward). ICE-lite
+    /// offers them as host candidates on the listening socket.
     pub advertise: Vec<Advertised>,
     /// Offer the local address the browser's request arrived on (off: only `advertise`).
     pub host_candidates: bool,
@@ -175,7 +176,10 @@ mod tests {
             host_candidates: Some(false),
             ..RawWebrtc::default()
         };
-        assert_eq!(resolve(raw).expect_err("refused").0, "webrtc.host_candidates");
+        assert_eq!(
+            resolve(raw).expect_err("refused").0,
+            "webrtc.host_candidates"
+        );
         let raw = RawWebrtc {
             ice_servers: vec![IceServer {
                 urls: vec!["http://x".into()],

@@ -78,6 +78,14 @@ pub struct Stats {
     /// Time from a frame's arrival (its last packet read from the camera socket) to its
     /// fragment being written to a viewer's socket: the latency the gateway adds.
     pub mse_send_delay: DelayHistogram,
+    /// WebRTC (WHEP) viewers now.
+    pub webrtc_viewers: AtomicU64,
+    /// Keyframe requests (PLI/FIR) WebRTC viewers sent, each answered from the GOP cache.
+    pub webrtc_keyframe_requests: AtomicU64,
+    /// NACKs WebRTC viewers sent (answered from the retransmission buffer).
+    pub webrtc_nacks: AtomicU64,
+    /// As `mse_send_delay`, to a WebRTC viewer's RTP packets.
+    pub webrtc_send_delay: DelayHistogram,
 }
 
 /// How a camera's clocks compare with the server's, this session.
@@ -384,6 +392,17 @@ pub struct Subscription {
 impl Subscription {
     pub fn hub(&self) -> &Arc<StreamHub> {
         &self.hub
+    }
+
+    /// Moves back (or forward) to the newest cached keyframe, to send that GOP again (a
+    /// WebRTC viewer's keyframe request); `false` when there is none.
+    pub fn rewind_to_newest_key(&mut self) -> bool {
+        let fresh = self.hub.ring().new_cursor();
+        if fresh.want_key {
+            return false;
+        }
+        self.cursor = fresh;
+        true
     }
 
     /// Moves to the newest keyframe if it is ahead of the cursor; returns the frames skipped.
