@@ -72,10 +72,10 @@ async fn the_built_in_page_plays_the_demo_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stream_page_plays_mse_and_ll_hls_side_by_side() {
+async fn the_stream_page_plays_webrtc_mse_and_ll_hls_side_by_side() {
     let gw = Gateway::start(&format!(
-        "[hls]\nms_per_segment = 1000\n\n{}",
-        demo_stream("\"mse\", \"hls\"")
+        "[hls]\nms_per_segment = 1000\n\n[webrtc]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        demo_stream("\"mse\", \"hls\", \"webrtc\"")
     ))
     .await;
     gw.wait_online(DEMO, Duration::from_secs(10)).await;
@@ -83,21 +83,28 @@ async fn the_stream_page_plays_mse_and_ll_hls_side_by_side() {
     let r = tokio::task::spawn_blocking(move || play(&url, "stream-page-demo.png", 4))
         .await
         .expect("join");
+    // The first video is WebRTC, then MSE, then LL-HLS: each advances at its own latency.
     assert_plays(&r, 4.0, 640);
     let text = r["text"].as_str().unwrap_or_default();
     assert!(
-        text.contains("HLS playlist") && text.contains("MSE websocket"),
+        text.contains("HLS playlist")
+            && text.contains("MSE websocket")
+            && text.contains("WHEP endpoint"),
         "{text}"
     );
-    assert!(text.contains("LL-HLS (hls.js)"), "{text}");
-    // The second video is the HLS player: it plays too.
-    let hls_before = r["videosBefore"][1].as_f64().unwrap_or(f64::NAN);
-    let hls_after = r["videos"][1]["currentTime"].as_f64().unwrap_or(f64::NAN);
     assert!(
-        hls_after - hls_before > 2.0,
-        "HLS video did not advance: {r}"
+        text.contains("LL-HLS (hls.js)") && text.contains("WebRTC (WHEP)"),
+        "{text}"
     );
-    assert_eq!(r["videos"][1]["videoWidth"].as_u64(), Some(640), "{r}");
+    for (i, name) in [(1, "MSE"), (2, "HLS")] {
+        let before = r["videosBefore"][i].as_f64().unwrap_or(f64::NAN);
+        let after = r["videos"][i]["currentTime"].as_f64().unwrap_or(f64::NAN);
+        assert!(after - before > 2.0, "{name} video did not advance: {r}");
+        assert_eq!(r["videos"][i]["videoWidth"].as_u64(), Some(640), "{r}");
+    }
+    // The WebRTC panel reports its measured latency and the answer's word on the demo's AAC.
+    assert!(text.contains("arrival to display"), "{text}");
+    assert!(text.contains("AAC, which is not a WebRTC codec"), "{text}");
 }
 
 /// hls.js on the HLS player page, against a camera with 2 s GOPs and 1 s segment targets.

@@ -24,14 +24,36 @@
       this.retries = 0;
       this.timer = null;
       this.audio = null; // what the answer said of audio (X-Webrtc-Audio)
+      this.lastState = "";
+      // firstFrameMs: start() to the first frame shown; latency: seconds from a frame's last
+      // packet arriving to its display (requestVideoFrameCallback), the part the browser adds.
+      this.stats = { firstFrameMs: null, latency: null };
+      this.watchFrames();
     }
 
     state(name, detail) {
+      this.lastState = name;
       if (this.opts.onState) this.opts.onState(name, detail);
+    }
+
+    watchFrames() {
+      const v = this.video;
+      if (!v.requestVideoFrameCallback) return;
+      const onFrame = (now, meta) => {
+        if (this.stats.firstFrameMs === null && this.t0 != null) {
+          this.stats.firstFrameMs = Math.round(now - this.t0);
+        }
+        if (meta.receiveTime != null && meta.expectedDisplayTime != null) {
+          this.stats.latency = Math.max(0, meta.expectedDisplayTime - meta.receiveTime) / 1000;
+        }
+        if (!this.stopped) v.requestVideoFrameCallback(onFrame);
+      };
+      v.requestVideoFrameCallback(onFrame);
     }
 
     start() {
       this.stopped = false;
+      this.t0 = performance.now();
       this.connect();
     }
 

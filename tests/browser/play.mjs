@@ -15,7 +15,9 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required"],
+    "--autoplay-policy=no-user-gesture-required",
+    // WebRTC players on loopback: loopback candidates, real addresses instead of mDNS names.
+    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"],
 });
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
