@@ -15,6 +15,8 @@ Mounts (each a shared media, TCP and UDP):
   /h264late H.264 + AAC whose audio starts 5 s after the video
   /h264big  H.264 4K with keyframes of about 2.4 MB
   /h265open H.265 with open GOPs (CRA keyframes, leading B-frames that refer to the GOP before)
+  /clock    H.264 640x360 25 fps encoded live (x264, zero latency, 2 s GOP) showing the wall
+            clock as a barcode (see ClockFeeder): glass-to-glass latency is read back from it
 The clips are demuxed once into memory and pushed in real time through appsrc (no encoding
 while serving); a feeder thread per media paces the buffers and appsrc stamps them.
 Prints "READY <port>" on stdout when listening. Must run under Debian's /usr/bin/python3.
@@ -159,6 +161,59 @@ class Factory(GstRtspServer.RTSPMediaFactory):
             Feeder(src, samples, start, self.reordered, self.delays.get(name, 0.0)).start()
 
 
+# The barcode of /clock: the frame's capture time, Unix ms mod 2^32, as 32 blocks (most
+# significant bit first) across the top CLOCK_BAND rows; white is 1, black 0.
+CLOCK_W, CLOCK_H, CLOCK_BAND, CLOCK_BITS = 640, 360, 40, 32
+
+
+class ClockFeeder(threading.Thread):
+    """Draws a frame every 40 ms with the time it was drawn and pushes it to be encoded."""
+
+    def __init__(self, appsrc):
+        super().__init__(daemon=True)
+        self.appsrc = appsrc
+
+    def frame(self, ms, n):
+        block = CLOCK_W // CLOCK_BITS
+        bits = ms & 0xFFFFFFFF
+        row = b"".join((b"\xff" if bits >> (CLOCK_BITS - 1 - i) & 1 else b"\x00") * block for i in range(CLOCK_BITS))
+        # Below the band a bar moves, so that frames differ as a camera's do.
+        x = (n * 8) % CLOCK_W
+        body = (b"\x60" * x + b"\xc0" * min(40, CLOCK_W - x) + b"\x60" * max(0, CLOCK_W - x - 40))
+        return row * CLOCK_BAND + body * (CLOCK_H - CLOCK_BAND)
+
+    def run(self):
+        due, n = time.monotonic(), 0
+        while True:
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            buf = Gst.Buffer.new_wrapped(self.frame(int(time.time() * 1000), n))
+            if self.appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
+                return
+            due += 0.04
+            n += 1
+
+
+class ClockFactory(GstRtspServer.RTSPMediaFactory):
+    def __init__(self):
+        super().__init__()
+        self.set_shared(True)
+
+    def do_create_element(self, url):
+        caps = f"video/x-raw,format=GRAY8,width={CLOCK_W},height={CLOCK_H},framerate=25/1"
+        return Gst.parse_launch(
+            f'( appsrc name=clock is-live=true do-timestamp=true format=time caps="{caps}" '
+            "! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=50 bitrate=1500 "
+            "! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 name=pay0 pt=96 )"
+        )
+
+    def do_configure(self, media):
+        element = media.get_element()
+        src = element.get_by_name_recurse_up("clock") or element.get_child_by_name("clock")
+        ClockFeeder(src).start()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -200,6 +255,7 @@ def main():
     mounts.add_factory("/h264b", Factory([("v", "h264b", vpay)], reordered=True))
     mounts.add_factory("/h265b", Factory([("v", "h265b", hpay)], reordered=True))
     mounts.add_factory("/h265open", Factory([("v", "h265open", hpay)], reordered=True))
+    mounts.add_factory("/clock", ClockFactory())
 
     if a.user:
         auth = GstRtspServer.RTSPAuth()
