@@ -453,11 +453,63 @@ async fn the_disk_mirror_holds_a_playable_plain_playlist() {
     ffmpeg_reads_3s(&playlist);
 }
 
+/// The spill files of a stream, by media sequence number.
+fn spill_files(spill: &std::path::Path) -> Vec<u64> {
+    std::fs::read_dir(spill)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".m4s")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With the original's 10 s segments, a watched window would hold 80 s of video; instead the
+/// parts of the segment still being written go to its file as they age, and are served from
+/// there byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_segments_serves_older_segments_from_files_byte_for_byte() {
+async fn with_ten_second_segments_aging_parts_of_the_open_segment_are_served_from_its_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let gw = Gateway::start(&format!(
-        "[hls]\nms_per_segment = 1000\nwindow_size = 3\nmemory_segments = 1\nalways_remux = true\ndirectory = \"{}\"\n\n{}",
+        "[hls]\nms_per_segment = 10000\nalways_remux = true\ndirectory = \"{}\"\n\n{}",
+        dir.path().display(),
+        demo_stream("\"hls\"")
+    ))
+    .await;
+    let spill = dir.path().join("spill").join(DEMO);
+    let found = wait_for(Duration::from_secs(20), "a part written out", || async {
+        spill_files(&spill).into_iter().min()
+    })
+    .await;
+    let file = std::fs::read(spill.join(format!("{found}.m4s"))).expect("spill file");
+    // Its first parts, back to back, are the file's first bytes.
+    let mut joined = Vec::new();
+    for p in 0.. {
+        let r = get(&gw, &format!("/hls/{DEMO}{found:04}.{p}.m4s"), &[]).await;
+        assert_eq!(r.status, 200, "part {p}");
+        joined.extend_from_slice(&r.body);
+        if joined.len() >= file.len() {
+            break;
+        }
+    }
+    assert!(
+        joined[..file.len()] == file[..],
+        "parts served differ from the file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_older_segments_are_served_from_files_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No memory setting: the default keeps 2 s of parts in memory and writes the rest out.
+    let gw = Gateway::start(&format!(
+        "[hls]\nms_per_segment = 1000\nwindow_size = 3\nalways_remux = true\ndirectory = \"{}\"\n\n{}",
         dir.path().display(),
         demo_stream("\"hls\"")
     ))

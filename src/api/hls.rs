@@ -208,12 +208,20 @@ async fn read(found: Media) -> Option<Vec<Bytes>> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     match found {
         Media::Memory(chunks) => Some(chunks),
-        Media::File { path, offset, len } => {
+        Media::File {
+            path,
+            offset,
+            len,
+            tail,
+        } => {
             let mut f = tokio::fs::File::open(&path).await.ok()?;
             f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
             let mut buf = vec![0; usize::try_from(len).ok()?];
             f.read_exact(&mut buf).await.ok()?;
-            Some(vec![Bytes::from(buf)])
+            let mut out = Vec::with_capacity(1 + tail.len());
+            out.push(Bytes::from(buf));
+            out.extend(tail);
+            Some(out)
         }
     }
 }

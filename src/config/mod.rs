@@ -97,8 +97,9 @@ pub struct HlsConfig {
     pub ms_per_part: i64,
     pub mirror_to_disk: bool,
     pub always_remux: bool,
-    /// Complete segments kept in memory (0: all); older ones are served from files.
-    pub memory_segments: u32,
+    /// The newest media (ms) of a watched stream kept in memory (0: all); older parts are
+    /// served from files.
+    pub memory_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

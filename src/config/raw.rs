@@ -64,9 +64,12 @@ pub struct RawHls {
     pub mirror_to_disk: bool,
     /// Ours: mux HLS all the time, not only while it is requested. Default false.
     pub always_remux: bool,
-    /// Ours: complete segments kept in memory; older ones of the window go to files under
-    /// `directory`. Default 0: all in memory.
-    pub memory_segments: u32,
+    /// Ours: the newest media (ms) of a watched stream kept in memory; older parts of the
+    /// window go to files under `directory`. Default 2000; 0 keeps it all in memory.
+    pub memory_ms: Option<i64>,
+    /// Ours, before `memory_ms`: complete segments kept in memory (`memory_ms` = this many
+    /// segments' worth; 0: all in memory).
+    pub memory_segments: Option<u32>,
 }
 
 impl Default for RawHls {
@@ -80,7 +83,8 @@ impl Default for RawHls {
             ms_per_part: 200,
             mirror_to_disk: false,
             always_remux: false,
-            memory_segments: 0,
+            memory_ms: None,
+            memory_segments: None,
         }
     }
 }

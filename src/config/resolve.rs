@@ -125,6 +125,11 @@ fn hls(raw: raw::RawHls) -> HlsConfig {
         hls.ms_per_part = 200;
     }
     hls.ms_per_part = hls.ms_per_part.min(hls.ms_per_segment);
+    let memory_ms = match (hls.memory_ms, hls.memory_segments) {
+        (Some(ms), _) => ms.max(0) as u64,
+        (None, Some(n)) => u64::from(n) * hls.ms_per_segment as u64,
+        (None, None) => DEFAULT_HLS_MEMORY_MS,
+    };
 
     HlsConfig {
         ms_per_segment: hls.ms_per_segment,
@@ -135,9 +140,13 @@ fn hls(raw: raw::RawHls) -> HlsConfig {
         ms_per_part: hls.ms_per_part,
         mirror_to_disk: hls.mirror_to_disk,
         always_remux: hls.always_remux,
-        memory_segments: hls.memory_segments,
+        memory_ms,
     }
 }
+
+/// `[hls] memory_ms` by default: two seconds of parts (ten 200 ms parts, more than LL-HLS
+/// players hold back) stay in memory; the rest of a watched window is in files.
+const DEFAULT_HLS_MEMORY_MS: u64 = 2000;
 
 /// `[archive]`, with retention amounts in units.
 fn archive(

@@ -79,11 +79,13 @@ pub async fn run(
             .mirror_to_disk
             .then(|| mirror::Mirror::start(hub.id, &cfg.directory, cancel.clone()));
         // With the mirror on, its files are the disk copy; nothing is spilled.
-        let spiller = (cfg.memory_segments > 0 && !cfg.mirror_to_disk).then(|| {
+        let spiller = (cfg.memory_ms > 0 && !cfg.mirror_to_disk).then(|| {
+            // Parts kept in memory: `memory_ms` of them, rounded up.
+            let part_ms = cfg.ms_per_part.max(1) as u64;
             spill::Spiller::start(
                 hub.id,
                 &cfg.directory,
-                cfg.memory_segments as usize,
+                cfg.memory_ms.div_ceil(part_ms) as usize,
                 Arc::clone(&store),
                 cancel.clone(),
             )
@@ -189,26 +191,27 @@ async fn mux(
     }
 }
 
-/// Where complete segments go besides the window: the disk mirror, or files that take older
-/// segments out of memory.
+/// Where media goes besides the window: the disk mirror, or files that take older parts out of
+/// memory.
 struct Outputs<'a> {
     mirror: Option<&'a mirror::Mirror>,
     spiller: Option<&'a spill::Spiller>,
 }
 
-/// Applies events to the store, and hands completed segments on.
+/// Applies events to the store, and hands completed segments (to the mirror) and parts (to
+/// the spiller) on.
 fn finish(store: &Store, events: &mut Vec<segmenter::Event>, out: &Outputs<'_>) {
     let completed = events
         .iter()
         .any(|e| matches!(e, segmenter::Event::SegmentEnd { .. }));
+    let parts = events
+        .iter()
+        .any(|e| matches!(e, segmenter::Event::Part(_)));
     store.apply(events);
-    if !completed {
-        return;
-    }
-    if let Some(m) = out.mirror {
+    if let (Some(m), true) = (out.mirror, completed) {
         m.update(&store.lock());
     }
-    if let Some(s) = out.spiller {
+    if let (Some(s), true) = (out.spiller, parts) {
         s.update(store);
     }
 }

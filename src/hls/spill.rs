@@ -1,35 +1,42 @@
-//! `hls.memory_segments`: segments of the window older than the newest few are written to files
-//! and served from there, so a stream's HLS memory is its newest segments, not its window.
+//! `hls.memory_ms`: the parts of a watched stream's HLS window older than its newest
+//! `memory_ms` of media are appended to one file per segment and served from there, so a
+//! stream's HLS memory is a couple of seconds of parts (themselves mostly the GOP cache's own
+//! frame buffers), not its window: with the original's 10 s segments a window is 80 s of video.
 //!
 //! Files live in `<hls.directory>/spill/<uuid>/<msn>.m4s`, private to the gateway (the disk
-//! mirror is the public copy; with the mirror on, nothing is spilled). A segment leaves memory
-//! only once its file is written; a write that fails or a full queue leaves it in memory.
-//! Writing and deleting happen on this task, off the media path, through a short queue.
+//! mirror is the public copy; with the mirror on, nothing is spilled). A part leaves memory
+//! only once it is written; a write that fails or a full queue leaves it in memory (and the
+//! file is cut back to what is known to be in it). Writing and deleting happen on this task,
+//! off the media path, through a short queue.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::store::Store;
+use super::store::{SpillJob, Store};
+
+/// Parts written per job at least (fewer, larger writes: about a second of 200 ms parts).
+const BATCH_PARTS: usize = 5;
 
 enum Job {
-    Write(u64, Vec<Bytes>),
+    Write(SpillJob),
     Delete(PathBuf),
 }
 
 pub struct Spiller {
+    /// Parts kept in memory.
     keep: usize,
     tx: mpsc::Sender<Job>,
 }
 
 impl Spiller {
-    /// Starts the writer of one stream; empties what an earlier run left.
+    /// Starts the writer of one stream; empties what an earlier run left. `keep` parts (the
+    /// newest) stay in memory.
     pub fn start(
         id: Uuid,
         directory: &str,
@@ -55,7 +62,7 @@ impl Spiller {
     pub fn update(&self, store: &Store) {
         let (jobs, garbage) = {
             let mut w = store.lock();
-            (w.spill_jobs(self.keep), w.take_garbage())
+            (w.spill_jobs(self.keep, BATCH_PARTS), w.take_garbage())
         };
         for path in garbage {
             if let Err(mpsc::error::TrySendError::Full(Job::Delete(path))) =
@@ -66,8 +73,9 @@ impl Spiller {
                 });
             }
         }
-        for (msn, chunks) in jobs {
-            if self.tx.try_send(Job::Write(msn, chunks)).is_err() {
+        for job in jobs {
+            let msn = job.msn;
+            if self.tx.try_send(Job::Write(job)).is_err() {
                 store.lock().spill_failed(msn);
             }
         }
@@ -83,25 +91,25 @@ async fn write_loop(dir: PathBuf, store: Arc<Store>, mut rx: mpsc::Receiver<Job>
             Job::Delete(path) => {
                 let _ = tokio::fs::remove_file(path).await;
             }
-            Job::Write(msn, chunks) => {
-                let path = dir.join(format!("{msn}.m4s"));
+            Job::Write(job) => {
+                let path = dir.join(format!("{}.m4s", job.msn));
                 let written = match &ready {
-                    Ok(()) => write(&path, &chunks).await,
+                    Ok(()) => append(&path, &job).await,
                     Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                 };
+                let upto = job.first + job.chunks.len();
                 match written {
                     Ok(()) => {
-                        if !store.lock().spilled(msn, path.clone()) {
+                        if !store.lock().spilled(job.msn, upto, path.clone()) {
                             let _ = tokio::fs::remove_file(&path).await;
                         }
                     }
                     Err(e) => {
                         if !warned {
-                            warn!(dir = %dir.display(), error = %e, "cannot write HLS segments out; keeping them in memory");
+                            warn!(dir = %dir.display(), error = %e, "cannot write HLS parts out; keeping them in memory");
                             warned = true;
                         }
-                        let _ = tokio::fs::remove_file(&path).await;
-                        store.lock().spill_failed(msn);
+                        store.lock().spill_failed(job.msn);
                     }
                 }
             }
@@ -109,10 +117,20 @@ async fn write_loop(dir: PathBuf, store: Arc<Store>, mut rx: mpsc::Receiver<Job>
     }
 }
 
-async fn write(path: &Path, chunks: &[Bytes]) -> std::io::Result<()> {
-    let mut f = tokio::fs::File::create(path).await?;
-    for c in chunks {
-        f.write_all(c).await?;
+/// Writes a job's parts at its offset (cutting off whatever a failed write left after it).
+async fn append(path: &Path, job: &SpillJob) -> std::io::Result<()> {
+    let mut f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(job.offset == 0)
+        .open(path)
+        .await?;
+    f.set_len(job.offset).await?;
+    f.seek(std::io::SeekFrom::Start(job.offset)).await?;
+    for part in &job.chunks {
+        for c in part {
+            f.write_all(c).await?;
+        }
     }
     f.flush().await
 }

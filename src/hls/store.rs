@@ -30,12 +30,25 @@ pub struct Segment {
     pub pdt_ms: i64,
     /// Set when complete.
     pub duration_90k: i64,
-    /// The parts; once the segment is in a file (`spilled`), without their bytes.
+    /// The parts; those in the file (the first `in_file`) without their bytes.
     pub parts: Vec<Part>,
-    /// The file holding the segment's bytes, once written out (`memory_segments`).
-    pub spilled: Option<PathBuf>,
-    /// Being written out.
-    spill_pending: bool,
+    /// The file the segment's older parts are written to (`memory_ms`), once it has any.
+    pub file: Option<PathBuf>,
+    /// Leading parts whose bytes are in `file` (and no longer in memory).
+    in_file: usize,
+    /// Leading parts handed to the writer (at least `in_file`).
+    pending: usize,
+}
+
+/// Parts of one segment to append to its file: parts `first..first + chunks.len()` start at
+/// `offset` bytes into it.
+#[derive(Debug)]
+pub struct SpillJob {
+    pub msn: u64,
+    pub first: usize,
+    pub offset: u64,
+    /// Per part, its bytes.
+    pub chunks: Vec<Vec<Bytes>>,
 }
 
 impl Segment {
@@ -48,8 +61,9 @@ impl Segment {
             pdt_ms,
             duration_90k: 0,
             parts: Vec::new(),
-            spilled: None,
-            spill_pending: false,
+            file: None,
+            in_file: 0,
+            pending: 0,
         }
     }
 
@@ -65,15 +79,22 @@ impl Segment {
             .collect()
     }
 
-    /// Where the bytes of parts `parts` (all: `..`) are.
+    fn bytes_of(&self, parts: std::ops::Range<usize>) -> u64 {
+        self.parts[parts].iter().map(|p| p.len as u64).sum()
+    }
+
+    /// Where the bytes of parts `parts` (all: `..`) are: in the file, in memory, or the first
+    /// ones in the file and the rest in memory.
     fn media(&self, parts: std::ops::Range<usize>) -> Media {
-        match &self.spilled {
-            Some(path) => Media::File {
+        let split = self.in_file.clamp(parts.start, parts.end);
+        match &self.file {
+            Some(path) if split > parts.start => Media::File {
                 path: path.clone(),
-                offset: self.parts[..parts.start].iter().map(|p| p.len as u64).sum(),
-                len: self.parts[parts].iter().map(|p| p.len as u64).sum(),
+                offset: self.bytes_of(0..parts.start),
+                len: self.bytes_of(parts.start..split),
+                tail: self.part_chunks(split..parts.end),
             },
-            None => Media::Memory(self.part_chunks(parts)),
+            _ => Media::Memory(self.part_chunks(parts)),
         }
     }
 }
@@ -82,11 +103,13 @@ impl Segment {
 #[derive(Debug)]
 pub enum Media {
     Memory(Vec<Bytes>),
-    /// `len` bytes at `offset` in a file (a segment written out by `memory_segments`).
+    /// `len` bytes at `offset` in a file (parts written out by `memory_ms`), then `tail` from
+    /// memory (the newest parts of a segment still being written out).
     File {
         path: PathBuf,
         offset: u64,
         len: u64,
+        tail: Vec<Bytes>,
     },
 }
 
@@ -216,7 +239,7 @@ impl Window {
             self.discontinuity_sequence += 1;
         }
         while self.segments.len() > self.cfg.window_size + RETAINED {
-            if let Some(path) = self.segments.pop_front().and_then(|s| s.spilled) {
+            if let Some(path) = self.segments.pop_front().and_then(|s| s.file) {
                 self.garbage.push(path);
             }
         }
@@ -232,10 +255,11 @@ impl Window {
             .filter(|s| s.discontinuity)
             .count() as u64;
         self.garbage
-            .extend(self.segments.drain(..).filter_map(|s| s.spilled));
+            .extend(self.segments.drain(..).filter_map(|s| s.file));
         if let Some(o) = self.open.take() {
             // Its number is spent; a client waiting for it gets the next segment.
             self.discontinuity_sequence += u64::from(o.discontinuity);
+            self.garbage.extend(o.file);
         }
         self.rendered = None;
     }
@@ -306,7 +330,7 @@ impl Window {
         let segments = self
             .segments
             .iter()
-            .filter(|s| s.spilled.is_none())
+            .filter(|s| s.file.is_none())
             .map(|s| (playlist::segment_name(&self.name, s.msn), s.chunks()));
         inits.chain(segments).collect()
     }
@@ -373,44 +397,89 @@ impl Window {
         }
     }
 
-    /// Complete segments beyond the newest `keep` that are still only in memory, to be written
-    /// out: (media sequence number, bytes). They are pending until [`Window::spilled`] or
-    /// [`Window::spill_failed`].
-    pub fn spill_jobs(&mut self, keep: usize) -> Vec<(u64, Vec<Bytes>)> {
-        let n = self.segments.len().saturating_sub(keep);
-        self.segments
-            .iter_mut()
-            .take(n)
-            .filter(|s| s.spilled.is_none() && !s.spill_pending)
-            .map(|s| {
-                s.spill_pending = true;
-                (s.msn, s.chunks())
+    /// Parts older than the newest `keep` (complete segments and the open one, oldest first)
+    /// that are only in memory, to be appended to their segments' files, one job per segment;
+    /// nothing until at least `batch` parts are due (fewer, larger writes). Handed-out parts
+    /// are pending until [`Window::spilled`] or [`Window::spill_failed`].
+    pub fn spill_jobs(&mut self, keep: usize, batch: usize) -> Vec<SpillJob> {
+        let total: usize = self
+            .segments
+            .iter()
+            .chain(&self.open)
+            .map(|s| s.parts.len())
+            .sum();
+        let due_total: usize = self
+            .segments
+            .iter()
+            .chain(&self.open)
+            .scan(0usize, |seen, s| {
+                let before = *seen;
+                *seen += s.parts.len();
+                let upto = total
+                    .saturating_sub(keep)
+                    .saturating_sub(before)
+                    .min(s.parts.len());
+                Some(upto.saturating_sub(s.pending))
             })
-            .collect()
+            .sum();
+        if due_total == 0 || due_total < batch.max(1) {
+            return Vec::new();
+        }
+        let mut jobs = Vec::new();
+        let mut seen = 0usize;
+        for s in self.segments.iter_mut().chain(self.open.as_mut()) {
+            let upto = total
+                .saturating_sub(keep)
+                .saturating_sub(seen)
+                .min(s.parts.len());
+            seen += s.parts.len();
+            if upto > s.pending {
+                let first = s.pending;
+                jobs.push(SpillJob {
+                    msn: s.msn,
+                    first,
+                    offset: s.bytes_of(0..first),
+                    chunks: s.parts[first..upto]
+                        .iter()
+                        .map(|p| p.chunks.clone())
+                        .collect(),
+                });
+                s.pending = upto;
+            }
+        }
+        jobs
     }
 
-    /// Segment `msn` is in `path` now: its bytes leave memory. `false` if it left the window
-    /// meanwhile (the caller deletes the file).
-    pub fn spilled(&mut self, msn: u64, path: PathBuf) -> bool {
+    fn segment_mut(&mut self, msn: u64) -> Option<&mut Segment> {
+        if self.open.as_ref().is_some_and(|o| o.msn == msn) {
+            return self.open.as_mut();
+        }
+        let i = self.position(msn)?;
+        self.segments.get_mut(i)
+    }
+
+    /// Parts `..upto` of segment `msn` are in `path` now: their bytes leave memory. `false` if
+    /// the segment left the window meanwhile (the caller deletes the file).
+    pub fn spilled(&mut self, msn: u64, upto: usize, path: PathBuf) -> bool {
         let Some(seg) = self
-            .position(msn)
-            .and_then(|i| self.segments.get_mut(i))
-            .filter(|s| s.spill_pending)
+            .segment_mut(msn)
+            .filter(|s| s.pending >= upto && upto <= s.parts.len())
         else {
             return false;
         };
-        seg.spill_pending = false;
-        seg.spilled = Some(path);
-        for p in &mut seg.parts {
+        for p in &mut seg.parts[seg.in_file.min(upto)..upto] {
             p.chunks = Vec::new();
         }
+        seg.in_file = seg.in_file.max(upto);
+        seg.file = Some(path);
         true
     }
 
-    /// Writing segment `msn` out failed: it stays in memory (and may be tried again).
+    /// Writing parts of segment `msn` out failed: what was not written stays in memory (and
+    /// may be tried again from the last part written).
     pub fn spill_failed(&mut self, msn: u64) {
-        if let Some(s) = self.position(msn).and_then(|i| self.segments.get_mut(i)) {
-            s.spill_pending = false;
+        if let Some(s) = self.segment_mut(msn) {
+            s.pending = s.in_file;
         }
     }
 

@@ -1,5 +1,5 @@
-//! Tests of the HLS window (`store.rs`): playlists, lookups, discontinuities, and segments
-//! written out by `memory_segments`.
+//! Tests of the HLS window (`store.rs`): playlists, lookups, discontinuities, and parts
+//! written out by `memory_ms`.
 
 use super::*;
 use crate::media::{Frame, StreamParams};
@@ -158,60 +158,106 @@ fn discontinuities_are_tagged_and_counted_as_they_leave() {
 }
 
 #[test]
-fn spilled_segments_are_served_from_their_file_and_deleted_as_they_leave() {
+fn older_parts_are_written_out_and_served_from_their_file_and_deleted_as_they_leave() {
     let p = params();
     let mut w = window(3, true);
     let mut s = segmenter();
-    feed(&mut w, &mut s, &p, 0, 350, 0); // segments 0..=5 complete (2 s each)
+    feed(&mut w, &mut s, &p, 0, 350, 0); // segments 0..=5 complete (2 s, 10 parts each)
     let bytes = |l: Lookup<Media>| match l {
         Lookup::Ready(Media::Memory(c)) => c.iter().map(Bytes::len).sum::<usize>(),
         other => panic!("{other:?}"),
     };
     let seg4 = bytes(w.segment(4));
     let part_lens: Vec<usize> = (0..10).map(|i| bytes(w.part(4, i))).collect();
-    // Keep the newest 2 in memory: 0..=3 are to be written out, once.
-    let jobs = w.spill_jobs(2);
-    assert_eq!(
-        jobs.iter().map(|j| j.0).collect::<Vec<_>>(),
-        vec![0, 1, 2, 3]
+    let total: usize = w
+        .segments
+        .iter()
+        .chain(&w.open)
+        .map(|s| s.parts.len())
+        .sum();
+    // Keep the newest 15 parts: segment 6 (open) and half of the one before are kept.
+    let keep = 15;
+    let jobs = w.spill_jobs(keep, 5);
+    let due: usize = jobs.iter().map(|j| j.chunks.len()).sum();
+    assert_eq!(due, total - keep);
+    assert!(jobs.iter().all(|j| j.first == 0 && j.offset == 0));
+    let split = jobs.last().expect("jobs");
+    let (split_msn, split_parts) = (split.msn, split.chunks.len());
+    assert!(
+        split_parts < 10,
+        "the boundary falls inside a segment: {split_parts}"
     );
     assert!(
-        w.spill_jobs(2).is_empty(),
-        "pending jobs are not handed out twice"
+        w.spill_jobs(keep, 5).is_empty(),
+        "pending parts are not handed out twice"
     );
     w.spill_failed(0); // stays in memory, and is tried again
-    assert!(w.spilled(1, "/s/1.m4s".into()));
-    assert!(w.spilled(2, "/s/2.m4s".into()));
-    assert!(w.spilled(3, "/s/3.m4s".into()));
-    assert!(!w.spilled(9, "/s/9.m4s".into()), "not in the window");
+    for j in &jobs[1..] {
+        let upto = j.first + j.chunks.len();
+        assert!(w.spilled(j.msn, upto, format!("/s/{}.m4s", j.msn).into()));
+    }
+    assert!(!w.spilled(99, 1, "/s/99.m4s".into()), "not in the window");
     assert!(matches!(w.segment(0), Lookup::Ready(Media::Memory(_))));
-    match w.segment(3) {
-        Lookup::Ready(Media::File { path, offset, len }) => {
-            assert_eq!(path, PathBuf::from("/s/3.m4s"));
+    match w.segment(4) {
+        Lookup::Ready(Media::File {
+            path,
+            offset,
+            len,
+            tail,
+        }) => {
+            assert_eq!(path, PathBuf::from("/s/4.m4s"));
             assert_eq!((offset, len as usize), (0, seg4));
+            assert!(tail.is_empty());
         }
         other => panic!("{other:?}"),
     }
-    // A part of a written-out segment is its byte range in the file.
-    match w.part(3, 2) {
-        Lookup::Ready(Media::File { offset, len, .. }) => {
+    // A part in the file is its byte range there.
+    match w.part(4, 2) {
+        Lookup::Ready(Media::File {
+            offset, len, tail, ..
+        }) => {
             assert_eq!(offset as usize, part_lens[0] + part_lens[1]);
             assert_eq!(len as usize, part_lens[2]);
+            assert!(tail.is_empty());
         }
         other => panic!("{other:?}"),
     }
+    // The boundary segment: its first parts from the file, the rest from memory.
+    match w.segment(split_msn) {
+        Lookup::Ready(Media::File { len, tail, .. }) => {
+            let seg = w.find(split_msn).expect("segment");
+            assert_eq!(len, seg.bytes_of(0..split_parts));
+            assert_eq!(
+                tail.iter().map(Bytes::len).sum::<usize>() as u64,
+                seg.bytes_of(split_parts..seg.parts.len())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        w.part(split_msn, split_parts),
+        Lookup::Ready(Media::Memory(_))
+    ));
+    // Only segment 0 is due again; the next parts of the boundary segment continue its file.
+    let again = w.spill_jobs(keep, 5);
+    assert_eq!(again.iter().map(|j| j.msn).collect::<Vec<_>>(), vec![0]);
+    feed(&mut w, &mut s, &p, 350, 50, 0);
+    let next = w.spill_jobs(keep, 5);
+    let cont = next
+        .iter()
+        .find(|j| j.msn == split_msn)
+        .expect("the boundary segment");
+    assert_eq!(cont.first, split_parts);
     assert_eq!(
-        w.spill_jobs(2).iter().map(|j| j.0).collect::<Vec<_>>(),
-        vec![0]
+        cont.offset,
+        w.find(split_msn).expect("segment").bytes_of(0..split_parts)
     );
     // Segments that leave the window (3 listed + 3 retained) give their files back.
-    feed(&mut w, &mut s, &p, 350, 100, 0);
-    assert_eq!(w.take_garbage(), vec![PathBuf::from("/s/1.m4s")]);
+    feed(&mut w, &mut s, &p, 400, 100, 0);
+    let gone = w.take_garbage();
+    assert!(gone.contains(&PathBuf::from("/s/1.m4s")), "{gone:?}");
     w.clear();
-    assert_eq!(
-        w.take_garbage(),
-        vec![PathBuf::from("/s/2.m4s"), PathBuf::from("/s/3.m4s")]
-    );
+    assert!(w.take_garbage().contains(&PathBuf::from("/s/4.m4s")));
 }
 
 #[test]
