@@ -5,11 +5,15 @@
 //! Each URL may be repeated as `N*url` for N viewers. Prints one JSON line: viewers, fragments,
 //! bytes, the time from connect to the first fragment (min / median / p99 / max, ms), and each
 //! viewer's longest wait between two fragments after its first (median / max, ms: the hole a
-//! viewer saw, e.g. during a fleet hand-off).
+//! viewer saw, e.g. during a fleet hand-off) and the fragments per second each viewer got from
+//! its first one on (min / median: its frame rate, for video-only streams).
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+
+/// A viewer's frame rate is counted from this long after its first fragment.
+const WARMUP: Duration = Duration::from_secs(2);
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::main]
@@ -37,16 +41,22 @@ async fn main() {
                 )
                 .await
                 else {
-                    return (0u64, 0u64, None, Duration::ZERO);
+                    return (0u64, 0u64, None, Duration::ZERO, None);
                 };
                 let (mut frags, mut bytes, mut first) = (0u64, 0u64, None);
+                // Fragments more than WARMUP after the first: the catch-up through the GOP
+                // cache at the start would inflate the rate.
+                let mut steady = 0u64;
                 let (mut last, mut longest) = (None::<Instant>, Duration::ZERO);
                 while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
                     if let Message::Binary(b) = m {
                         bytes += b.len() as u64;
                         if b.len() > 8 && &b[4..8] == b"moof" {
                             frags += 1;
-                            first.get_or_insert(t0.elapsed());
+                            let f = *first.get_or_insert(t0.elapsed());
+                            if t0.elapsed() > f + WARMUP {
+                                steady += 1;
+                            }
                             let now = Instant::now();
                             if let Some(l) = last {
                                 longest = longest.max(now - l);
@@ -55,16 +65,23 @@ async fn main() {
                         }
                     }
                 }
-                (frags, bytes, first, longest)
+                // Fragments a second after the warm-up to the end: this viewer's frame rate.
+                let rate = first
+                    .map(|f| t0.elapsed().saturating_sub(f + WARMUP))
+                    .filter(|d| d.as_secs_f64() > 1.0)
+                    .map(|d| steady as f64 / d.as_secs_f64());
+                (frags, bytes, first, longest, rate)
             })
         })
         .collect();
     let mut firsts = Vec::new();
     let mut gaps = Vec::new();
+    let mut rates = Vec::new();
     let (mut frags, mut bytes, mut viewers) = (0, 0, 0);
     for t in tasks {
-        if let Ok((f, b, first, longest)) = t.await {
+        if let Ok((f, b, first, longest, rate)) = t.await {
             viewers += 1;
+            rates.extend(rate);
             gaps.push(longest.as_secs_f64() * 1000.0);
             frags += f;
             bytes += b;
@@ -75,6 +92,7 @@ async fn main() {
     }
     firsts.sort_by(f64::total_cmp);
     gaps.sort_by(f64::total_cmp);
+    rates.sort_by(f64::total_cmp);
     let at = |v: &[f64], q: f64| {
         v.get(((v.len() as f64 - 1.0) * q).round() as usize)
             .copied()
@@ -86,6 +104,7 @@ async fn main() {
             "viewers": viewers, "with_video": firsts.len(), "fragments": frags, "bytes": bytes,
             "first_fragment_ms": {"min": pick(0.0), "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
             "longest_gap_ms": {"p50": at(&gaps, 0.5), "max": at(&gaps, 1.0)},
+            "fragments_per_s": {"min": at(&rates, 0.0), "p50": at(&rates, 0.5)},
         })
     );
 }

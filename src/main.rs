@@ -60,6 +60,7 @@ fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse_from(normalize_args(std::env::args()));
     let config = match Config::load(&cli.conf) {
         Ok(c) => c,
@@ -191,3 +192,29 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Check)));
     }
 }
+
+/// glibc gives each thread that allocates its own malloc arena (up to 8 per core), and each
+/// arena keeps what was freed in it. The gateway's file I/O runs on tokio's blocking threads
+/// (archive writes, HLS spill files, reads for clients), so with every output on, memory freed
+/// there piled up per arena: 5.7 MB of RSS per camera at 50 cameras against 1.9 MB with two
+/// arenas (docs/benchmarks.md, "Memory"). glibc reads the limit from the environment before
+/// `main`, so the process starts itself again (same PID, `exec`) with `MALLOC_ARENA_MAX=2`,
+/// unless the variable is set already; if that fails it runs on as it is.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("MALLOC_ARENA_MAX", "2")
+        .exec();
+    eprintln!("note: could not restart with MALLOC_ARENA_MAX=2 ({err}); running on");
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
