@@ -80,7 +80,11 @@ fn load(path: &str) -> Clip {
          profile-level-id={profile};sprop-parameter-sets={}\r\na=control:trackID=0\r\n",
         sprop.join(",")
     );
-    let audio = movie.params.audio.clone().filter(|a| a.rfc6381.starts_with("mp4a"));
+    let audio = movie
+        .params
+        .audio
+        .clone()
+        .filter(|a| a.rfc6381.starts_with("mp4a"));
     let sdp_audio = audio.as_ref().map(|a| {
         // AAC-LC AudioSpecificConfig: object type 2, the rate's index, the channels.
         let rates = [
@@ -120,7 +124,13 @@ fn load(path: &str) -> Clip {
                 for (i, nal) in nals.iter().enumerate() {
                     let last = i == last_nal;
                     if nal.len() <= MTU_PAYLOAD {
-                        packets.push(Packet { at_us, track: 0, ts, marker: last, payload: nal.clone() });
+                        packets.push(Packet {
+                            at_us,
+                            track: 0,
+                            ts,
+                            marker: last,
+                            payload: nal.clone(),
+                        });
                         continue;
                     }
                     // FU-A: indicator (F, NRI, type 28), header (S, E, type), a slice.
@@ -134,10 +144,18 @@ fn load(path: &str) -> Clip {
                         let mut p = BytesMut::with_capacity(c.len() + 2);
                         p.put_u8((head & 0xe0) | 28);
                         p.put_u8(
-                            (if j == 0 { 0x80 } else { 0 }) | (if end { 0x40 } else { 0 }) | (head & 0x1f),
+                            (if j == 0 { 0x80 } else { 0 })
+                                | (if end { 0x40 } else { 0 })
+                                | (head & 0x1f),
                         );
                         p.put_slice(c);
-                        packets.push(Packet { at_us, track: 0, ts, marker: last && end, payload: p.freeze() });
+                        packets.push(Packet {
+                            at_us,
+                            track: 0,
+                            ts,
+                            marker: last && end,
+                            payload: p.freeze(),
+                        });
                     }
                 }
             }
@@ -147,7 +165,13 @@ fn load(path: &str) -> Clip {
                 p.put_u16(16); // AU-headers-length, bits
                 p.put_u16(((payload.len() as u16) << 3) & 0xfff8);
                 p.put_slice(&payload);
-                packets.push(Packet { at_us, track: 1, ts, marker: true, payload: p.freeze() });
+                packets.push(Packet {
+                    at_us,
+                    track: 1,
+                    ts,
+                    marker: true,
+                    payload: p.freeze(),
+                });
             }
             TrackKind::Audio => {}
         }
@@ -158,7 +182,13 @@ fn load(path: &str) -> Clip {
     if sdp_audio.is_some() {
         clocks.push((audio_rate, 97));
     }
-    Clip { packets, duration_us, clocks, sdp_video, sdp_audio }
+    Clip {
+        packets,
+        duration_us,
+        clocks,
+        sdp_video,
+        sdp_audio,
+    }
 }
 
 /// How a session's RTP leaves.
@@ -200,7 +230,9 @@ async fn read_requests(mut rd: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sender<
                     .filter_map(|l| l.split_once(':'))
                     .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
                     .collect();
-                let body = headers.get("content-length").and_then(|v| v.parse::<usize>().ok());
+                let body = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse::<usize>().ok());
                 if let Some(n) = body {
                     while buf.len() < n {
                         if rd.read_buf(&mut buf).await.unwrap_or(0) == 0 {
@@ -209,7 +241,15 @@ async fn read_requests(mut rd: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sender<
                     }
                     let _ = buf.split_to(n);
                 }
-                if tx.send(Request { method, url, headers }).await.is_err() {
+                if tx
+                    .send(Request {
+                        method,
+                        url,
+                        headers,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -236,12 +276,7 @@ struct Track {
     channel: u8,
 }
 
-async fn session(
-    stream: TcpStream,
-    clip: Arc<Clip>,
-    udp: Arc<UdpSocket>,
-    counters: Arc<Counters>,
-) {
+async fn session(stream: TcpStream, clip: Arc<Clip>, udp: Arc<UdpSocket>, counters: Arc<Counters>) {
     counters.sessions.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
@@ -382,7 +417,9 @@ async fn session(
 fn main() {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or(8554);
-    let path = args.next().unwrap_or_else(|| "target/test-media/h264aac.mp4".into());
+    let path = args
+        .next()
+        .unwrap_or_else(|| "target/test-media/h264aac.mp4".into());
     let clip = Arc::new(load(&path));
     // One thread: the generator must cost as little as it can and stay off the gateway's cores'
     // scheduling as much as a process can.
@@ -417,8 +454,15 @@ fn main() {
             }
         });
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            tokio::spawn(session(stream, Arc::clone(&clip), Arc::clone(&udp), Arc::clone(&counters)));
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(session(
+                stream,
+                Arc::clone(&clip),
+                Arc::clone(&udp),
+                Arc::clone(&counters),
+            ));
         }
     });
 }

@@ -7,7 +7,7 @@
 //
 // The gateway answers as an ICE-lite peer with every candidate in its answer, so the offer is
 // sent once ICE gathering is done (or after 1 s) and no trickle is needed. On failure or a lost
-// connection the player retries with a growing delay (1 s … 10 s). `p.stats()` resolves to
+// connection the player retries with a growing delay (1 s … 10 s). `p.getStats()` resolves to
 // { framesDecoded, framesDropped, packetsLost, nackCount, pliCount, jitterBufferDelayMs,
 //   audioPacketsReceived, audioSamplesDecoded, videoCodec, audioCodec } from getStats().
 (function (global) {
@@ -144,7 +144,7 @@
       this.state("stopped");
     }
 
-    async stats() {
+    async getStats() {
       const out = { framesDecoded: 0, framesDropped: 0, packetsLost: 0, nackCount: 0, pliCount: 0,
         jitterBufferDelayMs: null, audioPacketsReceived: 0, audioSamplesDecoded: 0, videoCodec: null,
         audioCodec: null };

@@ -12,7 +12,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -93,14 +92,14 @@ async fn write_loop(dir: PathBuf, store: Arc<Store>, mut rx: mpsc::Receiver<Job>
             }
             Job::Write(job) => {
                 let path = dir.join(format!("{}.m4s", job.msn));
+                let (msn, upto) = (job.msn, job.first + job.chunks.len());
                 let written = match &ready {
-                    Ok(()) => append(&path, &job).await,
+                    Ok(()) => append(&path, job).await,
                     Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
                 };
-                let upto = job.first + job.chunks.len();
                 match written {
                     Ok(()) => {
-                        if !store.lock().spilled(job.msn, upto, path.clone()) {
+                        if !store.lock().spilled(msn, upto, path.clone()) {
                             let _ = tokio::fs::remove_file(&path).await;
                         }
                     }
@@ -109,7 +108,7 @@ async fn write_loop(dir: PathBuf, store: Arc<Store>, mut rx: mpsc::Receiver<Job>
                             warn!(dir = %dir.display(), error = %e, "cannot write HLS parts out; keeping them in memory");
                             warned = true;
                         }
-                        store.lock().spill_failed(job.msn);
+                        store.lock().spill_failed(msn);
                     }
                 }
             }
@@ -117,20 +116,30 @@ async fn write_loop(dir: PathBuf, store: Arc<Store>, mut rx: mpsc::Receiver<Job>
     }
 }
 
-/// Writes a job's parts at its offset (cutting off whatever a failed write left after it).
-async fn append(path: &Path, job: &SpillJob) -> std::io::Result<()> {
-    let mut f = tokio::fs::OpenOptions::new()
+/// Writes a job's parts at its offset (cutting off whatever a failed write left after it), in
+/// one trip to the blocking pool: opening, cutting and a write per chunk as plain system calls
+/// there, not a pool round trip each (a part is a `moof` and a buffer per frame).
+async fn append(path: &Path, job: SpillJob) -> std::io::Result<()> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || append_blocking(&path, &job))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+fn append_blocking(path: &Path, job: &SpillJob) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    let mut f = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(job.offset == 0)
-        .open(path)
-        .await?;
-    f.set_len(job.offset).await?;
-    f.seek(std::io::SeekFrom::Start(job.offset)).await?;
+        .open(path)?;
+    f.set_len(job.offset)?;
+    f.seek(std::io::SeekFrom::Start(job.offset))?;
+    let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
     for part in &job.chunks {
         for c in part {
-            f.write_all(c).await?;
+            w.write_all(c)?;
         }
     }
-    f.flush().await
+    w.flush()
 }

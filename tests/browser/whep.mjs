@@ -27,9 +27,9 @@ try {
   await page.waitForFunction(() => window.timing && window.timing.firstFrame !== null, null, { timeout: 20000 });
   out.timing = await page.evaluate(() => window.timing);
   out.firstFrameAfterConnectedMs = out.timing.firstFrame - out.timing.connected;
-  out.before = await page.evaluate(() => window.player.stats());
+  out.before = await page.evaluate(() => window.player.getStats());
   await page.waitForTimeout(Number(secs) * 1000);
-  out.after = await page.evaluate(() => window.player.stats());
+  out.after = await page.evaluate(() => window.player.getStats());
   out.video = await page.evaluate(() => {
     const v = document.querySelector("video");
     return { width: v.videoWidth, height: v.videoHeight, currentTime: v.currentTime, paused: v.paused };
