@@ -170,29 +170,6 @@ fn print_banner(config: &Config, video: std::net::SocketAddr, api: Option<std::n
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_style_flags_are_accepted() {
-        let a = normalize_args(
-            ["vs", "-conf", "x.toml", "-cpuprofile=p", "--conf=y", "-h"].map(String::from),
-        );
-        assert_eq!(
-            a,
-            vec!["vs", "--conf", "x.toml", "--cpuprofile=p", "--conf=y", "-h"]
-        );
-        let cli = Cli::try_parse_from(normalize_args(
-            ["vs", "-conf=/etc/v.s/conf.toml", "-memprofile", "m"].map(String::from),
-        ))
-        .expect("parses");
-        assert_eq!(cli.conf, PathBuf::from("/etc/v.s/conf.toml"));
-        let cli = Cli::try_parse_from(["vs", "check", "--conf", "c.json"]).expect("parses");
-        assert!(matches!(cli.command, Some(Command::Check)));
-    }
-}
-
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per core), and each
 /// arena keeps what was freed in it. The gateway's file I/O runs on tokio's blocking threads
 /// (archive writes, HLS spill files, reads for clients), so with every output on, memory freed
@@ -218,3 +195,26 @@ fn limit_malloc_arenas() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_flags_are_accepted() {
+        let a = normalize_args(
+            ["vs", "-conf", "x.toml", "-cpuprofile=p", "--conf=y", "-h"].map(String::from),
+        );
+        assert_eq!(
+            a,
+            vec!["vs", "--conf", "x.toml", "--cpuprofile=p", "--conf=y", "-h"]
+        );
+        let cli = Cli::try_parse_from(normalize_args(
+            ["vs", "-conf=/etc/v.s/conf.toml", "-memprofile", "m"].map(String::from),
+        ))
+        .expect("parses");
+        assert_eq!(cli.conf, PathBuf::from("/etc/v.s/conf.toml"));
+        let cli = Cli::try_parse_from(["vs", "check", "--conf", "c.json"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Check)));
+    }
+}
