@@ -54,6 +54,7 @@ const PURE: &[&str] = &[
     "src/source/timeline.rs",
     "src/source/clock.rs",
     "src/source/g711.rs",
+    "src/source/pace.rs",
     "src/hls/playlist.rs",
     "src/snapshot/picture.rs",
     "src/webrtc/clock.rs",

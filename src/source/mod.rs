@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod file;
 pub mod g711;
+pub mod pace;
 pub mod peer;
 pub mod probe;
 pub mod reorder;
@@ -301,6 +302,20 @@ impl<'a> Emitter<'a> {
     }
 }
 
+/// Books a camera session start with the process's pacer: how long to wait first.
+fn connect_slot() -> Duration {
+    static PACER: std::sync::OnceLock<(Instant, std::sync::Mutex<pace::ConnectPacer>)> =
+        std::sync::OnceLock::new();
+    let (origin, pacer) = PACER.get_or_init(|| {
+        let p = pace::ConnectPacer::new(pace::CONNECTS_PER_S, pace::CONNECT_BURST, Duration::ZERO);
+        (Instant::now(), std::sync::Mutex::new(p))
+    });
+    pacer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .book(origin.elapsed())
+}
+
 /// Runs a stream's source until `cancel` fires: sessions are retried forever with backoff,
 /// including when the very first connection fails.
 pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: CancellationToken) {
@@ -318,6 +333,17 @@ pub async fn supervise(spec: SourceSpec, hub: Arc<StreamHub>, cancel: Cancellati
         let group = rtsp::Sessions::default();
         let clock = Instant::now();
         loop {
+            // Camera sessions start at a paced rate over all streams (no connection storm at
+            // start or after a network outage).
+            if matches!(spec, SourceSpec::Rtsp { .. }) {
+                let wait = connect_slot();
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
             timeline.new_session();
             hub.stats
                 .sessions
