@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -16,24 +15,7 @@ fn play(url: &str, shot: &str, secs: u32) -> serde_json::Value {
 
 /// Like [`play`], with play.mjs's environment (`VIDEO`, `WAIT_FOR`, `BEFORE`).
 fn play_with(url: &str, shot: &str, secs: u32, env: &[(&str, &str)]) -> serde_json::Value {
-    let artifacts = repo().join("target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
-    let out = Command::new("node")
-        .envs(env.iter().copied())
-        .arg(repo().join("tests/browser/play.mjs"))
-        .arg(url)
-        .arg(artifacts.join(shot))
-        .arg(secs.to_string())
-        .output()
-        .expect("node (scripts/test installs it with playwright-core)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|_| {
-        panic!(
-            "no report from play.mjs: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    node_report("play.mjs", url, shot, secs, env)
 }
 
 fn assert_plays(r: &serde_json::Value, secs: f64, width: u64) {

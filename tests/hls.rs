@@ -515,21 +515,7 @@ async fn by_default_older_segments_are_served_from_files_byte_for_byte() {
     ))
     .await;
     let spill = dir.path().join("spill").join(DEMO);
-    let files = || -> Vec<u64> {
-        std::fs::read_dir(&spill)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .strip_suffix(".m4s")?
-                            .parse()
-                            .ok()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let files = || spill_files(&spill);
     // Wait until the oldest listed segment is one written out.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (pl, oldest) = loop {

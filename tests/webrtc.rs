@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,23 +27,7 @@ fn free_udp_port() -> u16 {
 
 /// Runs tests/browser/whep.mjs on the WebRTC player page and returns its report.
 fn whep(url: &str, shot: &str, secs: u32) -> serde_json::Value {
-    let artifacts = repo().join("target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
-    let out = Command::new("node")
-        .arg(repo().join("tests/browser/whep.mjs"))
-        .arg(url)
-        .arg(artifacts.join(shot))
-        .arg(secs.to_string())
-        .output()
-        .expect("node (scripts/test installs it with playwright-core)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|_| {
-        panic!(
-            "no report from whep.mjs: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    node_report("whep.mjs", url, shot, secs, &[])
 }
 
 /// Frames Chromium decoded during the measured seconds.
@@ -178,13 +161,16 @@ async fn lossy_relay(gateway: SocketAddr, loss: Loss) -> (SocketAddr, Arc<Atomic
     (addr, dropped)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_that_loses_packets_is_repaired_by_nacks_and_keeps_playing() {
+/// A camera, a gateway that offers only the lossy relay's address (every packet crosses it),
+/// and the WebRTC player in Chromium for `secs`: the report and the datagrams the relay lost.
+async fn play_through_relay(
+    loss: Loss,
+    shot: &'static str,
+    secs: u32,
+) -> (Camera, Gateway, serde_json::Value, u64) {
     let cam = Camera::start(Auth::None);
     let port = free_udp_port();
-    let (relay, dropped) =
-        lossy_relay(SocketAddr::from(([127, 0, 0, 1], port)), Loss::Every(25)).await;
-    // Only the relay is offered: every packet crosses it.
+    let (relay, dropped) = lossy_relay(SocketAddr::from(([127, 0, 0, 1], port)), loss).await;
     let section = format!(
         "[webrtc]\nlisten = \"127.0.0.1:{port}\"\nhost_candidates = false\nadvertise = [\"{relay}\"]\n"
     );
@@ -195,11 +181,18 @@ async fn a_viewer_that_loses_packets_is_repaired_by_nacks_and_keeps_playing() {
     .await;
     gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
     let url = format!("http://{}/players/webrtc/?stream_id={STREAM_A}", gw.video);
-    let r = tokio::task::spawn_blocking(move || whep(&url, "webrtc-player-lossy.png", 6))
+    let r = tokio::task::spawn_blocking(move || whep(&url, shot, secs))
         .await
         .expect("join");
     let lost = dropped.load(Ordering::Relaxed);
     eprintln!("relay dropped {lost} datagrams; report {r}");
+    (cam, gw, r, lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_loses_packets_is_repaired_by_nacks_and_keeps_playing() {
+    let (_cam, gw, r, lost) =
+        play_through_relay(Loss::Every(25), "webrtc-player-lossy.png", 6).await;
     assert_eq!(r["ok"], true, "{r}");
     assert!(lost > 20, "the relay dropped only {lost}");
     // Chromium asked for the lost packets, the gateway resent them: the video kept going.
@@ -215,30 +208,13 @@ async fn a_viewer_that_loses_packets_is_repaired_by_nacks_and_keeps_playing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_cut_off_for_six_seconds_asks_for_a_keyframe_and_gets_the_cached_gop() {
-    let cam = Camera::start(Auth::None);
-    let port = free_udp_port();
     // About 250 packets a second: lose 6 s of them once playing is under way, more than
     // the gateway keeps for retransmission and than Chromium will NACK (1000 packets).
     let loss = Loss::Outage {
         from: 1000,
         count: 1500,
     };
-    let (relay, dropped) = lossy_relay(SocketAddr::from(([127, 0, 0, 1], port)), loss).await;
-    let section = format!(
-        "[webrtc]\nlisten = \"127.0.0.1:{port}\"\nhost_candidates = false\nadvertise = [\"{relay}\"]\n"
-    );
-    let gw = Gateway::start(&format!(
-        "{}{section}",
-        rtsp_stream(STREAM_A, &cam.url("h264"), "\"webrtc\"", "")
-    ))
-    .await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
-    let url = format!("http://{}/players/webrtc/?stream_id={STREAM_A}", gw.video);
-    let r = tokio::task::spawn_blocking(move || whep(&url, "webrtc-player-outage.png", 16))
-        .await
-        .expect("join");
-    let lost = dropped.load(Ordering::Relaxed);
-    eprintln!("relay dropped {lost} datagrams; report {r}");
+    let (_cam, gw, r, lost) = play_through_relay(loss, "webrtc-player-outage.png", 16).await;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(lost, 1500, "the outage did not happen: {r}");
     // Chromium could not repair 6 s with NACKs and asked for a keyframe; the gateway sent

@@ -595,6 +595,35 @@ pub fn connections_to(port: u16) -> usize {
         .count()
 }
 
+/// Runs a browser script of tests/browser (`<script> <url> <screenshot> <seconds>`, with
+/// `env`) and returns the JSON line it prints last; screenshots go to target/test-artifacts/.
+pub fn node_report(
+    script: &str,
+    url: &str,
+    shot: &str,
+    secs: u32,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let out = Command::new("node")
+        .envs(env.iter().copied())
+        .arg(repo().join("tests/browser").join(script))
+        .arg(url)
+        .arg(artifacts.join(shot))
+        .arg(secs.to_string())
+        .output()
+        .expect("node (scripts/test installs it with playwright-core)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "no report from {script}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// A stream entry for the generated config.
 pub fn rtsp_stream(id: &str, url: &str, outputs: &str, extra: &str) -> String {
     format!(
