@@ -260,6 +260,7 @@ fn offer(video_rtpmaps: &str) -> String {
 }
 
 const VP8_ONLY: &str = "a=rtpmap:96 VP8/90000";
+const H265: &str = "a=rtpmap:96 H265/90000";
 const H264_PM1: &str = "a=rtpmap:96 H264/90000\r\na=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 async fn post_offer(gw: &Gateway, id: &str, ctype: &str, body: &str) -> Resp {
@@ -276,15 +277,27 @@ async fn post_offer(gw: &Gateway, id: &str, ctype: &str, body: &str) -> Resp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whep_answers_and_refuses_with_reasons() {
+    const H265_STREAM: &str = "3f1c2b7e-0d7a-4c55-9e0b-6a1f2d3c4b5a";
     let cam = Camera::start(Auth::None);
     let (_, section) = webrtc_section("");
     let gw = Gateway::start(&format!(
-        "{}{}{section}",
+        "{}{}{}{section}",
         rtsp_stream(STREAM_A, &cam.url("h264"), "\"webrtc\"", ""),
         rtsp_stream(STREAM_B, &cam.url("h264"), "\"mse\"", ""),
+        rtsp_stream(H265_STREAM, &cam.url("h265"), "\"webrtc\"", ""),
     ))
     .await;
     gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    gw.wait_online(H265_STREAM, Duration::from_secs(20)).await;
+
+    // An H.265 camera: answered where the offer has H.265 (Safari, Chrome 136+ with hardware
+    // decoding), refused with the reason where it has only H.264.
+    let r = post_offer(&gw, H265_STREAM, "application/sdp", &offer(H265)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(r.text().contains("H265/90000"), "{}", r.text());
+    let r = post_offer(&gw, H265_STREAM, "application/sdp", &offer(H264_PM1)).await;
+    assert_eq!(r.status, 406, "{}", r.text());
+    assert!(r.text().contains("H.265"), "{}", r.text());
 
     // An offer with H.264 in packetization mode 1: 201, an SDP answer, a session to DELETE.
     let r = post_offer(&gw, STREAM_A, "application/sdp", &offer(H264_PM1)).await;

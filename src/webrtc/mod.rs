@@ -298,15 +298,20 @@ impl Webrtc {
     }
 
     /// Ends a session (`DELETE`); it must be of `stream`.
+    /// The session is gone from the list at once (a second `DELETE` is a 404); its task ends
+    /// at its next step.
     pub fn end(&self, stream: &Uuid, session: &str) -> Result<(), WebrtcError> {
-        let sessions = lock(&self.shared.sessions);
-        match sessions.get(session) {
-            Some(h) if h.stream == *stream => {
-                h.cancel.cancel();
-                Ok(())
-            }
-            _ => Err(WebrtcError::NoSession),
+        let ours = lock(&self.shared.sessions)
+            .get(session)
+            .is_some_and(|h| h.stream == *stream);
+        if !ours {
+            return Err(WebrtcError::NoSession);
         }
+        if let Some(h) = lock(&self.shared.sessions).remove(session) {
+            lock(&self.shared.routes).remove(&h.ufrag);
+            h.cancel.cancel();
+        }
+        Ok(())
     }
 
     /// Whether a session of `stream` exists (`PATCH`).
