@@ -233,6 +233,78 @@ async fn a_viewer_cut_off_for_six_seconds_asks_for_a_keyframe_and_gets_the_cache
     );
 }
 
+/// Forwards TCP connections from a free port to `to`, counting the bytes sent back.
+async fn tcp_forwarder(to: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let back = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&back);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let up = tokio::io::copy(&mut cr, &mut sw);
+                let down = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        counted.fetch_add(n as u64, Ordering::Relaxed);
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, back)
+}
+
+/// A browser whose UDP is blocked: the only address offered answers TCP alone (a forwarder to
+/// the gateway's ICE-TCP port; nothing listens for UDP there), and the video still plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_udp_blocked_the_browser_plays_over_ice_tcp() {
+    let cam = Camera::start(Auth::None);
+    let port = free_udp_port();
+    let (forward, bytes_back) = tcp_forwarder(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let section = format!(
+        "[webrtc]\nlisten = \"127.0.0.1:{port}\"\nice_tcp = true\nhost_candidates = false\n\
+         advertise = [\"{forward}\"]\n"
+    );
+    let gw = Gateway::start(&format!(
+        "{}{section}",
+        rtsp_stream(STREAM_A, &cam.url("h264"), "\"webrtc\"", "")
+    ))
+    .await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let url = format!("http://{}/players/webrtc/?stream_id={STREAM_A}", gw.video);
+    let r = tokio::task::spawn_blocking(move || whep(&url, "webrtc-player-ice-tcp.png", 4))
+        .await
+        .expect("join");
+    let over_tcp = bytes_back.load(Ordering::Relaxed);
+    eprintln!("{over_tcp} bytes came back over TCP; report {r}");
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(
+        decoded(&r) >= 60,
+        "decoded only {} frames in 4 s: {r}",
+        decoded(&r)
+    );
+    // Four seconds of a 2 Mbit/s camera, and then some: the video went over the connection.
+    assert!(over_tcp > 500_000, "only {over_tcp} bytes over TCP");
+}
+
 /// A minimal browser-like offer: one receive-only video section with `video` rtpmap lines.
 fn offer(video_rtpmaps: &str) -> String {
     [

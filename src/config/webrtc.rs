@@ -6,6 +6,7 @@
 //! listen = "0.0.0.0:8189"          # one UDP port for every WebRTC viewer (ICE muxed)
 //! advertise = ["203.0.113.7", "cams.example.com:443"]  # addresses behind NAT / port forwards
 //! host_candidates = true           # also offer the address the browser reached us on
+//! ice_tcp = true                   # also ICE over TCP on the same port number (UDP blocked)
 //! [[webrtc.ice_servers]]           # handed to players (the WHEP answer's Link headers)
 //! urls = ["stun:stun.example.com:3478"]
 //! ```
@@ -21,6 +22,7 @@ pub struct RawWebrtc {
     pub listen: Option<String>,
     pub advertise: Vec<String>,
     pub host_candidates: Option<bool>,
+    pub ice_tcp: Option<bool>,
     pub ice_servers: Vec<IceServer>,
 }
 
@@ -53,6 +55,9 @@ pub struct WebrtcConfig {
     pub advertise: Vec<Advertised>,
     /// Offer the local address the browser's request arrived on (off: only `advertise`).
     pub host_candidates: bool,
+    /// Also accept ICE over TCP (passive candidates, RFC 4571 framing) on `listen`'s port
+    /// number, for browsers behind firewalls that drop UDP.
+    pub ice_tcp: bool,
     pub ice_servers: Vec<IceServer>,
 }
 
@@ -62,6 +67,7 @@ impl Default for WebrtcConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
             advertise: Vec::new(),
             host_candidates: true,
+            ice_tcp: false,
             ice_servers: Vec::new(),
         }
     }
@@ -112,6 +118,7 @@ pub fn resolve(raw: RawWebrtc) -> Result<WebrtcConfig, (String, String)> {
         listen,
         advertise,
         host_candidates,
+        ice_tcp: raw.ice_tcp.unwrap_or(false),
         ice_servers: raw.ice_servers,
     })
 }

@@ -12,9 +12,9 @@
 //! H.264 (packetization mode 1) or H.265, G.711 cameras' audio as PCMA/PCMU (`audio`). AAC is
 //! not a WebRTC codec and is not sent; the answer says so.
 //!
-//! Files: `peer` (the str0m boundary), `session` (one viewer's task), `clock` (RTP times),
-//! `audio` (FLAC back to G.711), `demux` (which session a datagram is for); the last three are
-//! pure.
+//! Files: `peer` (the str0m boundary), `session` (one viewer's task), `tcp` (ICE over TCP),
+//! `clock` (RTP times), `audio` (FLAC back to G.711), `demux` (which session a datagram is
+//! for); the last three are pure.
 //!
 //! Belongs here: the socket, the sessions and their media. Does not belong here: HTTP,
 //! auth and viewer limits (`api::whep`), finding the stream (`app`).
@@ -24,6 +24,7 @@ mod clock;
 mod demux;
 mod peer;
 mod session;
+mod tcp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -88,6 +89,20 @@ pub struct Answer {
     pub audio: String,
 }
 
+/// How a packet came or goes: the shared UDP socket, or an ICE-TCP connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Proto {
+    Udp,
+    Tcp,
+}
+
+/// A packet for a session.
+pub(crate) struct Inbound {
+    pub from: SocketAddr,
+    pub proto: Proto,
+    pub data: Bytes,
+}
+
 /// Counters over every session.
 #[derive(Debug, Default)]
 pub struct WebrtcStats {
@@ -106,8 +121,10 @@ struct Handle {
 
 /// What the dispatcher and the sessions share.
 struct Shared {
-    routes: Mutex<demux::Routes<mpsc::Sender<(SocketAddr, Bytes)>>>,
+    routes: Mutex<demux::Routes<mpsc::Sender<Inbound>>>,
     sessions: Mutex<HashMap<String, Handle>>,
+    /// ICE-TCP connections' writers, by the browser's address.
+    tcp_writers: tcp::Writers,
     stats: WebrtcStats,
 }
 
@@ -139,6 +156,7 @@ impl Webrtc {
             shared: Arc::new(Shared {
                 routes: Mutex::default(),
                 sessions: Mutex::default(),
+                tcp_writers: Arc::default(),
                 stats: WebrtcStats::default(),
             }),
             socket: tokio::sync::OnceCell::new(),
@@ -183,6 +201,25 @@ impl Webrtc {
                 tokio::spawn(
                     dispatch(s, shared, stop).instrument(tracing::info_span!("webrtc_udp")),
                 );
+                if self.config.ice_tcp {
+                    let at = SocketAddr::new(listen.ip(), bound.port());
+                    match tokio::net::TcpListener::bind(at).await {
+                        Ok(l) => {
+                            info!(tcp = %at, "WebRTC: ICE-TCP listening");
+                            let shared = Arc::clone(&self.shared);
+                            let stop = self.shutdown.clone();
+                            tokio::spawn(
+                                tcp::listen(l, shared, stop)
+                                    .instrument(tracing::info_span!("webrtc_tcp")),
+                            );
+                        }
+                        Err(e) => {
+                            return Err(WebrtcError::Unavailable(format!(
+                                "cannot bind ICE-TCP on {at} ([webrtc] ice_tcp): {e}"
+                            )))
+                        }
+                    }
+                }
                 Ok((socket, identity))
             })
             .await
@@ -238,6 +275,7 @@ impl Webrtc {
             identity,
             (ufrag.clone(), pass),
             &candidates,
+            self.config.ice_tcp,
             want,
             Instant::now(),
         )?;
@@ -273,6 +311,7 @@ impl Webrtc {
         info!(session, stream = %hub.id, %audio, video = agreed.video, "WebRTC viewer answered");
         let io = session::Io {
             socket: Arc::clone(socket),
+            tcp: Arc::clone(&self.shared.tcp_writers),
             inbox: rx,
             local,
         };
@@ -382,9 +421,14 @@ async fn dispatch(socket: Arc<UdpSocket>, shared: Arc<Shared>, stop: Cancellatio
         let packet = &buf[..n];
         let delivered = {
             let mut routes = lock(&shared.routes);
-            routes
-                .route(from, packet)
-                .is_some_and(|tx| tx.try_send((from, Bytes::copy_from_slice(packet))).is_ok())
+            routes.route(from, packet).is_some_and(|tx| {
+                tx.try_send(Inbound {
+                    from,
+                    proto: Proto::Udp,
+                    data: Bytes::copy_from_slice(packet),
+                })
+                .is_ok()
+            })
         };
         if !delivered {
             stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);

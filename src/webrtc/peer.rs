@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
-use super::WebrtcError;
+use super::{Proto, WebrtcError};
 use crate::media::{VideoCodec, G711};
 
 /// Video packets kept for retransmission on NACK (about 1.5 s of a 2 Mbit/s camera).
@@ -58,8 +58,8 @@ pub struct Peer {
 
 /// What a peer wants done next.
 pub enum Step {
-    /// Send these bytes to that address.
-    Transmit(SocketAddr, Vec<u8>),
+    /// Send these bytes to that address, over UDP or the browser's ICE-TCP connection.
+    Transmit(Proto, SocketAddr, Vec<u8>),
     /// Something happened.
     Event(PeerEvent),
     /// Nothing until this instant (or a datagram).
@@ -108,13 +108,15 @@ impl Peer {
     /// Answers a WHEP offer. `candidates` are the addresses the browser may send to, all on
     /// the one socket: as an ICE-lite peer every one is a host candidate (an address behind
     /// NAT included, as ICE-lite allows no other kind), and the first is the one arriving
-    /// datagrams are reported as sent to. Returns the peer, the answer and what it agreed to
-    /// send.
+    /// datagrams are reported as sent to; with `tcp`, each is also a passive TCP candidate
+    /// (ICE-TCP). Returns the peer, the answer and what it agreed to send.
+    #[allow(clippy::too_many_arguments)]
     pub fn answer(
         offer: &str,
         identity: &Identity,
         creds: (String, String),
         candidates: &[SocketAddr],
+        tcp: bool,
         want: Want,
         now: Instant,
     ) -> Result<(Peer, String, Agreed), WebrtcError> {
@@ -144,9 +146,17 @@ impl Peer {
             .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
         for addr in candidates {
-            let c = Candidate::host(*addr, "udp")
-                .map_err(|e| WebrtcError::Unavailable(format!("bad address {addr}: {e}")))?;
-            rtc.add_local_candidate(c);
+            let bad = |e| WebrtcError::Unavailable(format!("bad address {addr}: {e}"));
+            rtc.add_local_candidate(Candidate::host(*addr, "udp").map_err(bad)?);
+            if tcp {
+                let c = Candidate::builder()
+                    .tcp()
+                    .host(*addr)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .map_err(bad)?;
+                rtc.add_local_candidate(c);
+            }
         }
         let answer = rtc
             .sdp_api()
@@ -234,7 +244,13 @@ impl Peer {
             .map_err(|e| WebrtcError::Session(e.to_string()))?;
         Ok(match out {
             Output::Timeout(t) => Step::Wait(t),
-            Output::Transmit(t) => Step::Transmit(t.destination, t.contents.to_vec()),
+            Output::Transmit(t) => {
+                let proto = match t.proto {
+                    Protocol::Udp => Proto::Udp,
+                    _ => Proto::Tcp,
+                };
+                Step::Transmit(proto, t.destination, t.contents.to_vec())
+            }
             Output::Event(e) => Step::Event(match e {
                 Event::Connected => PeerEvent::Connected,
                 Event::IceConnectionStateChange(IceConnectionState::Disconnected)
@@ -248,10 +264,11 @@ impl Peer {
         })
     }
 
-    /// A datagram from the browser (`local` is the address it was sent to).
+    /// A packet from the browser (`local` is the address it was sent to).
     pub fn receive(
         &mut self,
         now: Instant,
+        proto: Proto,
         from: SocketAddr,
         local: SocketAddr,
         data: &[u8],
@@ -263,7 +280,10 @@ impl Peer {
             .handle_input(Input::Receive(
                 now,
                 Receive {
-                    proto: Protocol::Udp,
+                    proto: match proto {
+                        Proto::Udp => Protocol::Udp,
+                        Proto::Tcp => Protocol::Tcp,
+                    },
                     source: from,
                     destination: local,
                     contents,

@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,7 @@ use tracing::{debug, info};
 
 use super::clock::RtpClock;
 use super::peer::{Peer, PeerEvent, Step};
-use super::{audio, WebrtcStats};
+use super::{audio, Proto, WebrtcStats};
 use crate::hub::{RecvError, StreamHub, Subscription};
 use crate::media::{Frame, TrackKind, VideoCodec, G711};
 use crate::mp4::entry;
@@ -39,9 +38,28 @@ const MAX_BEHIND_MS: i64 = 3000;
 /// The session's side of the shared socket.
 pub(super) struct Io {
     pub socket: Arc<UdpSocket>,
-    pub inbox: mpsc::Receiver<(SocketAddr, Bytes)>,
+    /// ICE-TCP connections' writers (browsers behind firewalls that drop UDP).
+    pub tcp: super::tcp::Writers,
+    pub inbox: mpsc::Receiver<super::Inbound>,
     /// The host candidate: where the browser's datagrams were sent.
     pub local: SocketAddr,
+}
+
+impl Io {
+    /// Sends a packet to the browser; `false` if it could not go (a gone TCP connection, a full
+    /// queue: dropped, as UDP would).
+    async fn send(&self, proto: Proto, to: SocketAddr, data: &[u8]) -> bool {
+        match proto {
+            Proto::Udp => self.socket.send_to(data, to).await.is_ok(),
+            Proto::Tcp => {
+                let writer = super::lock(&self.tcp).get(&to).cloned();
+                match (writer, super::tcp::frame(data)) {
+                    (Some(w), Some(f)) => w.try_send(f).is_ok(),
+                    _ => false,
+                }
+            }
+        }
+    }
 }
 
 /// What the session sends, fixed by the answer.
@@ -157,8 +175,8 @@ pub(super) async fn run(
         // Everything the peer has to send, then its deadline.
         let deadline = loop {
             match peer.step() {
-                Ok(Step::Transmit(to, data)) => {
-                    if io.socket.send_to(&data, to).await.is_ok() {
+                Ok(Step::Transmit(proto, to, data)) => {
+                    if io.send(proto, to, &data).await {
                         stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -205,8 +223,8 @@ pub(super) async fn run(
         tokio::select! {
             _ = cancel.cancelled() => break "ended (DELETE or shutdown)".into(),
             d = io.inbox.recv() => match d {
-                Some((from, data)) => {
-                    if let Err(e) = peer.receive(Instant::now(), from, io.local, &data) {
+                Some(p) => {
+                    if let Err(e) = peer.receive(Instant::now(), p.proto, p.from, io.local, &p.data) {
                         debug!(error = %e, "datagram refused");
                     }
                 }
@@ -245,8 +263,8 @@ pub(super) async fn run(
     peer.close();
     for _ in 0..8 {
         match peer.step() {
-            Ok(Step::Transmit(to, data)) => {
-                let _ = io.socket.send_to(&data, to).await;
+            Ok(Step::Transmit(proto, to, data)) => {
+                io.send(proto, to, &data).await;
             }
             Ok(Step::Event(_)) => {}
             _ => break,
