@@ -129,11 +129,11 @@ struct Shared {
 }
 
 impl Shared {
-    fn forget(&self, session: &str) {
-        let handle = lock(&self.sessions).remove(session);
-        if let Some(h) = handle {
-            lock(&self.routes).remove(&h.ufrag);
-        }
+    /// Takes a session out of the list and its ufrag out of the routes.
+    fn forget(&self, session: &str) -> Option<Handle> {
+        let handle = lock(&self.sessions).remove(session)?;
+        lock(&self.routes).remove(&handle.ufrag);
+        Some(handle)
     }
 }
 
@@ -286,8 +286,7 @@ impl Webrtc {
             (None, Some(a)) if a.rfc6381.starts_with("mp4a") => {
                 "none: the camera sends AAC, which is not a WebRTC codec".to_owned()
             }
-            (None, Some(a)) if g711.is_some() => {
-                let _ = a;
+            (None, Some(_)) if g711.is_some() => {
                 "none: the offer has no PCMA/PCMU audio track".to_owned()
             }
             (None, Some(a)) => format!("none: {} is not a WebRTC codec", a.rfc6381),
@@ -325,6 +324,7 @@ impl Webrtc {
                     audio: agreed.audio,
                 };
                 session::run(peer, hub, io, plan, cancel, &shared.stats).await;
+                // Gone already if it ended by DELETE.
                 shared.forget(&id);
             }
             .instrument(span),
@@ -340,14 +340,10 @@ impl Webrtc {
     /// The session is gone from the list at once (a second `DELETE` is a 404); its task ends
     /// at its next step.
     pub fn end(&self, stream: &Uuid, session: &str) -> Result<(), WebrtcError> {
-        let ours = lock(&self.shared.sessions)
-            .get(session)
-            .is_some_and(|h| h.stream == *stream);
-        if !ours {
+        if !self.exists(stream, session) {
             return Err(WebrtcError::NoSession);
         }
-        if let Some(h) = lock(&self.shared.sessions).remove(session) {
-            lock(&self.shared.routes).remove(&h.ufrag);
+        if let Some(h) = self.shared.forget(session) {
             h.cancel.cancel();
         }
         Ok(())
