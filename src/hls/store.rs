@@ -408,31 +408,38 @@ impl Window {
             .chain(&self.open)
             .map(|s| s.parts.len())
             .sum();
-        let due_total: usize = self
+        // Per segment, oldest first: the parts that are due (all but the newest `keep` overall).
+        let mut before = 0usize;
+        let uptos: Vec<usize> = self
             .segments
             .iter()
             .chain(&self.open)
-            .scan(0usize, |seen, s| {
-                let before = *seen;
-                *seen += s.parts.len();
+            .map(|s| {
                 let upto = total
                     .saturating_sub(keep)
                     .saturating_sub(before)
                     .min(s.parts.len());
-                Some(upto.saturating_sub(s.pending))
+                before += s.parts.len();
+                upto
             })
+            .collect();
+        let due: usize = self
+            .segments
+            .iter()
+            .chain(&self.open)
+            .zip(&uptos)
+            .map(|(s, &upto)| upto.saturating_sub(s.pending))
             .sum();
-        if due_total == 0 || due_total < batch.max(1) {
+        if due == 0 || due < batch.max(1) {
             return Vec::new();
         }
         let mut jobs = Vec::new();
-        let mut seen = 0usize;
-        for s in self.segments.iter_mut().chain(self.open.as_mut()) {
-            let upto = total
-                .saturating_sub(keep)
-                .saturating_sub(seen)
-                .min(s.parts.len());
-            seen += s.parts.len();
+        for (s, &upto) in self
+            .segments
+            .iter_mut()
+            .chain(self.open.as_mut())
+            .zip(&uptos)
+        {
             if upto > s.pending {
                 let first = s.pending;
                 jobs.push(SpillJob {
