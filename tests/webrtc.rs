@@ -11,13 +11,9 @@ use std::time::Duration;
 
 use common::*;
 
-/// `[webrtc]` on a free loopback UDP port, plus `extra` keys.
-fn webrtc_section(extra: &str) -> (u16, String) {
-    let port = free_udp_port();
-    (
-        port,
-        format!("[webrtc]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n"),
-    )
+/// `[webrtc]` on `port` of loopback, plus `extra` keys.
+fn webrtc_section(port: u16, extra: &str) -> String {
+    format!("[webrtc]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n")
 }
 
 fn free_udp_port() -> u16 {
@@ -30,6 +26,28 @@ fn whep(url: &str, shot: &str, secs: u32) -> serde_json::Value {
     node_report("whep.mjs", url, shot, secs, &[])
 }
 
+/// A camera on `mount`, a gateway with it as a WebRTC stream and `section` as its `[webrtc]`,
+/// and the WebRTC player in Chromium for `secs` (screenshot `shot`): the report.
+async fn play(
+    mount: &str,
+    section: &str,
+    shot: &'static str,
+    secs: u32,
+) -> (Camera, Gateway, serde_json::Value) {
+    let cam = Camera::start(Auth::None);
+    let gw = Gateway::start(&format!(
+        "{}{section}",
+        rtsp_stream(STREAM_A, &cam.url(mount), "\"webrtc\"", "")
+    ))
+    .await;
+    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
+    let url = format!("http://{}/players/webrtc/?stream_id={STREAM_A}", gw.video);
+    let r = tokio::task::spawn_blocking(move || whep(&url, shot, secs))
+        .await
+        .expect("join");
+    (cam, gw, r)
+}
+
 /// Frames Chromium decoded during the measured seconds.
 fn decoded(r: &serde_json::Value) -> u64 {
     let n = |k: &str| r[k]["framesDecoded"].as_u64().unwrap_or(0);
@@ -38,18 +56,8 @@ fn decoded(r: &serde_json::Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_a_camera_over_whep_with_its_g711_audio_as_pcma() {
-    let cam = Camera::start(Auth::None);
-    let (_, section) = webrtc_section("");
-    let gw = Gateway::start(&format!(
-        "{}{section}",
-        rtsp_stream(STREAM_A, &cam.url("h264pcma"), "\"webrtc\"", "")
-    ))
-    .await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
-    let url = format!("http://{}/players/webrtc/?stream_id={STREAM_A}", gw.video);
-    let r = tokio::task::spawn_blocking(move || whep(&url, "webrtc-player-g711.png", 4))
-        .await
-        .expect("join");
+    let section = webrtc_section(free_udp_port(), "");
+    let (_cam, gw, r) = play("h264pcma", &section, "webrtc-player-g711.png", 4).await;
     eprintln!("report {r}");
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["video"]["width"], 1280, "{r}");
@@ -168,22 +176,13 @@ async fn play_through_relay(
     shot: &'static str,
     secs: u32,
 ) -> (Camera, Gateway, serde_json::Value, u64) {
-    let cam = Camera::start(Auth::None);
     let port = free_udp_port();
     let (relay, dropped) = lossy_relay(SocketAddr::from(([127, 0, 0, 1], port)), loss).await;
-    let section = format!(
-        "[webrtc]\nlisten = \"127.0.0.1:{port}\"\nhost_candidates = false\nadvertise = [\"{relay}\"]\n"
+    let section = webrtc_section(
+        port,
+        &format!("host_candidates = false\nadvertise = [\"{relay}\"]"),
     );
-    let gw = Gateway::start(&format!(
-        "{}{section}",
-        rtsp_stream(STREAM_A, &cam.url("h264"), "\"webrtc\"", "")
-    ))
-    .await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
-    let url = format!("http://{}/players/webrtc/?stream_id={STREAM_A}", gw.video);
-    let r = tokio::task::spawn_blocking(move || whep(&url, shot, secs))
-        .await
-        .expect("join");
+    let (cam, gw, r) = play("h264", &section, shot, secs).await;
     let lost = dropped.load(Ordering::Relaxed);
     eprintln!("relay dropped {lost} datagrams; report {r}");
     (cam, gw, r, lost)
@@ -276,23 +275,13 @@ async fn tcp_forwarder(to: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
 /// the gateway's ICE-TCP port; nothing listens for UDP there), and the video still plays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_udp_blocked_the_browser_plays_over_ice_tcp() {
-    let cam = Camera::start(Auth::None);
     let port = free_udp_port();
     let (forward, bytes_back) = tcp_forwarder(SocketAddr::from(([127, 0, 0, 1], port))).await;
-    let section = format!(
-        "[webrtc]\nlisten = \"127.0.0.1:{port}\"\nice_tcp = true\nhost_candidates = false\n\
-         advertise = [\"{forward}\"]\n"
+    let section = webrtc_section(
+        port,
+        &format!("ice_tcp = true\nhost_candidates = false\nadvertise = [\"{forward}\"]"),
     );
-    let gw = Gateway::start(&format!(
-        "{}{section}",
-        rtsp_stream(STREAM_A, &cam.url("h264"), "\"webrtc\"", "")
-    ))
-    .await;
-    gw.wait_online(STREAM_A, Duration::from_secs(20)).await;
-    let url = format!("http://{}/players/webrtc/?stream_id={STREAM_A}", gw.video);
-    let r = tokio::task::spawn_blocking(move || whep(&url, "webrtc-player-ice-tcp.png", 4))
-        .await
-        .expect("join");
+    let (_cam, _gw, r) = play("h264", &section, "webrtc-player-ice-tcp.png", 4).await;
     let over_tcp = bytes_back.load(Ordering::Relaxed);
     eprintln!("{over_tcp} bytes came back over TCP; report {r}");
     assert_eq!(r["ok"], true, "{r}");
@@ -351,7 +340,7 @@ async fn post_offer(gw: &Gateway, id: &str, ctype: &str, body: &str) -> Resp {
 async fn whep_answers_and_refuses_with_reasons() {
     const H265_STREAM: &str = "3f1c2b7e-0d7a-4c55-9e0b-6a1f2d3c4b5a";
     let cam = Camera::start(Auth::None);
-    let (_, section) = webrtc_section("");
+    let section = webrtc_section(free_udp_port(), "");
     let gw = Gateway::start(&format!(
         "{}{}{}{section}",
         rtsp_stream(STREAM_A, &cam.url("h264"), "\"webrtc\"", ""),

@@ -4,15 +4,10 @@
 // drawn to a canvas, the time read back and set against the frame's expected display time.
 //   node latency.mjs <player page url> <seconds> [video selector]
 // Prints one JSON line: samples, p50/p90/p99/min/max in ms (the first 3 s, start-up, left out).
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [url, secs = "20", selector = "video"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"],
-});
+const browser = await launch();
 const out = { url };
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });

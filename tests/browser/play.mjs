@@ -7,18 +7,11 @@
 // on a timeline), FULL_PAGE (screenshot the whole page).
 // Prints one JSON line: first-frame time, currentTime before/after and once a second, frames
 // shown before/after, size, error, player stats and the page's text.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [url, shot, secs = "4"] = process.argv.slice(2);
 const selector = process.env.VIDEO || "video";
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    // WebRTC players on loopback: loopback candidates, real addresses instead of mDNS names.
-    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"],
-});
+const browser = await launch(["--disable-quic"]);
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const logs = [];

@@ -4,18 +4,10 @@
 // Prints one JSON line: ok, the connected→first-frame time (ms), getStats() at the start and
 // the end (frames decoded, packets lost, NACKs, PLIs, audio packets, codecs), the video size,
 // the answer's audio note and the page's log.
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [url, shot, secs = "4"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    // Loopback candidates, and real addresses instead of mDNS names.
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns"],
-});
+const browser = await launch();
 const out = { ok: false };
 const logs = [];
 let page;
