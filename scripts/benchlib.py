@@ -9,6 +9,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def servers_conf(api, video):
+    """The gateway's `[api]` and `[video]` sections on loopback."""
+    return f"[api]\nenabled = true\nhost = \"127.0.0.1\"\nport = {api}\n[video]\nhost = \"127.0.0.1\"\nport = {video}\n"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
