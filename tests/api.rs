@@ -246,6 +246,66 @@ async fn websocket_errors_close_with_a_reason_and_garbage_is_harmless() {
     assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
     assert_eq!(p.audio_codec.as_deref(), Some("aac"));
 
+    // Our websocket answers the client's pings, and a message over its cap (64 KiB) ends
+    // the session with 1009 and the reason.
+    ws.send(Message::Ping(b"hi".to_vec().into()))
+        .await
+        .expect("send ping");
+    ws.send(Message::binary(vec![0u8; 100_000]))
+        .await
+        .expect("send oversized");
+    let mut pong = false;
+    let mut close = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while close.is_none() {
+        use futures::StreamExt;
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) => pong |= &p[..] == b"hi",
+            Ok(Some(Ok(Message::Close(c)))) => {
+                close = Some(c.map(|c| (u16::from(c.code), c.reason.to_string())))
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close: {other:?}"),
+        }
+    }
+    assert!(pong, "the ping was answered");
+    assert_eq!(
+        close,
+        Some(Some((1009, "message over 65536 bytes".to_owned())))
+    );
+
+    // A plain GET of a websocket route: 426 with a JSON reason; a broken handshake: 400.
+    let r = http(
+        gw.video,
+        "GET",
+        &format!("/ws/live?stream_id={DEMO}"),
+        &[],
+        b"",
+    )
+    .await
+    .expect("plain GET");
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert!(r.json()["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("websocket")));
+    let r = http(
+        gw.video,
+        "GET",
+        "/ws/archive",
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "8"),
+        ],
+        b"",
+    )
+    .await
+    .expect("bad version");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["Error"]
+        .as_str()
+        .is_some_and(|e| e.contains("Version")));
+
     // Still alive after all that.
     let r = http(gw.api, "GET", "/status", &[], b"")
         .await

@@ -66,7 +66,8 @@ const PURE: &[&str] = &[
     "src/archive/index.rs",
     "src/archive/playback.rs",
     "src/events.rs",
-    "src/wsproto.rs",
+    "src/wsproto/mod.rs",
+    "src/wsproto/frame.rs",
     "src/cluster/placement.rs",
     "src/cluster/state.rs",
 ];

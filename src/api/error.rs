@@ -32,9 +32,23 @@ pub enum ApiError {
     /// Something the gateway needs failed (a WebRTC session): 500.
     #[error("{0}")]
     Internal(String),
+    /// A plain request to a websocket route: 426 with `Upgrade: websocket`.
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// Over a `[limits]` cap: 503 with `Retry-After`.
     #[error("{0}")]
     Busy(String),
+}
+
+impl From<crate::wsproto::HandshakeError> for ApiError {
+    fn from(e: crate::wsproto::HandshakeError) -> Self {
+        match e {
+            crate::wsproto::HandshakeError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            crate::wsproto::HandshakeError::UpgradeRequired(_) => {
+                ApiError::UpgradeRequired(e.to_string())
+            }
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -48,6 +62,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
         };
         let reason = self.to_string();
         match self {
@@ -59,6 +74,12 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => (
                 status,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(serde_json::json!({ "error": reason })),
+            )
+                .into_response(),
+            ApiError::UpgradeRequired(_) => (
+                status,
+                [(header::UPGRADE, "websocket")],
                 Json(serde_json::json!({ "error": reason })),
             )
                 .into_response(),

@@ -7,8 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -18,11 +17,9 @@ use super::error::ApiError;
 use super::server::ViewerSlot;
 use super::Ctx;
 use crate::archive::ws::ArchiveQuery;
-use crate::wsproto::{close, flag};
+use crate::wsproto::{close, flag, Io, Socket, Upgrade};
 
-/// Read buffer of a viewer connection, bytes.
-const CLIENT_READ_BUFFER: usize = 4 * 1024;
-/// Largest message a viewer may send, bytes.
+/// Largest message a viewer may send, bytes (they send short texts: `ping`, `more`, seeks).
 const CLIENT_MAX_MESSAGE: usize = 64 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,8 +36,12 @@ pub async fn mse(
     State(ctx): State<Arc<Ctx>>,
     Path(segment): Path<String>,
     Query(q): Query<LiveQuery>,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let ws = match Upgrade::new(&mut req) {
+        Ok(ws) => ws,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let raw_id = q.stream_id.clone().unwrap_or(segment);
     // A known stream's viewer takes its place under `[limits]` before the upgrade; an unknown
     // one is told so after it, with the original's close reason.
@@ -58,70 +59,68 @@ pub async fn mse(
         events: flag(&q.events, false),
         catchup: flag(&q.catchup, true),
     };
-    // Viewers send only short texts (`ping`): a small read buffer and a cap on their messages
-    // keep a thousand connections cheap (tungstenite's default read buffer is 128 KiB each).
-    ws.read_buffer_size(CLIENT_READ_BUFFER)
-        .max_message_size(CLIENT_MAX_MESSAGE)
-        .max_frame_size(CLIENT_MAX_MESSAGE)
-        .on_upgrade(move |socket| {
-            let span = tracing::info_span!("mse", stream = %raw_id);
-            start_mse(ctx, socket, raw_id, opts, slot).instrument(span)
-        })
+    ws.on_upgrade(move |io| {
+        let span = tracing::info_span!("mse", stream = %raw_id);
+        start_mse(ctx, io, raw_id, opts, slot).instrument(span)
+    })
 }
 
 /// Finds the stream for an upgraded socket and hands both to `mse`; what cannot be played is
 /// closed with the original's reason.
 async fn start_mse(
     ctx: Arc<Ctx>,
-    mut socket: WebSocket,
+    io: Io,
     raw_id: String,
     opts: crate::mse::Options,
     slot: Option<ViewerSlot>,
 ) {
     let Ok(id) = Uuid::parse_str(raw_id.trim()) else {
-        let _ = socket
-            .send(close(&format!("Not valid UUID: '{raw_id}'")))
-            .await;
-        return;
+        return refuse(io, format!("Not valid UUID: '{raw_id}'")).await;
     };
     let (hub, demand) = match ctx.streams.live(&id) {
         Ok(found) => found,
-        Err(e) => {
-            let _ = socket.send(close(e.reason())).await;
-            return;
-        }
+        Err(e) => return refuse(io, e.reason().to_string()).await,
     };
     // A stream that appeared after the upgrade began takes its place now.
     let slot = match slot {
         Some(slot) => slot,
         None => match ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, Some(&hub)) {
             Ok(slot) => slot,
-            Err(reason) => {
-                let _ = socket.send(close(reason)).await;
-                return;
-            }
+            Err(reason) => return refuse(io, reason.to_string()).await,
         },
     };
     let shutdown = ctx.shutdown.clone();
     drop(ctx);
-    crate::mse::session(socket, hub, (demand, slot), opts, shutdown).await;
+    crate::mse::session(io, CLIENT_MAX_MESSAGE, hub, (demand, slot), opts, shutdown).await;
+}
+
+/// Closes an upgraded socket with the original's reason.
+async fn refuse(io: Io, reason: String) {
+    let _ = Socket::new(io, CLIENT_MAX_MESSAGE)
+        .close(close(&reason))
+        .await;
 }
 
 /// `GET /ws/archive`: the original's archive playback websocket.
 pub async fn archive(
     State(ctx): State<Arc<Ctx>>,
     Query(q): Query<ArchiveQuery>,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let ws = match Upgrade::new(&mut req) {
+        Ok(ws) => ws,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let slot = match ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, None) {
         Ok(slot) => slot,
         Err(reason) => return ApiError::Busy(reason.into()).into_response(),
     };
     let archive = ctx.archive.clone();
-    ws.on_upgrade(move |socket| {
+    ws.on_upgrade(move |io| {
         let span = tracing::info_span!("ws_archive", stream = q.stream_id.as_deref().unwrap_or(""));
         async move {
             let _slot = slot;
+            let socket = Socket::new(io, CLIENT_MAX_MESSAGE);
             crate::archive::ws::session(archive, socket, q).await
         }
         .instrument(span)

@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::BytesMut;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -28,7 +27,7 @@ use uuid::Uuid;
 use super::index::Segment;
 use super::playback::{self, Planner};
 use super::{Archive, StreamArchive};
-use crate::wsproto::{close, codecs_message, event, flag};
+use crate::wsproto::{close, codecs_message, event, flag, Inbound, Io, Message, Socket, WsError};
 
 /// Media sent between two `pause` messages.
 const PAUSE_EVERY_90K: i64 = 5 * 60 * 90_000;
@@ -49,7 +48,7 @@ pub struct ArchiveQuery {
 
 /// The session's state between messages.
 struct Session {
-    socket: WebSocket,
+    socket: Socket<Io>,
     events: bool,
     keep_gaps: bool,
     realtime: bool,
@@ -114,7 +113,7 @@ enum Stop {
 
 /// Plays the archive to an upgraded socket until the window ends or the client leaves.
 /// `archive`: `None` when archive serving is off (the client is told so).
-pub async fn session(archive: Option<Arc<Archive>>, socket: WebSocket, q: ArchiveQuery) {
+pub async fn session(archive: Option<Arc<Archive>>, socket: Socket<Io>, q: ArchiveQuery) {
     let mut s = Session {
         socket,
         events: flag(&q.events, false),
@@ -133,7 +132,7 @@ pub async fn session(archive: Option<Arc<Archive>>, socket: WebSocket, q: Archiv
         .as_deref()
         .and_then(|v| Uuid::parse_str(v.trim()).ok())
     else {
-        let _ = s.socket.send(close("Invalid stream_id")).await;
+        let _ = s.socket.close(close("Invalid stream_id")).await;
         return;
     };
     let Some(start_ms) = q
@@ -145,7 +144,7 @@ pub async fn session(archive: Option<Arc<Archive>>, socket: WebSocket, q: Archiv
     else {
         let _ = s
             .socket
-            .send(close("Invalid start time (use Unix timestamp)"))
+            .close(close("Invalid start time (use Unix timestamp)"))
             .await;
         return;
     };
@@ -160,7 +159,7 @@ pub async fn session(archive: Option<Arc<Archive>>, socket: WebSocket, q: Archiv
         None => {
             let _ = s
                 .socket
-                .send(close(
+                .close(close(
                     "Archive not available: archive serving not enabled globally",
                 ))
                 .await;
@@ -171,7 +170,7 @@ pub async fn session(archive: Option<Arc<Archive>>, socket: WebSocket, q: Archiv
             Err(e) => {
                 let _ = s
                     .socket
-                    .send(close(&format!("Archive not available: {e}")))
+                    .close(close(&format!("Archive not available: {e}")))
                     .await;
                 return;
             }
@@ -180,7 +179,7 @@ pub async fn session(archive: Option<Arc<Archive>>, socket: WebSocket, q: Archiv
     if sa.view(start_ms, end_ms).is_empty() {
         let _ = s
             .socket
-            .send(close("No segments found for this time range"))
+            .close(close("No segments found for this time range"))
             .await;
         return;
     }
@@ -192,17 +191,14 @@ pub async fn session(archive: Option<Arc<Archive>>, socket: WebSocket, q: Archiv
             .map_or(500, |a| a.config().gap_tolerance_ms);
         match s.play(tolerance_ms, &sa, from_ms, end_ms).await {
             Ok(true) => {
-                let _ = s
-                    .socket
-                    .send(Message::Text(Utf8Bytes::from_static("eos")))
-                    .await;
-                let _ = s.socket.send(Message::Close(None)).await;
+                let _ = s.socket.send(Message::Text("eos".into())).await;
+                let _ = s.socket.close(Message::Close(1000, String::new())).await;
                 return;
             }
             Ok(false) => {
                 let _ = s
                     .socket
-                    .send(close("No valid archive segments found"))
+                    .close(close("No valid archive segments found"))
                     .await;
                 return;
             }
@@ -233,14 +229,11 @@ impl Session {
     }
 
     /// Handles one client message; returns a seek if asked for one.
-    async fn on_message(&mut self, m: Option<Result<Message, axum::Error>>) -> Result<(), Stop> {
+    async fn on_message(&mut self, m: Option<Result<Inbound, WsError>>) -> Result<(), Stop> {
         match m {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Stop::Gone),
-            Some(Ok(Message::Text(t))) => match parse_command(t.as_str()) {
-                Command::Ping => {
-                    self.send(Message::Text(Utf8Bytes::from_static("pong")))
-                        .await
-                }
+            None | Some(Err(_)) | Some(Ok(Inbound::Close(_))) => Err(Stop::Gone),
+            Some(Ok(Inbound::Text(t))) => match parse_command(&t) {
+                Command::Ping => self.send(Message::Text("pong".into())).await,
                 Command::More => {
                     self.more_pending = true;
                     Ok(())
@@ -322,7 +315,7 @@ impl Session {
             if self.params.as_ref().is_none_or(|p| !p.same_codecs(&params)) {
                 self.send(codecs_message(&params)).await?;
                 let init = crate::mp4::fmp4::init_segment(&params);
-                self.send(Message::Binary(init)).await?;
+                self.send(Message::binary(init)).await?;
                 self.params = Some(Arc::clone(&params));
             }
             for s in &mut plan.samples {
@@ -338,14 +331,13 @@ impl Session {
                 for c in &f.chunks {
                     buf.extend_from_slice(c);
                 }
-                self.send(Message::Binary(buf.freeze())).await?;
+                self.send(Message::binary(buf.freeze())).await?;
                 played_any = true;
                 self.end_90k = self.end_90k.max(f.start_90k + f.duration_90k);
                 self.since_pause_90k += f.duration_90k;
                 if self.since_pause_90k >= PAUSE_EVERY_90K {
                     self.since_pause_90k = 0;
-                    self.send(Message::Text(Utf8Bytes::from_static("pause")))
-                        .await?;
+                    self.send(Message::Text("pause".into())).await?;
                     self.wait_more().await?;
                     self.paced_from = None;
                 }

@@ -11,7 +11,8 @@
 //!   GOP cache at normal speed and staying up to a GOP behind forever. The last of them keeps
 //!   its real duration, which keeps the MSE discontinuity rule (a step over twice the previous
 //!   duration) from firing. Audio older than that point is dropped.
-//! - one `moof`+`mdat` per frame, written into a reused buffer: no allocation in steady state.
+//! - one `moof`+`mdat` per frame: the `moof` is written into a reused buffer (no allocation in
+//!   steady state), the `mdat` payload is the frame's own buffer, never copied.
 
 use std::sync::Arc;
 
@@ -27,8 +28,9 @@ pub enum Out {
     Codecs(Bytes),
     /// An init segment (binary).
     Init(Bytes),
-    /// A `moof`+`mdat` fragment (binary).
-    Fragment(Bytes),
+    /// A `moof`+`mdat` fragment (binary): `head` is the `moof` and the `mdat` header, `data`
+    /// the frame's own bytes (shared with every viewer, not copied).
+    Fragment { head: Bytes, data: Bytes },
     /// The codec list changed after the first init (for the `codec_changed` event).
     CodecChanged(String),
 }
@@ -193,7 +195,7 @@ impl ViewerMux {
             is_sync: f.is_key,
             data: &f.data,
         }];
-        fmp4::write_fragment(
+        fmp4::write_fragment_header(
             &mut self.buf,
             self.sequence,
             &[TrackRun {
@@ -202,7 +204,10 @@ impl ViewerMux {
                 samples: &sample,
             }],
         );
-        out.push(Out::Fragment(self.take()));
+        out.push(Out::Fragment {
+            head: self.take(),
+            data: f.data.clone(),
+        });
     }
 }
 
@@ -278,7 +283,7 @@ mod tests {
     fn fragments(out: &[Out]) -> Vec<(u32, u64, u32, u32)> {
         out.iter()
             .filter_map(|o| match o {
-                Out::Fragment(b) => Some(parse(b)),
+                Out::Fragment { head, .. } => Some(parse(head)),
                 _ => None,
             })
             .collect()
@@ -364,7 +369,7 @@ mod tests {
             .map(|o| match o {
                 Out::Codecs(_) => "codecs",
                 Out::Init(_) => "init",
-                Out::Fragment(_) => "frag",
+                Out::Fragment { .. } => "frag",
                 Out::CodecChanged(_) => "changed",
             })
             .collect();
@@ -466,7 +471,7 @@ mod tests {
         let ctos: Vec<i64> = out
             .iter()
             .filter_map(|o| match o {
-                Out::Fragment(b) => Some(cto(b)),
+                Out::Fragment { head, .. } => Some(cto(head)),
                 _ => None,
             })
             .collect();

@@ -1,11 +1,19 @@
-//! The websocket protocol both players speak, live (`mse`) and archive (`archive::ws`): the
-//! original's binary `0x09`+codec list, its 1011 close with a reason, our JSON text events and
-//! the query flags they share.
+//! The websocket both players speak, live (`mse`) and archive (`archive::ws`): our own
+//! server-side RFC 6455 websocket (`upgrade`, `frame`, `socket`; it writes shared payloads
+//! without copying them, which a general-purpose websocket library cannot), and the
+//! original's messages on it: binary `0x09`+codec list, its 1011 close with a reason, our JSON
+//! text events and the query flags they share.
 //!
-//! Belongs here: message shapes and their parsing. Does not belong here: sessions, which
+//! Belongs here: the websocket and message shapes. Does not belong here: sessions, which
 //! stream is played, fMP4 bytes (`mp4`).
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+pub mod frame;
+pub mod socket;
+pub mod upgrade;
+
+pub use frame::Inbound;
+pub use socket::{Message, Receiver, Sender, Socket, WsError};
+pub use upgrade::{HandshakeError, Io, Upgrade};
 
 use crate::media::StreamParams;
 
@@ -16,23 +24,17 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// The original's error close: 1011 and the reason.
 pub fn close(reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CLOSE_ERROR,
-        reason: Utf8Bytes::from(reason),
-    }))
+    Message::Close(CLOSE_ERROR, reason.into())
 }
 
 /// The close sent to every viewer at shutdown.
 pub fn going_away() -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CLOSE_GOING_AWAY,
-        reason: Utf8Bytes::from_static("Server is shutting down"),
-    }))
+    Message::Close(CLOSE_GOING_AWAY, "Server is shutting down".into())
 }
 
 /// A JSON text event (`events=1`).
 pub fn event(json: serde_json::Value) -> Message {
-    Message::Text(Utf8Bytes::from(json.to_string()))
+    Message::Text(json.to_string())
 }
 
 /// The protocol's first message: `0x09` and the codec list (binary).
@@ -41,7 +43,7 @@ pub fn codecs_message(params: &StreamParams) -> Message {
     let mut b = Vec::with_capacity(1 + list.len());
     b.push(0x09);
     b.extend_from_slice(list.as_bytes());
-    Message::Binary(b.into())
+    Message::binary(b.into())
 }
 
 /// A boolean query flag: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, else `default`.
@@ -71,14 +73,10 @@ mod tests {
 
     #[test]
     fn closes_carry_the_originals_code_and_reason() {
-        let Message::Close(Some(f)) = close("Stream not found") else {
-            panic!("not a close");
-        };
-        assert_eq!(f.code, CLOSE_ERROR);
-        assert_eq!(f.reason.as_str(), "Stream not found");
-        let Message::Close(Some(f)) = going_away() else {
-            panic!("not a close");
-        };
-        assert_eq!(f.code, CLOSE_GOING_AWAY);
+        assert_eq!(
+            close("Stream not found"),
+            Message::Close(CLOSE_ERROR, "Stream not found".into())
+        );
+        assert!(matches!(going_away(), Message::Close(CLOSE_GOING_AWAY, _)));
     }
 }
