@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the buckets, microseconds; a last bucket catches everything above.
-const BOUNDS_US: [u64; 10] = [
-    100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000,
+const BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 50_000,
+    100_000,
 ];
 
 #[derive(Debug, Default)]
@@ -20,6 +21,7 @@ pub struct DelayHistogram {
 pub struct DelaySummary {
     pub count: u64,
     pub p50_ms_at_most: Option<f64>,
+    pub p90_ms_at_most: Option<f64>,
     pub p99_ms_at_most: Option<f64>,
 }
 
@@ -57,6 +59,7 @@ impl DelayHistogram {
         DelaySummary {
             count,
             p50_ms_at_most: at(0.5),
+            p90_ms_at_most: at(0.9),
             p99_ms_at_most: at(0.99),
         }
     }
@@ -73,11 +76,12 @@ mod tests {
         for _ in 0..98 {
             h.record(Duration::from_micros(300));
         }
-        h.record(Duration::from_millis(3));
+        h.record(Duration::from_millis(4));
         h.record(Duration::from_secs(1));
         let s = h.summary();
         assert_eq!(s.count, 100);
         assert_eq!(s.p50_ms_at_most, Some(0.5));
+        assert_eq!(s.p90_ms_at_most, Some(0.5));
         assert_eq!(s.p99_ms_at_most, Some(5.0));
     }
 }
