@@ -89,6 +89,7 @@ fn stream_json(s: &StreamView) -> Value {
         "online_since": (h.since_ms > 0).then(|| rfc3339(h.since_ms)),
         "added_at": rfc3339(s.started_ms),
         "frames_in": stats.frames_in.load(Ordering::Relaxed),
+        "keyframes_in": stats.keyframes_in.load(Ordering::Relaxed),
         "bytes_in": stats.bytes_in.load(Ordering::Relaxed),
         "sessions": stats.sessions.load(Ordering::Relaxed),
         "discontinuities": stats.discontinuities.load(Ordering::Relaxed),
