@@ -16,13 +16,17 @@ pub struct DelayHistogram {
 }
 
 /// A summary for `/status`: percentiles are "at most this many ms" (a bucket's upper bound),
-/// `None` above the last bound.
+/// `None` above the last bound. `counts` are the buckets themselves (the last one is above
+/// every bound), so that two readings can be subtracted to get the percentiles of an interval
+/// (the benchmark's steady state).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct DelaySummary {
     pub count: u64,
     pub p50_ms_at_most: Option<f64>,
     pub p90_ms_at_most: Option<f64>,
     pub p99_ms_at_most: Option<f64>,
+    pub bounds_ms: [f64; BOUNDS_US.len()],
+    pub counts: [u64; BOUNDS_US.len() + 1],
 }
 
 impl DelayHistogram {
@@ -36,11 +40,8 @@ impl DelayHistogram {
     }
 
     pub fn summary(&self) -> DelaySummary {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
+        let counts: [u64; BOUNDS_US.len() + 1] =
+            std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
         let count: u64 = counts.iter().sum();
         let at = |q: f64| -> Option<f64> {
             if count == 0 {
@@ -61,6 +62,8 @@ impl DelayHistogram {
             p50_ms_at_most: at(0.5),
             p90_ms_at_most: at(0.9),
             p99_ms_at_most: at(0.99),
+            bounds_ms: BOUNDS_US.map(|b| b as f64 / 1000.0),
+            counts,
         }
     }
 }
