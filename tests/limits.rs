@@ -175,3 +175,29 @@ async fn slow_clients_are_disconnected() {
     // Everyone else is still served.
     assert_eq!(get(gw.video, "/health").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listeners_hold_a_thousand_players_reconnecting_at_once() {
+    // With the usual backlog of 128 the kernel drops the SYNs of a herd of reconnecting
+    // players (a restart behind a dashboard wall) and each one retries a second later. `ss`
+    // shows a listening socket's backlog as its Send-Q.
+    let gw = Gateway::start("").await;
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("number");
+    for port in [gw.video.port(), gw.api.port()] {
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let backlog: u64 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("no listener on {port}: {text}"));
+        assert_eq!(backlog, somaxconn.min(4096), "port {port}: {text}");
+    }
+}

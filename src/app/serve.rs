@@ -24,27 +24,51 @@ pub struct Bound {
     pub api: Option<SocketAddr>,
 }
 
+/// Connections a listener holds before they are accepted. The standard library's (and
+/// tokio's) 128 is overflowed when a thousand players reconnect at once (a gateway restart
+/// behind a dashboard wall): the kernel drops their SYNs and each one retries a second later.
+/// Capped by the kernel at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` (a host name or address and a port) with [`LISTEN_BACKLOG`].
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        let bound = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(a)?;
+            s.listen(LISTEN_BACKLOG)
+        });
+        match bound {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 /// Binds both listeners (the API only if enabled). Port 0 picks a free port.
 pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, Option<TcpListener>)> {
-    let video = TcpListener::bind(config.video.bind_addr())
-        .await
-        .map_err(|e| {
+    let video = listen(&config.video.bind_addr()).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("video server on {}: {e}", config.video.bind_addr()),
+        )
+    })?;
+    let api = if config.api.enabled {
+        Some(listen(&config.api.bind_addr()).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!("video server on {}: {e}", config.video.bind_addr()),
+                format!("API server on {}: {e}", config.api.bind_addr()),
             )
-        })?;
-    let api = if config.api.enabled {
-        Some(
-            TcpListener::bind(config.api.bind_addr())
-                .await
-                .map_err(|e| {
-                    std::io::Error::new(
-                        e.kind(),
-                        format!("API server on {}: {e}", config.api.bind_addr()),
-                    )
-                })?,
-        )
+        })?)
     } else {
         None
     };
