@@ -45,12 +45,26 @@ async fn ws_try(url: &str) -> (u16, Option<Ws>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_over_the_cap_gets_503_and_a_place_frees_when_one_closes() {
     let gw = Gateway::start("[limits]\nmax_connections = 3\nheader_timeout_ms = 8000\n").await;
+    // The open connections, the metrics request's own included: the start-up probes' may
+    // still be open for a moment, and a place they hold would go to the fourth one below.
+    let open = |want: u64| {
+        let api = gw.api;
+        async move {
+            wait_for(Duration::from_secs(20), &format!("{want} open"), || async {
+                let m = get(api, "/metrics").await.text();
+                m.lines()
+                    .any(|l| l == format!("video_server_connections_open {want}"))
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    open(1).await;
     let mut idle = Vec::new();
     for _ in 0..3 {
         idle.push(TcpStream::connect(gw.video).await.expect("connect"));
     }
-    // Let the server accept all three.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    open(4).await;
     let mut fourth = TcpStream::connect(gw.video).await.expect("connect");
     let answer = read_until_closed(&mut fourth, Duration::from_secs(5))
         .await

@@ -74,6 +74,8 @@ metrics_table! {
         "Streams configured or added through the API.",
     WebsocketViewers gauge "video_server_websocket_viewers"
         "Viewers (websocket live and archive, WebRTC) now, against [limits] max_viewers.",
+    ConnectionsOpen gauge "video_server_connections_open"
+        "HTTP connections open now (video and API servers), against [limits] max_connections each.",
     ConnectionsRefusedTotal counter "video_server_connections_refused_total"
         "Connections refused with a 503 at [limits] max_connections.",
     ViewersRefusedTotal counter "video_server_viewers_refused_total"
@@ -232,6 +234,8 @@ impl Metrics {
         let server = &ctx.server_stats;
         gauge!(Metric::WebsocketViewers.name())
             .set(server.ws_viewers.load(Ordering::Relaxed) as f64);
+        gauge!(Metric::ConnectionsOpen.name())
+            .set(server.open_connections.load(Ordering::Relaxed) as f64);
         counter!(Metric::ConnectionsRefusedTotal.name())
             .absolute(server.refused_connections.load(Ordering::Relaxed));
         counter!(Metric::ViewersRefusedTotal.name())

@@ -28,6 +28,8 @@ use crate::config::limits::LimitsConfig;
 /// What the loop saw, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ServerStats {
+    /// Connections open now (both servers), each holding a place under `max_connections`.
+    pub open_connections: AtomicU64,
     /// Connections refused because the server was at `max_connections`.
     pub refused_connections: AtomicU64,
     /// Websocket viewers (live and archive) now, against `max_viewers`.
@@ -168,6 +170,7 @@ pub async fn run(
             tokio::spawn(refuse_busy(tcp));
             continue;
         };
+        let place = Place::take(permit, &stats);
         let router = router.clone();
         let local = tcp.local_addr().ok().map(LocalAddr);
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
@@ -197,7 +200,7 @@ pub async fn run(
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 debug!(%remote, error = %e, "connection ended");
             }
-            drop(permit);
+            drop(place);
         });
     }
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
@@ -207,6 +210,29 @@ pub async fn run(
         debug!("connections still open after 5 s");
     }
     Ok(())
+}
+
+/// A connection's place under `max_connections`, counted in `open_connections` until dropped
+/// (however the connection ends).
+struct Place {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    stats: Arc<ServerStats>,
+}
+
+impl Place {
+    fn take(permit: tokio::sync::OwnedSemaphorePermit, stats: &Arc<ServerStats>) -> Place {
+        stats.open_connections.fetch_add(1, Ordering::Relaxed);
+        Place {
+            _permit: permit,
+            stats: Arc::clone(stats),
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Tells a client over the cap why, without reading its request, and closes.
