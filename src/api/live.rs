@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -37,11 +37,8 @@ pub async fn mse(
     Path(segment): Path<String>,
     Query(q): Query<LiveQuery>,
     mut req: Request,
-) -> Response {
-    let ws = match Upgrade::new(&mut req) {
-        Ok(ws) => ws,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let ws = Upgrade::new(&mut req)?;
     let raw_id = q.stream_id.clone().unwrap_or(segment);
     // A known stream's viewer takes its place under `[limits]` before the upgrade; an unknown
     // one is told so after it, with the original's close reason.
@@ -49,20 +46,20 @@ pub async fn mse(
         .ok()
         .and_then(|id| ctx.streams.hub(&id));
     let slot = match hub {
-        Some(hub) => match ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, Some(&hub)) {
-            Ok(slot) => Some(slot),
-            Err(reason) => return ApiError::Busy(reason.into()).into_response(),
-        },
+        Some(hub) => Some(
+            ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, Some(&hub))
+                .map_err(|reason| ApiError::Busy(reason.into()))?,
+        ),
         None => None,
     };
     let opts = crate::mse::Options {
         events: flag(&q.events, false),
         catchup: flag(&q.catchup, true),
     };
-    ws.on_upgrade(move |io| {
+    Ok(ws.on_upgrade(move |io| {
         let span = tracing::info_span!("mse", stream = %raw_id);
         start_mse(ctx, io, raw_id, opts, slot).instrument(span)
-    })
+    }))
 }
 
 /// Finds the stream for an upgraded socket and hands both to `mse`; what cannot be played is
@@ -106,17 +103,12 @@ pub async fn archive(
     State(ctx): State<Arc<Ctx>>,
     Query(q): Query<ArchiveQuery>,
     mut req: Request,
-) -> Response {
-    let ws = match Upgrade::new(&mut req) {
-        Ok(ws) => ws,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let slot = match ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, None) {
-        Ok(slot) => slot,
-        Err(reason) => return ApiError::Busy(reason.into()).into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let ws = Upgrade::new(&mut req)?;
+    let slot = ViewerSlot::reserve(&ctx.server_stats, &ctx.config.limits, None)
+        .map_err(|reason| ApiError::Busy(reason.into()))?;
     let archive = ctx.archive.clone();
-    ws.on_upgrade(move |io| {
+    Ok(ws.on_upgrade(move |io| {
         let span = tracing::info_span!("ws_archive", stream = q.stream_id.as_deref().unwrap_or(""));
         async move {
             let _slot = slot;
@@ -124,5 +116,5 @@ pub async fn archive(
             crate::archive::ws::session(archive, socket, q).await
         }
         .instrument(span)
-    })
+    }))
 }

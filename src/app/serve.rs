@@ -30,45 +30,41 @@ pub struct Bound {
 /// Capped by the kernel at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// A listener on `addr` (a host name or address and a port) with [`LISTEN_BACKLOG`].
-async fn listen(addr: &str) -> std::io::Result<TcpListener> {
-    let mut last = None;
-    for a in tokio::net::lookup_host(addr).await? {
-        let socket = if a.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
-        } else {
-            tokio::net::TcpSocket::new_v6()
-        };
-        let bound = socket.and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.bind(a)?;
-            s.listen(LISTEN_BACKLOG)
-        });
-        match bound {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
+/// A listener on `addr` (a host name or address and a port) with [`LISTEN_BACKLOG`]; an error
+/// names `what` and the address.
+async fn listen(what: &str, addr: &str) -> std::io::Result<TcpListener> {
+    let bound = async {
+        let mut last = None;
+        for a in tokio::net::lookup_host(addr).await? {
+            let socket = if a.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            };
+            let bound = socket.and_then(|s| {
+                s.set_reuseaddr(true)?;
+                s.bind(a)?;
+                s.listen(LISTEN_BACKLOG)
+            });
+            match bound {
+                Ok(l) => return Ok(l),
+                Err(e) => last = Some(e),
+            }
         }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
-    }))
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+        }))
+    };
+    bound
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{what} on {addr}: {e}")))
 }
 
 /// Binds both listeners (the API only if enabled). Port 0 picks a free port.
 pub async fn bind(config: &Config) -> std::io::Result<(TcpListener, Option<TcpListener>)> {
-    let video = listen(&config.video.bind_addr()).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("video server on {}: {e}", config.video.bind_addr()),
-        )
-    })?;
+    let video = listen("video server", &config.video.bind_addr()).await?;
     let api = if config.api.enabled {
-        Some(listen(&config.api.bind_addr()).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("API server on {}: {e}", config.api.bind_addr()),
-            )
-        })?)
+        Some(listen("API server", &config.api.bind_addr()).await?)
     } else {
         None
     };

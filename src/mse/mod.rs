@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::hub::{RecvError, StreamHub};
-use crate::wsproto::socket::{linger, CLOSE_LINGER};
+use crate::wsproto::socket::CLOSE_LINGER;
 use crate::wsproto::{
     close, event, going_away, Inbound, Io, Message, Socket, WsError, CLOSE_ERROR,
 };
@@ -93,17 +93,14 @@ pub async fn session(
                 }
                 None | Some(Err(_)) => break,
             };
-            let stop = !matches!(
+            let stop = matches!(
                 msg,
-                FromClient::Msg(
-                    Inbound::Text(_) | Inbound::Ping(_) | Inbound::Pong | Inbound::Binary(_)
-                )
+                FromClient::Violation(..) | FromClient::Msg(Inbound::Close(_))
             );
             if inbox_tx.send(msg).await.is_err() || stop {
                 break;
             }
         }
-        rx
     });
 
     // Frames that arrived before this instant are the GOP cache, not live: their age says
@@ -235,12 +232,12 @@ pub async fn session(
             frame
         };
         if tx.send(frame).await.is_ok() && !client_closed {
-            // Let the client read the close before the connection goes (see `socket::linger`).
+            // Let the client read the close before the connection goes: the reader ends at
+            // the client's close (the inbox is gone) or end of stream. A connection dropped
+            // with the client's bytes unread would be reset, and a reset can discard the
+            // close before the client reads it.
             drop(inbox);
-            match tokio::time::timeout(CLOSE_LINGER, &mut reader).await {
-                Ok(Ok(mut rx)) => linger(&mut rx).await,
-                _ => reader.abort(),
-            }
+            let _ = tokio::time::timeout(CLOSE_LINGER, &mut reader).await;
         }
     }
     reader.abort();

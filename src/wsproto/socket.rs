@@ -204,7 +204,7 @@ pub const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads and drops client messages until its close or end of stream, for at most
 /// [`CLOSE_LINGER`].
-pub async fn linger<R: AsyncRead + Unpin>(rx: &mut Receiver<R>) {
+async fn linger<R: AsyncRead + Unpin>(rx: &mut Receiver<R>) {
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         while let Some(Ok(m)) = rx.recv().await {
             if matches!(m, Inbound::Close(_)) {
