@@ -87,8 +87,10 @@ async fn start_mse(
         },
     };
     let shutdown = ctx.shutdown.clone();
+    let writers = Arc::clone(&ctx.mse_writers);
     drop(ctx);
-    crate::mse::session(io, CLIENT_MAX_MESSAGE, hub, (demand, slot), opts, shutdown).await;
+    let hold = (demand, slot);
+    crate::mse::session(io, CLIENT_MAX_MESSAGE, hub, writers, hold, opts, shutdown).await;
 }
 
 /// Closes an upgraded socket with the original's reason.

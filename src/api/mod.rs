@@ -50,6 +50,8 @@ pub struct Ctx {
     pub metrics: metrics::Metrics,
     /// The WebRTC output (`/whep/{id}`): its socket and sessions.
     pub webrtc: crate::webrtc::Webrtc,
+    /// The live MSE viewers' per-stream writers.
+    pub mse_writers: Arc<crate::mse::Writers>,
     /// JPEG snapshots (`/snapshot/{id}.jpg`), cached per keyframe.
     pub snapshots: crate::snapshot::Snapshots,
     /// For `/metrics` (events dropped).
@@ -81,6 +83,7 @@ impl Ctx {
             config,
             server_stats: Arc::default(),
             metrics,
+            mse_writers: Arc::default(),
             snapshots: crate::snapshot::Snapshots::new(snapshot::DECODERS),
             webrtc,
             webhooks,

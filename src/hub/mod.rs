@@ -318,6 +318,12 @@ impl StreamHub {
         self.health.borrow().clone()
     }
 
+    /// Changes on every publish and on close: for a consumer that reads many subscriptions
+    /// with [`Subscription::try_recv`] and waits once for all of them.
+    pub fn watch_published(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
     pub fn watch_health(&self) -> watch::Receiver<Health> {
         self.health.subscribe()
     }
@@ -427,25 +433,33 @@ impl Subscription {
     pub async fn recv(&mut self, out: &mut Vec<Frame>, max: usize) -> Result<usize, RecvError> {
         loop {
             self.rx.borrow_and_update();
-            if self.hub.is_closed() {
-                return Err(RecvError::Closed);
-            }
-            let outcome = self.hub.ring().read(&mut self.cursor, out, max);
-            match outcome {
-                ReadOutcome::Frames(n) => return Ok(n),
-                ReadOutcome::Lagged { skipped } => {
-                    self.hub
-                        .stats
-                        .frames_dropped_for_slow_viewers
-                        .fetch_add(skipped, Ordering::Relaxed);
-                    return Err(RecvError::Lagged { skipped });
-                }
-                ReadOutcome::Empty => {
+            match self.try_recv(out, max) {
+                Ok(0) => {
                     if self.rx.changed().await.is_err() {
                         return Err(RecvError::Closed);
                     }
                 }
+                r => return r,
             }
+        }
+    }
+
+    /// Appends up to `max` frames to `out` without waiting: `Ok(0)` when there are none yet.
+    pub fn try_recv(&mut self, out: &mut Vec<Frame>, max: usize) -> Result<usize, RecvError> {
+        if self.hub.is_closed() {
+            return Err(RecvError::Closed);
+        }
+        let outcome = self.hub.ring().read(&mut self.cursor, out, max);
+        match outcome {
+            ReadOutcome::Frames(n) => Ok(n),
+            ReadOutcome::Lagged { skipped } => {
+                self.hub
+                    .stats
+                    .frames_dropped_for_slow_viewers
+                    .fetch_add(skipped, Ordering::Relaxed);
+                Err(RecvError::Lagged { skipped })
+            }
+            ReadOutcome::Empty => Ok(0),
         }
     }
 }

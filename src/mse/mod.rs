@@ -11,32 +11,45 @@
 //! sockets, and opt-in JSON text events with `events=1`: `online`, `offline`, `codec_changed`,
 //! `dropped`.
 //!
-//! Belongs here: the websocket session and its muxing state (`viewer`). Does not belong here:
+//! A viewer's frames are written by its session only until it has caught up; from then on by
+//! its stream's writers (`writers`), a few tasks that serve all of the stream's caught-up
+//! viewers, so a frame costs one wake-up per core instead of one per viewer. The session takes
+//! the viewer back whenever it has something of its own to send, and when the viewer's
+//! socket is full.
+//!
+//! Belongs here: the websocket session, its muxing state (`viewer`), a viewer's sending state
+//! (`sending`) and the stream writers (`writers`). Does not belong here:
 //! the upgrade, limits and finding the stream (`api::live`), message shapes shared with archive
 //! playback (`wsproto`), fMP4 bytes (`mp4::fmp4`).
 
+mod sending;
 mod viewer;
+mod writers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::WriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::hub::{RecvError, StreamHub};
 use crate::wsproto::socket::CLOSE_LINGER;
 use crate::wsproto::{
     close, event, going_away, Inbound, Io, Message, Socket, WsError, CLOSE_ERROR,
 };
+use sending::{Taken, Viewer, BATCH};
 pub use viewer::{Out, ViewerMux};
+use writers::{Back, Parked, Why};
 
-/// Frames read from the ring per wake-up at most.
-const BATCH: usize = 64;
+/// The live viewers' stream writers (one registry per server).
+pub type Writers = writers::Writers<WriteHalf<Io>>;
+/// A live viewer's sending state.
+type LiveViewer = Viewer<WriteHalf<Io>>;
+
 /// A socket with nothing to send for this long gets a websocket ping.
 const IDLE_PING: Duration = Duration::from_secs(10);
-/// A viewer about to be sent frames older than this is moved to the newest keyframe.
-const MAX_BEHIND_MS: i64 = 3000;
 /// A single send blocked this long means the client is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -65,19 +78,51 @@ enum FromClient {
     Violation(u16, String),
 }
 
+/// Where a viewer's sending state is.
+enum Place {
+    /// In the session: it reads the ring and writes itself.
+    Here(Box<LiveViewer>),
+    /// With its stream's writers.
+    Parked(Parked<WriteHalf<Io>>),
+}
+
+/// What woke a session.
+enum Wake {
+    Frames(Result<usize, RecvError>),
+    /// The writer gave the viewer back (`None`: it was lost with its writer).
+    Back(Option<Back<WriteHalf<Io>>>),
+    Client(Option<FromClient>),
+    /// The stream's health changed (`false`: the stream is gone).
+    Health(bool),
+    Ping,
+    Shutdown,
+}
+
+/// How the session goes on after a wake-up.
+enum Next {
+    /// Hand the viewer to a writer until something needs the session again.
+    Park,
+    /// Keep reading the ring in the session (after a resync, or when the stream is gone).
+    Stay,
+    /// End, with this close frame (`None`: the connection is gone).
+    End(Option<Message>),
+}
+
 /// Serves one viewer on an upgraded connection until it leaves, the stream goes away or the
 /// server shuts down. `hold` (its demand on the upstream, its place under `[limits]`) is
-/// dropped when the session ends. Client messages over `max_message` bytes end it.
+/// dropped when the session ends. Client messages over `max_message` bytes end it. Once
+/// caught up, its frames are written by its stream's writers (`fanout`).
 pub async fn session(
     io: Io,
     max_message: usize,
     hub: Arc<StreamHub>,
+    writers: Arc<Writers>,
     hold: impl Send,
     opts: Options,
     shutdown: CancellationToken,
 ) {
     let _hold = hold;
-    let Socket { mut tx, mut rx } = Socket::new(io, max_message);
+    let Socket { tx, mut rx } = Socket::new(io, max_message);
     let Options { events, catchup } = opts;
     info!(events, catchup, "viewer connected");
 
@@ -103,21 +148,24 @@ pub async fn session(
         }
     });
 
-    // Frames that arrived before this instant are the GOP cache, not live: their age says
-    // nothing about the latency the gateway adds.
-    let joined = std::time::Instant::now();
-    let mut sub = hub.subscribe();
     let mut health = hub.watch_health();
     let mut was_online = health.borrow_and_update().online;
-    let mut mux = ViewerMux::new(catchup.then(crate::media::unix_ms_now));
+    let mut viewer = Box::new(Viewer {
+        tx,
+        mux: ViewerMux::new(catchup.then(crate::media::unix_ms_now)),
+        sub: hub.subscribe(),
+        events,
+        joined: std::time::Instant::now(),
+        last_send: tokio::time::Instant::now(),
+    });
     let mut frames = Vec::with_capacity(BATCH);
     let mut outs = Vec::with_capacity(BATCH + 4);
-    let mut last_send = tokio::time::Instant::now();
     let mut ping = tokio::time::interval(IDLE_PING);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     if events
-        && tx
+        && viewer
+            .tx
             .send(health_event(was_online, hub.health().last_error))
             .await
             .is_err()
@@ -126,104 +174,131 @@ pub async fn session(
         return;
     }
 
-    // `Some(close)`: end with this close frame; `None`: the connection is gone.
+    let mut place = Place::Here(viewer);
     let mut client_closed = false;
-    let end: Option<Message> = loop {
-        tokio::select! {
-            // Frames first: a wake-up for frames polls nothing else (with a thousand viewers
-            // the other branches' polls were a tenth of the fan-out's CPU). The other branches
-            // are polled whenever no frames are waiting, i.e. between every two batches.
-            biased;
-            r = sub.recv(&mut frames, BATCH) => {
-                // Behind: the ring moved past this viewer, or what it would get now is older
-                // than MAX_BEHIND_MS. Either way it continues at the newest keyframe.
-                let skipped = match r {
-                    Ok(_) => {
-                        let behind_ms = frames.first().map_or(0, |f| crate::media::unix_ms_now() - f.wall_ms);
-                        if behind_ms > MAX_BEHIND_MS {
-                            Some(sub.skip_to_newest_key()).filter(|&n| n > 0)
-                        } else {
-                            None
-                        }
-                    }
-                    Err(RecvError::Lagged { skipped }) => Some(skipped),
-                    Err(RecvError::Closed) => break Some(close("Stream has been removed")),
-                };
-                if let Some(skipped) = skipped {
-                    debug!(skipped, "viewer behind; resyncing at the newest keyframe");
-                    frames.clear();
-                    mux.resync();
-                    if events {
-                        tx.feed(event(serde_json::json!({"type": "dropped", "frames": skipped})));
-                    }
-                    continue;
-                }
-                // The batch's worst case: its oldest live frame.
-                let oldest_live = frames.iter().map(|f| f.received).filter(|&r| r >= joined).min();
-                for f in frames.drain(..) {
-                    mux.push(&f, &mut outs);
-                }
-                for o in outs.drain(..) {
-                    tx.feed(match o {
-                        Out::Codecs(b) | Out::Init(b) => Message::binary(b),
-                        Out::Fragment { head, data } => Message::Binary(vec![head, data]),
-                        Out::CodecChanged(codecs) => {
-                            if !events { continue; }
-                            event(serde_json::json!({"type": "codec_changed", "codecs": codecs}))
-                        }
-                    });
-                }
-                // One vectored write for the whole batch.
-                if !matches!(tokio::time::timeout(SEND_TIMEOUT, tx.flush()).await, Ok(Ok(()))) {
-                    break None;
-                }
-                if let Some(r) = oldest_live {
-                    hub.stats.mse_send_delay.record(r.elapsed());
-                }
-                last_send = tokio::time::Instant::now();
+    // The close frame to end with (`None`: the connection is gone), and the viewer when the
+    // session holds it.
+    let (end, viewer): (Option<Message>, Option<Box<LiveViewer>>) = loop {
+        let mut wake = match &mut place {
+            Place::Here(v) => tokio::select! {
+                // Frames first: a wake-up for frames polls nothing else.
+                biased;
+                r = v.sub.recv(&mut frames, BATCH) => Wake::Frames(r),
+                msg = inbox.recv() => Wake::Client(msg),
+                changed = health.changed() => Wake::Health(changed.is_ok()),
+                _ = ping.tick() => Wake::Ping,
+                _ = shutdown.cancelled() => Wake::Shutdown,
+            },
+            Place::Parked(p) => tokio::select! {
+                biased;
+                back = &mut p.back => Wake::Back(back.ok()),
+                msg = inbox.recv() => Wake::Client(msg),
+                changed = health.changed() => Wake::Health(changed.is_ok()),
+                _ = ping.tick() => Wake::Ping,
+                _ = shutdown.cancelled() => Wake::Shutdown,
+            },
+        };
+        // A health change nobody is told about needs no viewer.
+        if let Wake::Health(true) = wake {
+            let online = health.borrow_and_update().online;
+            if !events || online == was_online {
+                was_online = online;
+                continue;
             }
-            msg = inbox.recv() => match msg {
+        }
+        // Everything else needs the viewer here.
+        let (mut v, why) = match place {
+            Place::Here(v) => (v, None),
+            Place::Parked(p) => {
+                let back = match &mut wake {
+                    Wake::Back(back) => back.take(),
+                    _ => p.recall().await,
+                };
+                match back {
+                    Some(Back { viewer, why }) => (viewer, Some(why)),
+                    None => break (None, None),
+                }
+            }
+        };
+        match why {
+            Some(Why::Failed) => break (None, Some(v)),
+            Some(Why::Blocked) => {
+                // The writer wrote part of a batch; the rest is written here, as slowly as
+                // the client reads.
+                if !matches!(
+                    tokio::time::timeout(SEND_TIMEOUT, v.tx.flush()).await,
+                    Ok(Ok(()))
+                ) {
+                    break (None, Some(v));
+                }
+                v.last_send = tokio::time::Instant::now();
+            }
+            _ => {}
+        }
+        let next = match wake {
+            Wake::Frames(r) => match v.take(r, &mut frames, &mut outs) {
+                Taken::Closed => Next::End(Some(close("Stream has been removed"))),
+                Taken::Resynced => Next::Stay,
+                Taken::Queued(oldest_live) => {
+                    // One vectored write for the whole batch.
+                    if matches!(
+                        tokio::time::timeout(SEND_TIMEOUT, v.tx.flush()).await,
+                        Ok(Ok(()))
+                    ) {
+                        v.sent(oldest_live);
+                        Next::Park
+                    } else {
+                        Next::End(None)
+                    }
+                }
+            },
+            // Given back because the stream is gone: the ring says so next.
+            Wake::Back(_) if why == Some(Why::Closed) => Next::Stay,
+            Wake::Back(_) => Next::Park,
+            Wake::Client(msg) => match msg {
                 Some(FromClient::Msg(Inbound::Text(t))) if t.trim() == "ping" => {
-                    if tx.send(Message::Text("pong".into())).await.is_err() {
-                        break None;
-                    }
+                    reply(&mut v, Message::Text("pong".into())).await
                 }
-                Some(FromClient::Msg(Inbound::Ping(b))) => {
-                    if tx.send(Message::Pong(b)).await.is_err() {
-                        break None;
-                    }
-                }
+                Some(FromClient::Msg(Inbound::Ping(b))) => reply(&mut v, Message::Pong(b)).await,
                 Some(FromClient::Msg(Inbound::Close(_))) => {
                     client_closed = true;
-                    break Some(Message::Close(1000, String::new()));
+                    Next::End(Some(Message::Close(1000, String::new())))
                 }
-                Some(FromClient::Violation(code, reason)) => break Some(Message::Close(code, reason)),
-                None => break None,
-                Some(FromClient::Msg(_)) => {} // other client messages are read and ignored, as in the original
+                Some(FromClient::Violation(code, reason)) => {
+                    Next::End(Some(Message::Close(code, reason)))
+                }
+                None => Next::End(None),
+                // Other client messages are read and ignored, as in the original.
+                Some(FromClient::Msg(_)) => Next::Park,
             },
-            changed = health.changed() => {
-                if changed.is_err() { break Some(close("Stream has been removed")); }
+            Wake::Health(false) => Next::End(Some(close("Stream has been removed"))),
+            Wake::Health(true) => {
                 let (online, err) = {
-                    let h = health.borrow_and_update();
+                    let h = health.borrow();
                     (h.online, h.last_error.clone())
                 };
-                if events && online != was_online && tx.send(health_event(online, err)).await.is_err() {
-                    break None;
-                }
                 was_online = online;
+                reply(&mut v, health_event(online, err)).await
             }
-            _ = ping.tick() => {
-                if last_send.elapsed() >= IDLE_PING {
-                    if tx.send(Message::Ping(bytes::Bytes::from_static(b"vs"))).await.is_err() {
-                        break None;
-                    }
-                    last_send = tokio::time::Instant::now();
+            Wake::Ping => {
+                if v.last_send.elapsed() >= IDLE_PING {
+                    reply(&mut v, Message::Ping(bytes::Bytes::from_static(b"vs"))).await
+                } else {
+                    Next::Park
                 }
             }
-            _ = shutdown.cancelled() => break Some(going_away()),
-        }
+            Wake::Shutdown => Next::End(Some(going_away())),
+        };
+        place = match next {
+            Next::End(end) => break (end, Some(v)),
+            Next::Stay => Place::Here(v),
+            Next::Park => match writers.park(v).await {
+                Ok(p) => Place::Parked(p),
+                Err(v) => Place::Here(v),
+            },
+        };
     };
-    if let Some(frame) = end {
+    if let (Some(frame), Some(mut v)) = (end, viewer) {
         // At shutdown the streams are removed too; whichever the viewer noticed first, it is
         // told the server is going away.
         let frame = if shutdown.is_cancelled() && matches!(frame, Message::Close(CLOSE_ERROR, _)) {
@@ -231,7 +306,7 @@ pub async fn session(
         } else {
             frame
         };
-        if tx.send(frame).await.is_ok() && !client_closed {
+        if v.tx.send(frame).await.is_ok() && !client_closed {
             // Let the client read the close before the connection goes: the reader ends at
             // the client's close (the inbox is gone) or end of stream. A connection dropped
             // with the client's bytes unread would be reset, and a reset can discard the
@@ -242,4 +317,15 @@ pub async fn session(
     }
     reader.abort();
     info!("viewer disconnected");
+}
+
+/// Sends one message of the session's own; the viewer is parked again after it.
+async fn reply(v: &mut LiveViewer, msg: Message) -> Next {
+    match v.tx.send(msg).await {
+        Ok(()) => {
+            v.last_send = tokio::time::Instant::now();
+            Next::Park
+        }
+        Err(_) => Next::End(None),
+    }
 }

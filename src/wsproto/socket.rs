@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -92,6 +93,10 @@ impl Buf for Queue {
     }
 }
 
+/// Buffers handed to one `writev` at most (Linux takes 1024; a batch of frames needs about
+/// three per frame).
+const MAX_SLICES: usize = 64;
+
 /// The writing half.
 #[derive(Debug)]
 pub struct Sender<W> {
@@ -142,9 +147,35 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
         }
     }
 
+    /// Writes what is queued for as long as the socket takes it: `Ready` once everything is
+    /// written, `Pending` (with the rest still queued, and `cx` woken when the socket can take
+    /// more) when it is full. For a writer serving many sockets from one task.
+    pub fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        while self.queue.has_remaining() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = self.queue.chunks_vectored(&mut slices);
+            match std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(
+                        std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+                    ))
+                }
+                Poll::Ready(Ok(k)) => self.queue.advance(k),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether nothing is waiting to be written.
+    pub fn is_drained(&self) -> bool {
+        !self.queue.has_remaining()
+    }
+
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), WsError> {
-        self.io.write_all_buf(&mut self.queue).await?;
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await?;
         self.io.flush().await?;
         if self.closed {
             // Half-close: the client reads the close frame, then end of stream.

@@ -1,0 +1,547 @@
+//! The stream writers: a few tasks per stream that send each new frame to every caught-up
+//! viewer of that stream, instead of one task wake-up per viewer per frame.
+//!
+//! A viewer's sending state (`sending::Viewer`) lives in its session task while the session
+//! has something of its own to do (the GOP catch-up, a slow socket, a pong, an event, the
+//! close) and in its stream's [`Pool`] the rest of the time ([`Writers::park`]). On a new frame
+//! every writer of the stream wakes and they share the pool out in chunks: each takes a few
+//! viewers, reads, muxes and writes for each with non-blocking writes, puts them back and
+//! takes the next few, so a thousand viewers' writes run on every core and a core that is
+//! also busy with something else simply does fewer of them. A viewer whose socket will not
+//! take a whole batch goes back to its session at once ([`Why::Blocked`]), which finishes the
+//! write with its own timeout, so one slow viewer never delays the others; a session that
+//! needs to write something itself asks for its viewer back ([`Parked::recall`]).
+//!
+//! Belongs here: who holds a parked viewer, and the writers. Does not belong here: what is
+//! sent (`sending`, `viewer`), the session's client messages and events (`super`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+use uuid::Uuid;
+
+use super::sending::{Taken, Viewer, BATCH};
+use super::viewer::Out;
+use crate::hub::StreamHub;
+use crate::media::Frame;
+use crate::wsproto::WsError;
+
+/// Viewers a writer takes from the pool at a time: small, so the cores finish together.
+const CHUNK: usize = 8;
+/// Commands waiting for one writer at most (joins and recalls; each session has at most one
+/// outstanding, so senders wait only while the writer is busy with a frame).
+const COMMANDS: usize = 256;
+
+/// Why a writer gave a viewer back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Why {
+    /// Its session asked.
+    Recalled,
+    /// Its socket did not take the whole batch: the rest is queued.
+    Blocked,
+    /// Writing failed: the connection is gone.
+    Failed,
+    /// The stream was removed.
+    Closed,
+}
+
+/// A viewer handed back by its writer.
+#[derive(Debug)]
+pub struct Back<W> {
+    pub viewer: Box<Viewer<W>>,
+    pub why: Why,
+}
+
+/// A parked viewer, in the pool or being written to by a writer.
+struct Held<W> {
+    viewer: Box<Viewer<W>>,
+    back: oneshot::Sender<Back<W>>,
+    /// Set by the session when it wants the viewer back.
+    recall: Arc<AtomicBool>,
+}
+
+impl<W> Held<W> {
+    fn give_back(self, why: Why) {
+        // A session that is gone dropped its receiver; its viewer is dropped here.
+        let _ = self.back.send(Back {
+            viewer: self.viewer,
+            why,
+        });
+    }
+}
+
+/// A stream's parked viewers, shared by its writers.
+struct Pool<W> {
+    state: Mutex<PoolState<W>>,
+}
+
+struct PoolState<W> {
+    /// Viewers still to be given a turn since the newest frame.
+    todo: Vec<Held<W>>,
+    /// Viewers given their turn since the newest frame.
+    done: Vec<Held<W>>,
+    /// The newest publish (the hub's version) turns were started for.
+    round: u64,
+}
+
+impl<W> Default for Pool<W> {
+    fn default() -> Self {
+        Pool {
+            state: Mutex::new(PoolState {
+                todo: Vec::new(),
+                done: Vec::new(),
+                round: 0,
+            }),
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Pool<W> {
+    fn lock(&self) -> MutexGuard<'_, PoolState<W>> {
+        // Nothing in here panics while holding the lock; recover the data if something did.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new frame (the hub's version `round`): every viewer needs a turn again.
+    fn start_round(&self, round: u64) {
+        let mut st = self.lock();
+        if round > st.round {
+            st.round = round;
+            let done = std::mem::take(&mut st.done);
+            st.todo.extend(done);
+        }
+    }
+
+    /// Puts viewers back after their turns, which started in round `round`: a viewer that
+    /// missed a frame published meanwhile needs another turn.
+    fn put_back(&self, chunk: &mut Vec<Held<W>>, round: u64) {
+        let mut st = self.lock();
+        let again = st.round != round;
+        for h in chunk.drain(..) {
+            if h.recall.load(Ordering::Acquire) {
+                h.give_back(Why::Recalled);
+            } else if again {
+                st.todo.push(h);
+            } else {
+                st.done.push(h);
+            }
+        }
+    }
+
+    /// Gives back every viewer whose session asked for it.
+    fn recall(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        for list in [&mut st.todo, &mut st.done] {
+            let mut i = 0;
+            while i < list.len() {
+                if list[i].recall.load(Ordering::Acquire) {
+                    list.swap_remove(i).give_back(Why::Recalled);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Gives every viewer in the pool back.
+    fn close(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        for h in st.todo.drain(..).chain(st.done.drain(..)) {
+            h.give_back(Why::Closed);
+        }
+    }
+
+    /// Gives turns, a chunk at a time, until no viewer in the pool needs one.
+    fn work(&self, s: &mut Scratch<W>, cx: &mut Context<'_>) {
+        loop {
+            let round = {
+                let mut st = self.lock();
+                let from = st.todo.len().saturating_sub(CHUNK);
+                s.chunk.extend(st.todo.drain(from..));
+                st.round
+            };
+            if s.chunk.is_empty() {
+                return;
+            }
+            let mut i = 0;
+            while i < s.chunk.len() {
+                let h = &mut s.chunk[i];
+                let why = if h.back.is_closed() {
+                    // Its session is gone (it ended without asking for the viewer back).
+                    Some(Why::Closed)
+                } else {
+                    turn(&mut h.viewer, &mut s.frames, &mut s.outs, cx)
+                };
+                match why {
+                    Some(why) => s.chunk.swap_remove(i).give_back(why),
+                    None => i += 1,
+                }
+            }
+            self.put_back(&mut s.chunk, round);
+        }
+    }
+}
+
+/// A writer's scratch space.
+struct Scratch<W> {
+    frames: Vec<Frame>,
+    outs: Vec<Out>,
+    chunk: Vec<Held<W>>,
+}
+
+impl<W> Scratch<W> {
+    fn new() -> Self {
+        Scratch {
+            frames: Vec::with_capacity(BATCH),
+            outs: Vec::with_capacity(BATCH + 4),
+            chunk: Vec::with_capacity(CHUNK),
+        }
+    }
+}
+
+/// One turn for one viewer: everything new in the ring, muxed and written. `None` while it
+/// stays; `Some(why)` when it goes back to its session.
+fn turn<W: AsyncWrite + Unpin>(
+    v: &mut Viewer<W>,
+    frames: &mut Vec<Frame>,
+    outs: &mut Vec<Out>,
+    cx: &mut Context<'_>,
+) -> Option<Why> {
+    loop {
+        let r = v.sub.try_recv(frames, BATCH);
+        if r == Ok(0) {
+            return None;
+        }
+        let oldest_live = match v.take(r, frames, outs) {
+            Taken::Queued(oldest_live) => oldest_live,
+            Taken::Resynced => None,
+            Taken::Closed => return Some(Why::Closed),
+        };
+        match v.tx.poll_drain(cx) {
+            Poll::Ready(Ok(())) => v.sent(oldest_live),
+            Poll::Ready(Err(e)) => {
+                if let WsError::Io(e) = e {
+                    debug!(error = %e, "viewer write failed");
+                }
+                return Some(Why::Failed);
+            }
+            Poll::Pending => return Some(Why::Blocked),
+        }
+    }
+}
+
+enum Command<W> {
+    Join(Held<W>),
+    /// A session set its viewer's recall flag.
+    Recall,
+}
+
+/// A viewer in its stream's pool, from its session's side.
+pub struct Parked<W> {
+    commands: mpsc::Sender<Command<W>>,
+    recall: Arc<AtomicBool>,
+    /// Resolves when a writer gives the viewer back; an error means the viewer was dropped
+    /// with its writers (its connection closed with it).
+    pub back: oneshot::Receiver<Back<W>>,
+}
+
+impl<W> Parked<W> {
+    /// Asks for the viewer back and waits for it (writers answer between two chunks).
+    pub async fn recall(mut self) -> Option<Back<W>> {
+        self.recall.store(true, Ordering::Release);
+        // Writers that are gone have dropped the viewer, and `back` says so.
+        let _ = self.commands.send(Command::Recall).await;
+        (&mut self.back).await.ok()
+    }
+}
+
+/// A writer: waits for frames and commands until the stream is removed or the registry is
+/// dropped, then gives back every viewer it can reach.
+async fn run<W: AsyncWrite + Unpin>(
+    hub: Arc<StreamHub>,
+    pool: Arc<Pool<W>>,
+    mut commands: mpsc::Receiver<Command<W>>,
+) {
+    let mut published = hub.watch_published();
+    let mut s = Scratch::new();
+    loop {
+        tokio::select! {
+            biased;
+            changed = published.changed() => {
+                if changed.is_err() || hub.is_closed() {
+                    break;
+                }
+                let round = *published.borrow_and_update();
+                pool.start_round(round);
+            }
+            command = commands.recv() => match command {
+                Some(Command::Join(h)) => pool.lock().todo.push(h),
+                Some(Command::Recall) => pool.recall(),
+                None => break,
+            },
+        }
+        std::future::poll_fn(|cx| {
+            pool.work(&mut s, cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+    pool.close();
+}
+
+/// A stream's writers, for one hub (a stream removed and added again gets new ones).
+struct StreamWriters<W> {
+    hub: Weak<StreamHub>,
+    writers: Vec<mpsc::Sender<Command<W>>>,
+}
+
+/// Every stream's writers, started when a stream's first viewer parks.
+pub struct Writers<W> {
+    streams: Mutex<HashMap<Uuid, StreamWriters<W>>>,
+    next: AtomicU64,
+}
+
+impl<W> Default for Writers<W> {
+    fn default() -> Self {
+        Writers {
+            streams: Mutex::default(),
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<W> std::fmt::Debug for Writers<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writers").finish_non_exhaustive()
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> Writers<W> {
+    /// Hands a caught-up viewer (nothing left to write) to its stream's writers, which give
+    /// it a turn at once and on every frame. `Err` (with the viewer) when they cannot take it:
+    /// the session keeps it and writes itself.
+    pub async fn park(&self, viewer: Box<Viewer<W>>) -> Result<Parked<W>, Box<Viewer<W>>> {
+        let commands = self.writer_for(viewer.sub.hub());
+        let recall = Arc::new(AtomicBool::new(false));
+        let (back_tx, back) = oneshot::channel();
+        let held = Held {
+            viewer,
+            back: back_tx,
+            recall: Arc::clone(&recall),
+        };
+        match commands.send(Command::Join(held)).await {
+            Ok(()) => Ok(Parked {
+                commands,
+                recall,
+                back,
+            }),
+            Err(mpsc::error::SendError(Command::Join(held))) => Err(held.viewer),
+            Err(_) => unreachable!("the command sent was a join"),
+        }
+    }
+
+    /// One of the stream's writers (in turn), starting them if the stream has none yet: one
+    /// per runtime worker.
+    fn writer_for(&self, hub: &Arc<StreamHub>) -> mpsc::Sender<Command<W>> {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let current = streams.get(&hub.id).is_some_and(|s| {
+            std::ptr::eq(s.hub.as_ptr(), Arc::as_ptr(hub))
+                && s.writers.iter().all(|w| !w.is_closed())
+        });
+        if !current {
+            // Removed streams' writers have ended; their entries go now.
+            streams.retain(|_, s| s.hub.strong_count() > 0);
+            let n = tokio::runtime::Handle::current()
+                .metrics()
+                .num_workers()
+                .max(1);
+            let pool = Arc::new(Pool::default());
+            let writers = (0..n)
+                .map(|_| {
+                    let (tx, rx) = mpsc::channel(COMMANDS);
+                    // Unconstrained: a writer's hundreds of writes per frame must not run out
+                    // of the runtime's per-task budget (a write refused for budget would look
+                    // like a full socket).
+                    let task = run(Arc::clone(hub), Arc::clone(&pool), rx);
+                    tokio::spawn(tokio::task::unconstrained(task));
+                    tx
+                })
+                .collect();
+            let s = StreamWriters {
+                hub: Arc::downgrade(hub),
+                writers,
+            };
+            streams.insert(hub.id, s);
+        }
+        let writers = &streams[&hub.id].writers;
+        let k = self.next.fetch_add(1, Ordering::Relaxed) as usize % writers.len();
+        writers[k].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Limits;
+    use crate::media::{StreamParams, TrackKind, VideoCodec, VideoParams};
+    use crate::mse::ViewerMux;
+    use crate::wsproto::Sender;
+    use bytes::Bytes;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    fn params() -> Arc<StreamParams> {
+        Arc::new(StreamParams {
+            video: Some(VideoParams {
+                codec: VideoCodec::H264,
+                rfc6381: "avc1.42c01e".into(),
+                width: 64,
+                height: 48,
+                frame_rate: None,
+                sample_entry: Bytes::from_static(b"\0\0\0\x08avc1"),
+            }),
+            audio: None,
+        })
+    }
+
+    fn frame(p: &Arc<StreamParams>, n: i64, size: usize) -> Frame {
+        Frame {
+            track: TrackKind::Video,
+            dts_90k: n * 3600,
+            cto_90k: 0,
+            dur_90k: 3600,
+            is_key: n == 0,
+            epoch: 0,
+            wall_ms: crate::media::unix_ms_now(),
+            received: std::time::Instant::now(),
+            data: Bytes::from(vec![0u8; size]),
+            params: Arc::clone(p),
+        }
+    }
+
+    fn stream() -> (Arc<StreamHub>, Arc<StreamParams>) {
+        let hub = StreamHub::new(Uuid::new_v4(), Limits::default());
+        let p = params();
+        hub.set_online(Arc::clone(&p));
+        (hub, p)
+    }
+
+    fn viewer(hub: &Arc<StreamHub>, io: DuplexStream) -> Box<Viewer<DuplexStream>> {
+        Box::new(Viewer {
+            tx: Sender::new(io),
+            mux: ViewerMux::new(None),
+            sub: hub.subscribe(),
+            events: false,
+            joined: std::time::Instant::now(),
+            last_send: tokio::time::Instant::now(),
+        })
+    }
+
+    /// Reads one unmasked server frame: its opcode and payload.
+    async fn message(r: &mut DuplexStream) -> (u8, Vec<u8>) {
+        let mut h = [0u8; 2];
+        r.read_exact(&mut h).await.expect("header");
+        let len = match h[1] & 0x7f {
+            126 => u64::from(r.read_u16().await.expect("length")),
+            127 => r.read_u64().await.expect("length"),
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).expect("length")];
+        r.read_exact(&mut payload).await.expect("payload");
+        (h[0] & 0x0f, payload)
+    }
+
+    /// Reads messages until `n` fragments (`moof`…) have arrived, within 5 s.
+    async fn fragments(r: &mut DuplexStream, n: usize) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let mut got = 0;
+            while got < n {
+                let (op, payload) = message(r).await;
+                if op == 2 && payload.get(4..8) == Some(b"moof") {
+                    got += 1;
+                }
+            }
+        })
+        .await
+        .expect("fragments in time");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parked_viewers_get_each_new_frame_and_come_back_when_recalled() {
+        let (hub, p) = stream();
+        let writers = Writers::default();
+        let mut parked = Vec::new();
+        let mut readers = Vec::new();
+        for _ in 0..20 {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            parked.push(writers.park(viewer(&hub, a)).await.expect("parked"));
+            readers.push(b);
+        }
+        for n in 0..5 {
+            hub.publish(frame(&p, n, 1000));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for r in &mut readers {
+            fragments(r, 5).await;
+        }
+        for p in parked {
+            let back = p.recall().await.expect("given back");
+            assert_eq!(back.why, Why::Recalled);
+            assert!(back.viewer.tx.is_drained());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_socket_goes_back_to_its_session_and_delays_nobody() {
+        let (hub, p) = stream();
+        let writers = Writers::default();
+        let (slow_io, _slow_reader) = tokio::io::duplex(4096);
+        let slow = writers.park(viewer(&hub, slow_io)).await.expect("parked");
+        let (fast_io, mut fast_reader) = tokio::io::duplex(1 << 20);
+        let _fast = writers.park(viewer(&hub, fast_io)).await.expect("parked");
+        hub.publish(frame(&p, 0, 64 * 1024));
+        let back = tokio::time::timeout(Duration::from_secs(5), slow.back)
+            .await
+            .expect("in time")
+            .expect("given back");
+        assert_eq!(back.why, Why::Blocked);
+        assert!(!back.viewer.tx.is_drained(), "the rest stays queued");
+        fragments(&mut fast_reader, 1).await;
+    }
+
+    #[tokio::test]
+    async fn removing_the_stream_gives_its_viewers_back() {
+        let (hub, _p) = stream();
+        let writers = Writers::default();
+        let (io, _reader) = tokio::io::duplex(4096);
+        let parked = writers.park(viewer(&hub, io)).await.expect("parked");
+        hub.close();
+        let back = tokio::time::timeout(Duration::from_secs(5), parked.back)
+            .await
+            .expect("in time")
+            .expect("given back");
+        assert_eq!(back.why, Why::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_viewer_whose_session_ended_is_dropped_at_the_next_frame() {
+        let (hub, p) = stream();
+        let writers = Writers::default();
+        let (io, mut reader) = tokio::io::duplex(1 << 20);
+        drop(writers.park(viewer(&hub, io)).await.expect("parked"));
+        hub.publish(frame(&p, 0, 100));
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest))
+            .await
+            .expect("the connection closes in time")
+            .expect("read");
+        assert!(rest.is_empty(), "nothing written to a viewer nobody serves");
+    }
+}
