@@ -33,6 +33,9 @@ use crate::wsproto::WsError;
 
 /// Viewers a writer takes from the pool at a time: small, so the cores finish together.
 const CHUNK: usize = 8;
+/// A stream gets another writer (up to one per runtime worker) for every this many parked
+/// viewers: below it, one core writes a frame to all of them in well under a millisecond.
+const VIEWERS_PER_WRITER: usize = 32;
 /// Commands waiting for one writer at most (joins and recalls; each session has at most one
 /// outstanding, so senders wait only while the writer is busy with a frame).
 const COMMANDS: usize = 256;
@@ -105,6 +108,12 @@ impl<W: AsyncWrite + Unpin> Pool<W> {
     fn lock(&self) -> MutexGuard<'_, PoolState<W>> {
         // Nothing in here panics while holding the lock; recover the data if something did.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Viewers in the pool (not counting those a writer is serving right now).
+    fn len(&self) -> usize {
+        let st = self.lock();
+        st.todo.len() + st.done.len()
     }
 
     /// A new frame (the hub's version `round`): every viewer needs a turn again.
@@ -299,6 +308,7 @@ async fn run<W: AsyncWrite + Unpin>(
 /// A stream's writers, for one hub (a stream removed and added again gets new ones).
 struct StreamWriters<W> {
     hub: Weak<StreamHub>,
+    pool: Arc<Pool<W>>,
     writers: Vec<mpsc::Sender<Command<W>>>,
 }
 
@@ -347,8 +357,9 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Writers<W> {
         }
     }
 
-    /// One of the stream's writers (in turn), starting them if the stream has none yet: one
-    /// per runtime worker.
+    /// One of the stream's writers (in turn). A stream's first writer starts with its first
+    /// parked viewer; another starts for every [`VIEWERS_PER_WRITER`] more, up to one per
+    /// runtime worker (a stream with one viewer wakes one task per frame, not one per core).
     fn writer_for(&self, hub: &Arc<StreamHub>) -> mpsc::Sender<Command<W>> {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let current = streams.get(&hub.id).is_some_and(|s| {
@@ -358,31 +369,31 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Writers<W> {
         if !current {
             // Removed streams' writers have ended; their entries go now.
             streams.retain(|_, s| s.hub.strong_count() > 0);
-            let n = tokio::runtime::Handle::current()
-                .metrics()
-                .num_workers()
-                .max(1);
-            let pool = Arc::new(Pool::default());
-            let writers = (0..n)
-                .map(|_| {
-                    let (tx, rx) = mpsc::channel(COMMANDS);
-                    // Unconstrained: a writer's hundreds of writes per frame must not run out
-                    // of the runtime's per-task budget (a write refused for budget would look
-                    // like a full socket).
-                    let task = run(Arc::clone(hub), Arc::clone(&pool), rx);
-                    tokio::spawn(tokio::task::unconstrained(task));
-                    tx
-                })
-                .collect();
             let s = StreamWriters {
                 hub: Arc::downgrade(hub),
-                writers,
+                pool: Arc::new(Pool::default()),
+                writers: Vec::new(),
             };
             streams.insert(hub.id, s);
         }
-        let writers = &streams[&hub.id].writers;
-        let k = self.next.fetch_add(1, Ordering::Relaxed) as usize % writers.len();
-        writers[k].clone()
+        let s = streams
+            .get_mut(&hub.id)
+            .expect("the stream's entry was just made");
+        let most = tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .max(1);
+        if s.writers.len() < most && s.pool.len() >= VIEWERS_PER_WRITER * s.writers.len() {
+            let (tx, rx) = mpsc::channel(COMMANDS);
+            // Unconstrained: a writer's hundreds of writes per frame must not run out of the
+            // runtime's per-task budget (a write refused for budget would look like a full
+            // socket).
+            let task = run(Arc::clone(hub), Arc::clone(&s.pool), rx);
+            tokio::spawn(tokio::task::unconstrained(task));
+            s.writers.push(tx);
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed) as usize % s.writers.len();
+        s.writers[k].clone()
     }
 }
 
@@ -479,7 +490,8 @@ mod tests {
         let writers = Writers::default();
         let mut parked = Vec::new();
         let mut readers = Vec::new();
-        for _ in 0..20 {
+        // Enough for two writers to share them.
+        for _ in 0..100 {
             let (a, b) = tokio::io::duplex(1 << 20);
             parked.push(writers.park(viewer(&hub, a)).await.expect("parked"));
             readers.push(b);
