@@ -157,6 +157,7 @@ pub async fn session(
         events,
         joined: std::time::Instant::now(),
         last_send: tokio::time::Instant::now(),
+        unsent_since: None,
     });
     let mut frames = Vec::with_capacity(BATCH);
     let mut outs = Vec::with_capacity(BATCH + 4);
@@ -231,7 +232,8 @@ pub async fn session(
                 ) {
                     break (None, Some(v));
                 }
-                v.last_send = tokio::time::Instant::now();
+                let oldest_live = v.unsent_since.take();
+                v.sent(oldest_live);
             }
             _ => {}
         }

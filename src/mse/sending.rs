@@ -33,6 +33,9 @@ pub struct Viewer<W> {
     pub joined: Instant,
     /// The last time anything was written (for the idle ping).
     pub last_send: tokio::time::Instant,
+    /// A batch a writer could not write whole: its oldest live frame's arrival, recorded when
+    /// the session has written the rest.
+    pub unsent_since: Option<Instant>,
 }
 
 /// What one read from the ring turned into.

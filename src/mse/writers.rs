@@ -241,7 +241,10 @@ fn turn<W: AsyncWrite + Unpin>(
                 }
                 return Some(Why::Failed);
             }
-            Poll::Pending => return Some(Why::Blocked),
+            Poll::Pending => {
+                v.unsent_since = oldest_live;
+                return Some(Why::Blocked);
+            }
         }
     }
 }
@@ -452,6 +455,7 @@ mod tests {
             events: false,
             joined: std::time::Instant::now(),
             last_send: tokio::time::Instant::now(),
+            unsent_since: None,
         })
     }
 
