@@ -529,6 +529,10 @@ mod tests {
             .expect("given back");
         assert_eq!(back.why, Why::Blocked);
         assert!(!back.viewer.tx.is_drained(), "the rest stays queued");
+        assert!(
+            back.viewer.unsent_since.is_some(),
+            "its delay is recorded once the session has written the rest"
+        );
         fragments(&mut fast_reader, 1).await;
     }
 
