@@ -225,16 +225,25 @@ fn turn<W: AsyncWrite + Unpin>(
 ) -> Option<Why> {
     loop {
         let r = v.sub.try_recv(frames, BATCH);
+        // Fewer than a batch: that was everything, and a frame published since starts
+        // another round in which this viewer gets a turn again (`Pool::put_back`), so the ring
+        // is not read a second time just to find it empty.
+        let all = matches!(r, Ok(n) if n < BATCH);
         if r == Ok(0) {
             return None;
         }
-        let oldest_live = match v.take(r, frames, outs) {
-            Taken::Queued(oldest_live) => oldest_live,
-            Taken::Resynced => None,
+        let (oldest_live, all) = match v.take(r, frames, outs) {
+            Taken::Queued(oldest_live) => (oldest_live, all),
+            Taken::Resynced => (None, false),
             Taken::Closed => return Some(Why::Closed),
         };
         match v.tx.poll_drain(cx) {
-            Poll::Ready(Ok(())) => v.sent(oldest_live),
+            Poll::Ready(Ok(())) => {
+                v.sent(oldest_live);
+                if all {
+                    return None;
+                }
+            }
             Poll::Ready(Err(e)) => {
                 if let WsError::Io(e) = e {
                     debug!(error = %e, "viewer write failed");
