@@ -111,7 +111,7 @@ enum Next {
 /// Serves one viewer on an upgraded connection until it leaves, the stream goes away or the
 /// server shuts down. `hold` (its demand on the upstream, its place under `[limits]`) is
 /// dropped when the session ends. Client messages over `max_message` bytes end it. Once
-/// caught up, its frames are written by its stream's writers (`fanout`).
+/// caught up, its frames are written by its stream's writers (`writers`).
 pub async fn session(
     io: Io,
     max_message: usize,
@@ -226,14 +226,10 @@ pub async fn session(
             Some(Why::Blocked) => {
                 // The writer wrote part of a batch; the rest is written here, as slowly as
                 // the client reads.
-                if !matches!(
-                    tokio::time::timeout(SEND_TIMEOUT, v.tx.flush()).await,
-                    Ok(Ok(()))
-                ) {
+                let oldest_live = v.unsent_since.take();
+                if !write_out(&mut v, oldest_live).await {
                     break (None, Some(v));
                 }
-                let oldest_live = v.unsent_since.take();
-                v.sent(oldest_live);
             }
             _ => {}
         }
@@ -241,13 +237,9 @@ pub async fn session(
             Wake::Frames(r) => match v.take(r, &mut frames, &mut outs) {
                 Taken::Closed => Next::End(Some(close("Stream has been removed"))),
                 Taken::Resynced => Next::Stay,
+                // One vectored write for the whole batch.
                 Taken::Queued(oldest_live) => {
-                    // One vectored write for the whole batch.
-                    if matches!(
-                        tokio::time::timeout(SEND_TIMEOUT, v.tx.flush()).await,
-                        Ok(Ok(()))
-                    ) {
-                        v.sent(oldest_live);
+                    if write_out(&mut v, oldest_live).await {
                         Next::Park
                     } else {
                         Next::End(None)
@@ -321,11 +313,24 @@ pub async fn session(
     info!("viewer disconnected");
 }
 
+/// Writes everything queued, waiting for the client at most [`SEND_TIMEOUT`], and notes the
+/// batch sent (`oldest_live`: for the delay histogram); `false` when the client is gone.
+async fn write_out(v: &mut LiveViewer, oldest_live: Option<std::time::Instant>) -> bool {
+    let written = matches!(
+        tokio::time::timeout(SEND_TIMEOUT, v.tx.flush()).await,
+        Ok(Ok(()))
+    );
+    if written {
+        v.sent(oldest_live);
+    }
+    written
+}
+
 /// Sends one message of the session's own; the viewer is parked again after it.
 async fn reply(v: &mut LiveViewer, msg: Message) -> Next {
     match v.tx.send(msg).await {
         Ok(()) => {
-            v.last_send = tokio::time::Instant::now();
+            v.sent(None);
             Next::Park
         }
         Err(_) => Next::End(None),
