@@ -6,6 +6,12 @@
 //! appends an `mfra` (random access points), writes the real duration into `mvhd`/`mehd`,
 //! syncs, and renames the file to its final name. [`recover`] does the same for a `.part`
 //! file left by a crash: it cuts off the fragment that was being written and closes it.
+//!
+//! A closed file that stays on this disk also leaves the page cache once synced: recorded
+//! video is written once and seldom read, and its pages would otherwise push out what is read
+//! (and count against a container's memory). Pages freed at once are what the next writes
+//! reuse; in a virtual machine that returns free memory to its host, writing into pages the
+//! host took back costs several times the copy (docs/benchmarks.md, "page cache").
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
@@ -114,8 +120,9 @@ impl OpenFile {
         self.points.is_empty() && self.len == 0
     }
 
-    /// Closes the file: `mfra`, durations, sync, rename.
-    pub fn finish(mut self, duration_ms: u64) -> io::Result<Closed> {
+    /// Closes the file: `mfra`, durations, sync, rename; with `uncache`, its pages then leave
+    /// the page cache (a file to be uploaded is read again at once: it keeps them).
+    pub fn finish(mut self, duration_ms: u64, uncache: bool) -> io::Result<Closed> {
         // After a failed append (disk full), drop its partial bytes: the file ends with the
         // last whole fragment, and the room freed takes the small `mfra`.
         self.file.set_len(self.len)?;
@@ -128,6 +135,10 @@ impl OpenFile {
             self.file.write_all(&bytes)?;
         }
         self.file.sync_data()?;
+        if uncache {
+            // Advice only: a file system without it keeps the pages, nothing else changes.
+            let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
+        }
         std::fs::rename(&self.part, &self.dest)?;
         Ok(Closed {
             path: self.dest,
@@ -222,7 +233,7 @@ pub fn recover(part: &Path) -> Result<Option<Recovered>, String> {
         points,
         lead_track: 1,
     }
-    .finish(duration_ms as u64)
+    .finish(duration_ms as u64, false)
     .map_err(|e| err(&e))?;
     Ok(Some(Recovered {
         path: closed.path,
@@ -274,6 +285,50 @@ mod tests {
         let (boxes, _) = top_level_boxes(&data);
         assert_eq!(boxes.last().map(|b| &b.0), Some(b"mfra"));
         assert!(r.duration_ms >= 2_900, "{} ms", r.duration_ms);
+    }
+
+    /// Bytes of a file in the page cache (util-linux `fincore`).
+    fn cached_bytes(path: &Path) -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(path)
+            .output()
+            .expect("fincore (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim().parse().expect("a byte count from fincore")
+    }
+
+    #[test]
+    fn a_closed_file_leaves_the_page_cache_unless_it_is_to_be_uploaded() {
+        // Under target/, on the disk the archive would be on (a tmpfs keeps its pages).
+        let dir =
+            tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).expect("tempdir");
+        let whole = crate::archive::playback::tests::file_bytes(6);
+        for uncache in [false, true] {
+            let part = part_path(dir.path(), &format!("x{uncache}_1.mp4"), 1_000);
+            std::fs::write(&part, &whole).expect("write");
+            let file = OpenOptions::new().write(true).open(&part).expect("open");
+            let closed = OpenFile {
+                file,
+                part: part.clone(),
+                dest: dir.path().join(format!("x{uncache}_1.mp4")),
+                len: whole.len() as u64,
+                fields: duration_fields(&whole).expect("mvhd"),
+                points: Vec::new(),
+                lead_track: 1,
+            }
+            .finish(3_000, uncache)
+            .expect("close");
+            let cached = cached_bytes(&closed.path);
+            if uncache {
+                assert_eq!(cached, 0, "closed, synced and dropped from the cache");
+            } else {
+                assert!(cached >= whole.len() as u64 / 2, "{cached} bytes cached");
+            }
+            // Either way the file is whole.
+            let data = std::fs::read(&closed.path).expect("read");
+            assert!(Movie::parse(Bytes::from(data)).is_ok());
+        }
     }
 
     #[test]

@@ -143,7 +143,10 @@ impl Writer {
             return;
         }
         let name = super::index::file_name(&self.archive.id, open.name_s);
-        match open.file.finish(duration_ms as u64) {
+        match open
+            .file
+            .finish(duration_ms as u64, self.archive.s3.is_none())
+        {
             Ok(closed) => {
                 let seg = Segment {
                     name_s: open.name_s,
