@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -505,7 +506,7 @@ async fn with_ten_second_segments_aging_parts_of_the_open_segment_are_served_fro
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn by_default_older_segments_are_served_from_files_byte_for_byte() {
+async fn by_default_older_segments_are_served_from_files_byte_for_byte_and_files_are_reused() {
     let dir = tempfile::tempdir().expect("tempdir");
     // No memory setting: the default keeps 2 s of parts in memory and writes the rest out.
     let gw = Gateway::start(&format!(
@@ -535,6 +536,9 @@ async fn by_default_older_segments_are_served_from_files_byte_for_byte() {
     let seg = get(&gw, &path_of(&pl.segments[0].uri), &[]).await;
     assert_eq!(seg.status, 200);
     let file = std::fs::read(spill.join(format!("{oldest}.m4s"))).expect("spill file");
+    let inode = std::fs::metadata(spill.join(format!("{oldest}.m4s")))
+        .expect("stat")
+        .ino();
     assert!(
         seg.body[..] == file[..],
         "served bytes differ from the file"
@@ -563,7 +567,7 @@ async fn by_default_older_segments_are_served_from_files_byte_for_byte() {
     assert_eq!(r.status, 206);
     assert!(r.body[..] == file[100..200]);
     // As the window slides (3 listed + 3 retained segments of 2 s), the files of segments that
-    // left it are deleted.
+    // left it leave their names (deleted, or kept to be written over).
     let deadline = Instant::now() + Duration::from_secs(30);
     while files().contains(&oldest) {
         assert!(
@@ -579,6 +583,30 @@ async fn by_default_older_segments_are_served_from_files_byte_for_byte() {
         "{} files: {now:?}",
         now.len()
     );
+    // Its file is written over by a newer segment (its pages reused), which, once complete,
+    // is served as the very bytes of that file: nothing of the longer or shorter segment
+    // before is left in it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, pl) = playlist_with(&gw, DEMO, 3).await;
+        let reused = pl.segments.iter().enumerate().find_map(|(i, s)| {
+            let msn = pl.media_sequence + i as u64;
+            let meta = std::fs::metadata(spill.join(format!("{msn}.m4s"))).ok()?;
+            (meta.ino() == inode).then_some((msn, s.uri.clone()))
+        });
+        if let Some((msn, uri)) = reused {
+            let seg = get(&gw, &path_of(&uri), &[]).await;
+            let file = std::fs::read(spill.join(format!("{msn}.m4s"))).unwrap_or_default();
+            if seg.status == 200 && seg.body[..] == file[..] {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no segment served whole from the file of segment {oldest}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     // And players read it as before.
     ffmpeg_reads_3s(format!("http://{}/hls/{DEMO}.m3u8", gw.video));
 }

@@ -199,31 +199,11 @@ async fn media_found(found: Option<Lookup<Media>>, headers: &HeaderMap) -> Optio
     let Some(Lookup::Ready(found)) = found else {
         return None;
     };
-    Some(media(read(found).await?, SEGMENT_TYPE, headers))
-}
-
-/// The bytes of a segment or part: shared from memory, or read from its file. `None` when the
-/// file went away meanwhile (the segment left the window).
-async fn read(found: Media) -> Option<Vec<Bytes>> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    match found {
-        Media::Memory(chunks) => Some(chunks),
-        Media::File {
-            path,
-            offset,
-            len,
-            tail,
-        } => {
-            let mut f = tokio::fs::File::open(&path).await.ok()?;
-            f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
-            let mut buf = vec![0; usize::try_from(len).ok()?];
-            f.read_exact(&mut buf).await.ok()?;
-            let mut out = Vec::with_capacity(1 + tail.len());
-            out.push(Bytes::from(buf));
-            out.extend(tail);
-            Some(out)
-        }
-    }
+    Some(media(
+        crate::hls::read_media(found).await?,
+        SEGMENT_TYPE,
+        headers,
+    ))
 }
 
 /// Waits on a stream's window for requests that may hold (blocking reload, preload hint, cold

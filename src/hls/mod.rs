@@ -14,6 +14,8 @@ mod mirror;
 pub mod playlist;
 pub mod sessions;
 mod spill;
+
+pub use spill::read as read_media;
 pub mod store;
 
 use std::sync::Arc;

@@ -49,6 +49,9 @@ pub struct SpillJob {
     pub offset: u64,
     /// Per part, its bytes.
     pub chunks: Vec<Vec<Bytes>>,
+    /// When these are the last parts of a complete segment: its length, where its file ends
+    /// (a file written over may be longer).
+    pub end: Option<u64>,
 }
 
 impl Segment {
@@ -434,14 +437,17 @@ impl Window {
             return Vec::new();
         }
         let mut jobs = Vec::new();
-        for (s, &upto) in self
+        let complete = self.segments.len();
+        for (i, (s, &upto)) in self
             .segments
             .iter_mut()
             .chain(self.open.as_mut())
             .zip(&uptos)
+            .enumerate()
         {
             if upto > s.pending {
                 let first = s.pending;
+                let whole = i < complete && upto == s.parts.len();
                 jobs.push(SpillJob {
                     msn: s.msn,
                     first,
@@ -450,6 +456,7 @@ impl Window {
                         .iter()
                         .map(|p| p.chunks.clone())
                         .collect(),
+                    end: whole.then(|| s.bytes_of(0..upto)),
                 });
                 s.pending = upto;
             }
