@@ -367,3 +367,53 @@ fn the_shipped_conf_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A socket with nothing to send gets a websocket ping after 10 s of silence (proxies close
+/// idle connections); one that gets frames gets none, although its stream's writers, not its
+/// session, write them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_viewer_is_pinged_and_a_watching_one_is_not() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let gw = Gateway::start(&format!(
+        "{}[[rtsp_streams]]\nguid = \"{STREAM_B}\"\nurl = \"rtsp://127.0.0.1:{}/nothing\"\noutput_types = [\"mse\"]\n",
+        demo_stream("\"mse\""),
+        free_port()
+    ))
+    .await;
+    gw.wait_online(DEMO, Duration::from_secs(10)).await;
+    let mut idle = ws_connect(&gw.ws_url(STREAM_B, "")).await;
+    let mut watching = ws_connect(&gw.ws_url(DEMO, "")).await;
+    let start = tokio::time::Instant::now();
+    let deadline = start + Duration::from_secs(13);
+    let (mut idle_pings, mut watched_pings, mut fragments) = (Vec::new(), 0, 0);
+    loop {
+        tokio::select! {
+            m = idle.next() => match m {
+                Some(Ok(Message::Ping(p))) => idle_pings.push((start.elapsed(), p.to_vec())),
+                Some(Ok(_)) => {}
+                other => panic!("the idle viewer's socket ended: {other:?}"),
+            },
+            m = watching.next() => match m {
+                Some(Ok(Message::Ping(_))) => watched_pings += 1,
+                Some(Ok(Message::Binary(_))) => fragments += 1,
+                Some(Ok(_)) => {}
+                other => panic!("the watching viewer's socket ended: {other:?}"),
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    assert_eq!(
+        idle_pings.len(),
+        1,
+        "pings of the idle viewer: {idle_pings:?}"
+    );
+    let (at, payload) = &idle_pings[0];
+    assert!(
+        *at >= Duration::from_secs(9) && *at <= Duration::from_secs(12),
+        "pinged after {at:?}"
+    );
+    assert_eq!(payload, b"vs");
+    assert_eq!(watched_pings, 0, "a viewer getting frames was pinged");
+    assert!(fragments > 10 * 25, "{fragments} messages in 13 s");
+}

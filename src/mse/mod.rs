@@ -39,7 +39,7 @@ use crate::wsproto::socket::CLOSE_LINGER;
 use crate::wsproto::{
     close, event, going_away, Inbound, Io, Message, Socket, WsError, CLOSE_ERROR,
 };
-use sending::{Taken, Viewer, BATCH};
+use sending::{SentAt, Taken, Viewer, BATCH};
 pub use viewer::{Out, ViewerMux};
 use writers::{Back, Parked, Why};
 
@@ -156,9 +156,10 @@ pub async fn session(
         sub: hub.subscribe(),
         events,
         joined: std::time::Instant::now(),
-        last_send: tokio::time::Instant::now(),
+        sent_at: SentAt::new(),
         unsent_since: None,
     });
+    let sent_at = Arc::clone(&viewer.sent_at);
     let mut frames = Vec::with_capacity(BATCH);
     let mut outs = Vec::with_capacity(BATCH + 4);
     let mut ping = tokio::time::interval(IDLE_PING);
@@ -199,13 +200,17 @@ pub async fn session(
                 _ = shutdown.cancelled() => Wake::Shutdown,
             },
         };
-        // A health change nobody is told about needs no viewer.
+        // A health change nobody is told about needs no viewer, nor a ping on a socket that
+        // is not idle (a parked viewer stays with its writer).
         if let Wake::Health(true) = wake {
             let online = health.borrow_and_update().online;
             if !events || online == was_online {
                 was_online = online;
                 continue;
             }
+        }
+        if matches!(wake, Wake::Ping) && sent_at.idle() < IDLE_PING {
+            continue;
         }
         // Everything else needs the viewer here.
         let (mut v, why) = match place {
@@ -274,13 +279,7 @@ pub async fn session(
                 was_online = online;
                 reply(&mut v, health_event(online, err)).await
             }
-            Wake::Ping => {
-                if v.last_send.elapsed() >= IDLE_PING {
-                    reply(&mut v, Message::Ping(bytes::Bytes::from_static(b"vs"))).await
-                } else {
-                    Next::Park
-                }
-            }
+            Wake::Ping => reply(&mut v, Message::Ping(bytes::Bytes::from_static(b"vs"))).await,
             Wake::Shutdown => Next::End(Some(going_away())),
         };
         place = match next {

@@ -5,7 +5,9 @@
 //! Belongs here: turning frames into queued messages for one viewer, lag and resync. Does not
 //! belong here: the fMP4 bytes (`viewer`), who holds the state when (`writers`, `super`).
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 use tracing::debug;
@@ -31,11 +33,42 @@ pub struct Viewer<W> {
     /// Frames received before this are the GOP cache, not live: their age says nothing about
     /// the latency the gateway adds.
     pub joined: Instant,
-    /// The last time anything was written (for the idle ping).
-    pub last_send: tokio::time::Instant,
+    /// The last time anything was written (for the idle ping), shared with the session: it
+    /// reads it while a writer holds the viewer.
+    pub sent_at: Arc<SentAt>,
     /// A batch a writer could not write whole: its oldest live frame's arrival, recorded when
     /// the session has written the rest.
     pub unsent_since: Option<Instant>,
+}
+
+/// When a viewer was last written to, kept where its session can read it without taking the
+/// viewer back from a writer.
+#[derive(Debug)]
+pub struct SentAt {
+    origin: tokio::time::Instant,
+    /// Milliseconds after `origin`.
+    ms: AtomicU64,
+}
+
+impl SentAt {
+    /// Written to now.
+    pub fn new() -> Arc<SentAt> {
+        Arc::new(SentAt {
+            origin: tokio::time::Instant::now(),
+            ms: AtomicU64::new(0),
+        })
+    }
+
+    fn note(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long nothing was written.
+    pub fn idle(&self) -> Duration {
+        let at = Duration::from_millis(self.ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(at)
+    }
 }
 
 /// What one read from the ring turned into.
@@ -120,6 +153,6 @@ impl<W: AsyncWrite + Unpin> Viewer<W> {
         if let Some(r) = oldest_live {
             self.sub.hub().stats.mse_send_delay.record(r.elapsed());
         }
-        self.last_send = tokio::time::Instant::now();
+        self.sent_at.note();
     }
 }

@@ -463,7 +463,7 @@ mod tests {
             sub: hub.subscribe(),
             events: false,
             joined: std::time::Instant::now(),
-            last_send: tokio::time::Instant::now(),
+            sent_at: crate::mse::sending::SentAt::new(),
             unsent_since: None,
         })
     }
