@@ -115,9 +115,182 @@ pub fn scale_rgb(rgb: &[u8], w: usize, h: usize, new_w: usize) -> (Vec<u8>, usiz
     (out, new_w, new_h)
 }
 
+/// A decoded 4:2:0 picture: its planes, their strides (bytes per row) and its size.
+pub struct Yuv420<'a> {
+    pub planes: (&'a [u8], &'a [u8], &'a [u8]),
+    pub strides: (usize, usize, usize),
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Limited-range BT.601 (what H.264 decoders give) to RGB, for one pixel's averaged samples.
+fn bt601_rgb(y: f32, u: f32, v: f32) -> [u8; 3] {
+    const Y_MUL: f32 = 255.0 / 219.0;
+    const RV: f32 = 255.0 / 224.0 * 1.402;
+    const GV: f32 = -255.0 / 224.0 * 1.402 * 0.299 / 0.587;
+    const GU: f32 = -255.0 / 224.0 * 1.772 * 0.114 / 0.587;
+    const BU: f32 = 255.0 / 224.0 * 1.772;
+    let (y, u, v) = (Y_MUL * (y - 16.0), u - 128.0, v - 128.0);
+    let px = |c: f32| c.clamp(0.0, 255.0) as u8;
+    [px(y + RV * v), px(y + GV * v + GU * u), px(y + BU * u)]
+}
+
+/// Scales a 4:2:0 picture to `new_w` wide (the same size and boxes as [`scale_rgb`]) and
+/// converts only the result to RGB: each output pixel averages the luma samples its box covers
+/// and, weighted by how many of its pixels use each, the chroma samples. A 720p frame never
+/// becomes a 2.7 MB RGB picture for a 320-wide thumbnail. `None` when the planes are shorter than the size and strides say.
+pub fn scale_yuv420(p: &Yuv420<'_>, new_w: usize) -> Option<(Vec<u8>, usize, usize)> {
+    let (w, h) = (p.width, p.height);
+    let (ys, us, vs) = p.strides;
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let fits = |plane: &[u8], stride: usize, pw: usize, ph: usize| {
+        stride >= pw && plane.len() >= (ph - 1) * stride + pw
+    };
+    if w == 0 || h == 0 || new_w == 0 {
+        return None;
+    }
+    if !(fits(p.planes.0, ys, w, h) && fits(p.planes.1, us, cw, ch) && fits(p.planes.2, vs, cw, ch))
+    {
+        return None;
+    }
+    let new_h = ((h * new_w + w / 2) / w).max(2) & !1;
+    let span = |i: usize, from: usize, to: usize| {
+        let a = i * from / to;
+        (a, ((i + 1) * from / to).max(a + 1).min(from))
+    };
+    // The mean of a box of luma samples.
+    let luma = |(x0, x1): (usize, usize), (y0, y1): (usize, usize)| {
+        let mut sum = 0u32;
+        for row in y0..y1 {
+            let at = row * ys;
+            sum += p.planes.0[at + x0..at + x1]
+                .iter()
+                .map(|&b| u32::from(b))
+                .sum::<u32>();
+        }
+        sum as f32 / ((x1 - x0) * (y1 - y0)) as f32
+    };
+    // The mean, over the same box of pixels, of the chroma sample each pixel uses: a chroma
+    // sample weighs as many of the box's pixels as it covers (1 to 4).
+    let chroma =
+        |plane: &[u8], stride: usize, (x0, x1): (usize, usize), (y0, y1): (usize, usize)| {
+            let cover = |c: usize, a: usize, b: usize| (b.min(2 * c + 2) - a.max(2 * c)) as u32;
+            let mut sum = 0u32;
+            for cy in y0 / 2..=(y1 - 1) / 2 {
+                let wy = cover(cy, y0, y1);
+                for cx in x0 / 2..=(x1 - 1) / 2 {
+                    sum += u32::from(plane[cy * stride + cx]) * cover(cx, x0, x1) * wy;
+                }
+            }
+            sum as f32 / ((x1 - x0) * (y1 - y0)) as f32
+        };
+    let mut out = Vec::with_capacity(new_w * new_h * 3);
+    for y in 0..new_h {
+        let ry = span(y, h, new_h);
+        for x in 0..new_w {
+            let rx = span(x, w, new_w);
+            out.extend(bt601_rgb(
+                luma(rx, ry),
+                chroma(p.planes.1, us, rx, ry),
+                chroma(p.planes.2, vs, rx, ry),
+            ));
+        }
+    }
+    Some((out, new_w, new_h))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The picture a decoder's own conversion would give: every pixel converted with its
+    /// chroma sample, full size.
+    fn rgb_of(p: &Yuv420<'_>) -> Vec<u8> {
+        let mut rgb = Vec::new();
+        for y in 0..p.height {
+            for x in 0..p.width {
+                rgb.extend(bt601_rgb(
+                    f32::from(p.planes.0[y * p.strides.0 + x]),
+                    f32::from(p.planes.1[y / 2 * p.strides.1 + x / 2]),
+                    f32::from(p.planes.2[y / 2 * p.strides.2 + x / 2]),
+                ));
+            }
+        }
+        rgb
+    }
+
+    /// A 4:2:0 test picture's planes and strides.
+    struct Planes(Vec<u8>, Vec<u8>, Vec<u8>, (usize, usize, usize));
+
+    /// A 4:2:0 test picture with padded rows: smooth gradients over the whole colour range and
+    /// a hard luma edge.
+    fn planes(w: usize, h: usize) -> Planes {
+        let (ys, cs) = (w + 16, w.div_ceil(2) + 8);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut y = vec![0u8; ys * h];
+        let (mut u, mut v) = (vec![0u8; cs * ch], vec![0u8; cs * ch]);
+        for r in 0..h {
+            for c in 0..w {
+                y[r * ys + c] = if c > w / 2 {
+                    200
+                } else {
+                    (16 + 219 * (r + c) / (w + h)) as u8
+                };
+            }
+        }
+        for r in 0..ch {
+            for c in 0..cw {
+                u[r * cs + c] = (16 + 224 * c / cw) as u8;
+                v[r * cs + c] = (16 + 224 * r / ch) as u8;
+            }
+        }
+        Planes(y, u, v, (ys, cs, cs))
+    }
+
+    #[test]
+    fn scaling_a_yuv_picture_matches_converting_it_whole_then_scaling() {
+        for (w, h, to) in [(64, 36, 16), (1280, 720, 320), (60, 34, 16), (17, 9, 32)] {
+            let Planes(y, u, v, strides) = planes(w, h);
+            let p = Yuv420 {
+                planes: (&y, &u, &v),
+                strides,
+                width: w,
+                height: h,
+            };
+            let (want, ww, wh) = scale_rgb(&rgb_of(&p), w, h, to);
+            let (got, gw, gh) = scale_yuv420(&p, to).expect("planes fit");
+            assert_eq!((gw, gh), (ww, wh), "{w}×{h} to {to}");
+            let diffs: Vec<u32> = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| u32::from(a.abs_diff(*b)))
+                .collect();
+            let mean = diffs.iter().sum::<u32>() as f64 / diffs.len() as f64;
+            let far = diffs.iter().filter(|&&d| d > 3).count() as f64 / diffs.len() as f64;
+            // Averaging before or after the (affine) conversion differs only in rounding and
+            // where some of a box's pixels clip (a saturated colour) and others do not.
+            assert!(mean < 0.6, "{w}×{h} to {to}: mean difference {mean}");
+            assert!(
+                far < 0.1,
+                "{w}×{h} to {to}: {far} of the values differ by more than 3"
+            );
+        }
+    }
+
+    #[test]
+    fn planes_shorter_than_their_size_are_refused() {
+        let Planes(y, u, v, strides) = planes(64, 36);
+        let p = |height| Yuv420 {
+            planes: (&y, &u, &v),
+            strides,
+            width: 64,
+            height,
+        };
+        assert!(scale_yuv420(&p(36), 16).is_some());
+        assert!(scale_yuv420(&p(40), 16).is_none());
+        assert!(scale_yuv420(&p(0), 16).is_none());
+        assert!(scale_yuv420(&p(36), 0).is_none());
+    }
 
     #[test]
     fn an_avcc_keyframe_becomes_annex_b_with_its_parameter_sets_first() {
