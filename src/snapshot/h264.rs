@@ -4,7 +4,7 @@
 //! ffmpeg instead (`mod`). Synchronous and CPU-bound: run it on a blocking thread.
 //!
 //! Belongs here: the two libraries' calls. Does not belong here: building the Annex B access
-//! unit, scaling and colour conversion (`picture`, pure), caching (`mod`).
+//! unit and scaling (`picture`, pure), caching (`mod`).
 
 use bytes::Bytes;
 
@@ -31,28 +31,13 @@ pub fn jpeg(annexb: &[u8], width: Option<u32>) -> Result<Bytes, DecodeError> {
                 "OpenH264 gave a {w}×{h} picture"
             )));
         }
-        // Scaled: from the planes, without a full-size RGB picture (a thumbnail of 720p
-        // would be 2.7 MB of it, written and read once).
-        let yuv = picture::Yuv420 {
-            planes: (picture.y(), picture.u(), picture.v()),
-            strides: picture.strides(),
-            width: w,
-            height: h,
-        };
-        match width.and_then(|to| picture::scale_yuv420(&yuv, to as usize)) {
-            Some((rgb, w, h)) => (w, h, rgb),
-            None => {
-                let mut rgb = vec![0u8; w * h * 3];
-                picture.write_rgb8(&mut rgb);
-                match width {
-                    Some(to) => {
-                        let (rgb, w, h) = picture::scale_rgb(&rgb, w, h, to as usize);
-                        (w, h, rgb)
-                    }
-                    None => (w, h, rgb),
-                }
-            }
-        }
+        let mut rgb = vec![0u8; w * h * 3];
+        picture.write_rgb8(&mut rgb);
+        (w, h, rgb)
+    };
+    let (rgb, w, h) = match width {
+        Some(to) => picture::scale_rgb(&rgb, w, h, to as usize),
+        None => (rgb, w, h),
     };
     let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
         return Err(DecodeError::Failed(format!(
