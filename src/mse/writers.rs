@@ -36,6 +36,8 @@ const CHUNK: usize = 8;
 /// A stream gets another writer (up to one per runtime worker) for every this many parked
 /// viewers: below it, one core writes a frame to all of them in well under a millisecond.
 const VIEWERS_PER_WRITER: usize = 32;
+/// Frames in a row with no viewer in the pool after which a writer stops waking for frames.
+const IDLE_ROUNDS: u32 = 50;
 /// Commands waiting for one writer at most (joins and recalls; each session has at most one
 /// outstanding, so senders wait only while the writer is busy with a frame).
 const COMMANDS: usize = 256;
@@ -81,6 +83,8 @@ impl<W> Held<W> {
 /// A stream's parked viewers, shared by its writers.
 struct Pool<W> {
     state: Mutex<PoolState<W>>,
+    /// Rounds the writers started (frames they woke for), for tests.
+    rounds: AtomicU64,
 }
 
 struct PoolState<W> {
@@ -100,6 +104,7 @@ impl<W> Default for Pool<W> {
                 done: Vec::new(),
                 round: 0,
             }),
+            rounds: AtomicU64::new(0),
         }
     }
 }
@@ -284,29 +289,46 @@ impl<W> Parked<W> {
 }
 
 /// A writer: waits for frames and commands until the stream is removed or the registry is
-/// dropped, then gives back every viewer it can reach.
+/// dropped, then gives back every viewer it can reach. After [`IDLE_ROUNDS`] frames with
+/// nobody in the pool it stops waking for frames (a stream whose viewers have left costs
+/// nothing) and waits for a command (the next join) or the stream's removal.
 async fn run<W: AsyncWrite + Unpin>(
     hub: Arc<StreamHub>,
     pool: Arc<Pool<W>>,
     mut commands: mpsc::Receiver<Command<W>>,
 ) {
     let mut published = hub.watch_published();
+    let mut health = hub.watch_health();
     let mut s = Scratch::new();
+    let mut empty_rounds = 0u32;
     loop {
+        let idle = empty_rounds >= IDLE_ROUNDS;
         tokio::select! {
             biased;
-            changed = published.changed() => {
+            changed = published.changed(), if !idle => {
                 if changed.is_err() || hub.is_closed() {
                     break;
                 }
                 let round = *published.borrow_and_update();
                 pool.start_round(round);
+                pool.rounds.fetch_add(1, Ordering::Relaxed);
+                empty_rounds = if pool.len() == 0 { empty_rounds + 1 } else { 0 };
             }
-            command = commands.recv() => match command {
-                Some(Command::Join(h)) => pool.lock().todo.push(h),
-                Some(Command::Recall) => pool.recall(),
-                None => break,
-            },
+            command = commands.recv() => {
+                match command {
+                    Some(Command::Join(h)) => pool.lock().todo.push(h),
+                    Some(Command::Recall) => pool.recall(),
+                    None => break,
+                }
+                empty_rounds = 0;
+            }
+            // Only while idle (health changes are rare; removal is one).
+            changed = health.changed(), if idle => {
+                if changed.is_err() || hub.is_closed() {
+                    break;
+                }
+                continue;
+            }
         }
         std::future::poll_fn(|cx| {
             pool.work(&mut s, cx);
@@ -557,6 +579,58 @@ mod tests {
             .expect("in time")
             .expect("given back");
         assert_eq!(back.why, Why::Closed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_of_a_stream_nobody_watches_stop_waking_until_a_viewer_comes() {
+        let (hub, p) = stream();
+        let writers = Writers::default();
+        let (io, _reader) = tokio::io::duplex(1 << 20);
+        let parked = writers.park(viewer(&hub, io)).await.expect("parked");
+        let (pool, sender) = {
+            let streams = writers.streams.lock().expect("registry");
+            let s = streams.get(&hub.id).expect("the stream's writers");
+            (Arc::clone(&s.pool), s.writers[0].clone())
+        };
+        // The viewer leaves; frames go on.
+        drop(parked.recall().await.expect("given back"));
+        let mut n = 1;
+        let mut same_since = 0;
+        while same_since < 20 {
+            assert!(n < 1000, "the writer still wakes for every frame");
+            let before = pool.rounds.load(Ordering::Relaxed);
+            hub.publish(frame(&p, n, 100));
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let now = pool.rounds.load(Ordering::Relaxed);
+            same_since = if now == before { same_since + 1 } else { 0 };
+        }
+        assert!(pool.rounds.load(Ordering::Relaxed) >= u64::from(IDLE_ROUNDS));
+        // A new viewer wakes it: it gets frames again.
+        let (io, mut reader) = tokio::io::duplex(1 << 20);
+        let _parked = writers.park(viewer(&hub, io)).await.expect("parked");
+        let idle_at = pool.rounds.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            // Keyframes: what a viewer starts at.
+            let mut f = frame(&p, n, 100);
+            f.is_key = true;
+            hub.publish(f);
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        fragments(&mut reader, 3).await;
+        assert!(pool.rounds.load(Ordering::Relaxed) > idle_at);
+        // And an idle writer still ends with its stream.
+        drop(_parked.recall().await.expect("given back"));
+        for _ in 0..IDLE_ROUNDS + 10 {
+            hub.publish(frame(&p, n, 100));
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        hub.close();
+        tokio::time::timeout(Duration::from_secs(5), sender.closed())
+            .await
+            .expect("the writer ended with its stream");
     }
 
     #[tokio::test]
