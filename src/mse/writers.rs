@@ -83,8 +83,6 @@ impl<W> Held<W> {
 /// A stream's parked viewers, shared by its writers.
 struct Pool<W> {
     state: Mutex<PoolState<W>>,
-    /// Rounds the writers started (frames they woke for), for tests.
-    rounds: AtomicU64,
 }
 
 struct PoolState<W> {
@@ -96,6 +94,12 @@ struct PoolState<W> {
     round: u64,
 }
 
+impl<W> PoolState<W> {
+    fn len(&self) -> usize {
+        self.todo.len() + self.done.len()
+    }
+}
+
 impl<W> Default for Pool<W> {
     fn default() -> Self {
         Pool {
@@ -104,7 +108,6 @@ impl<W> Default for Pool<W> {
                 done: Vec::new(),
                 round: 0,
             }),
-            rounds: AtomicU64::new(0),
         }
     }
 }
@@ -117,18 +120,19 @@ impl<W: AsyncWrite + Unpin> Pool<W> {
 
     /// Viewers in the pool (not counting those a writer is serving right now).
     fn len(&self) -> usize {
-        let st = self.lock();
-        st.todo.len() + st.done.len()
+        self.lock().len()
     }
 
-    /// A new frame (the hub's version `round`): every viewer needs a turn again.
-    fn start_round(&self, round: u64) {
+    /// A new frame (the hub's version `round`): every viewer needs a turn again. Returns the
+    /// viewers in the pool.
+    fn start_round(&self, round: u64) -> usize {
         let mut st = self.lock();
         if round > st.round {
             st.round = round;
             let done = std::mem::take(&mut st.done);
             st.todo.extend(done);
         }
+        st.len()
     }
 
     /// Puts viewers back after their turns, which started in round `round`: a viewer that
@@ -310,9 +314,7 @@ async fn run<W: AsyncWrite + Unpin>(
                     break;
                 }
                 let round = *published.borrow_and_update();
-                pool.start_round(round);
-                pool.rounds.fetch_add(1, Ordering::Relaxed);
-                empty_rounds = if pool.len() == 0 { empty_rounds + 1 } else { 0 };
+                empty_rounds = if pool.start_round(round) == 0 { empty_rounds + 1 } else { 0 };
             }
             command = commands.recv() => {
                 match command {
@@ -592,24 +594,26 @@ mod tests {
             let s = streams.get(&hub.id).expect("the stream's writers");
             (Arc::clone(&s.pool), s.writers[0].clone())
         };
+        // The newest frame (the hub's version) a writer woke for.
+        let woke_for = || pool.lock().round;
         // The viewer leaves; frames go on.
         drop(parked.recall().await.expect("given back"));
         let mut n = 1;
         let mut same_since = 0;
         while same_since < 20 {
             assert!(n < 1000, "the writer still wakes for every frame");
-            let before = pool.rounds.load(Ordering::Relaxed);
+            let before = woke_for();
             hub.publish(frame(&p, n, 100));
             n += 1;
             tokio::time::sleep(Duration::from_millis(2)).await;
-            let now = pool.rounds.load(Ordering::Relaxed);
+            let now = woke_for();
             same_since = if now == before { same_since + 1 } else { 0 };
         }
-        assert!(pool.rounds.load(Ordering::Relaxed) >= u64::from(IDLE_ROUNDS));
+        assert!(woke_for() >= u64::from(IDLE_ROUNDS));
         // A new viewer wakes it: it gets frames again.
         let (io, mut reader) = tokio::io::duplex(1 << 20);
         let _parked = writers.park(viewer(&hub, io)).await.expect("parked");
-        let idle_at = pool.rounds.load(Ordering::Relaxed);
+        let idle_at = woke_for();
         for _ in 0..3 {
             // Keyframes: what a viewer starts at.
             let mut f = frame(&p, n, 100);
@@ -619,7 +623,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         fragments(&mut reader, 3).await;
-        assert!(pool.rounds.load(Ordering::Relaxed) > idle_at);
+        assert!(woke_for() > idle_at);
         // And an idle writer still ends with its stream.
         drop(_parked.recall().await.expect("given back"));
         for _ in 0..IDLE_ROUNDS + 10 {
