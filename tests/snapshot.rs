@@ -118,30 +118,31 @@ async fn snapshots_of_h264_and_h265_cameras_decode_at_their_size_and_scaled() {
         assert_eq!(picture(&small), ("mjpeg".to_owned(), 320, 180), "{codec}");
         // The scaled picture is the full one, scaled: compared, pixel by pixel, with the
         // full-size picture of the same keyframe scaled by ffmpeg (same colours, same place).
-        let small_time = r.header("x-snapshot-time").map(str::to_owned);
-        let mut full = None;
+        // Asked again in turn until both are of one keyframe (a new one every 2 s).
+        let mut pair = None;
         for _ in 0..5 {
-            let r = get(gw.video, &format!("/snapshot/{id}.jpg")).await;
-            if r.header("x-snapshot-time").map(str::to_owned) == small_time {
-                full = Some(r.body);
+            let small_r = get(gw.video, &format!("/snapshot/{id}.jpg?width=321")).await;
+            let full_r = get(gw.video, &format!("/snapshot/{id}.jpg")).await;
+            let time = |r: &Resp| r.header("x-snapshot-time").map(str::to_owned);
+            if time(&small_r).is_some() && time(&small_r) == time(&full_r) {
+                pair = Some((small_r.body, full_r.body));
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if let Some(full) = full {
-            std::fs::write(&path, &full).expect("write");
-            let (a, b) = (rgb_at_320(&path), rgb_at_320(&small));
-            assert_eq!(a.len(), 320 * 180 * 3, "{codec}");
-            assert_eq!(a.len(), b.len(), "{codec}");
-            let diff = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| f64::from(x.abs_diff(*y)))
-                .sum::<f64>()
-                / a.len() as f64;
-            eprintln!("{codec}: scaled against full size, mean difference {diff:.2} per value");
-            assert!(diff < 6.0, "{codec}: mean difference {diff} per value");
-        }
+        let (small_body, full) = pair.expect("a scaled and a full picture of one keyframe");
+        std::fs::write(&small, &small_body).expect("write");
+        std::fs::write(&path, &full).expect("write");
+        let (a, b) = (rgb_at_320(&path), rgb_at_320(&small));
+        assert_eq!(a.len(), 320 * 180 * 3, "{codec}");
+        assert_eq!(a.len(), b.len(), "{codec}");
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f64::from(x.abs_diff(*y)))
+            .sum::<f64>()
+            / a.len() as f64;
+        eprintln!("{codec}: scaled against full size, mean difference {diff:.2} per value");
+        assert!(diff < 6.0, "{codec}: mean difference {diff} per value");
         // H.264 is decoded in-process (OpenH264), H.265 by ffmpeg.
         let by_ffmpeg = ffmpeg_decodes().await - ffmpeg_before;
         let right = if codec == "h264" {
