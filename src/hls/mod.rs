@@ -14,9 +14,9 @@ mod mirror;
 pub mod playlist;
 pub mod sessions;
 mod spill;
+pub mod store;
 
 pub use spill::read as read_media;
-pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;

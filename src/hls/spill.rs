@@ -10,9 +10,10 @@
 //! task, off the media path, through a short queue; [`read`] serves a request from a file.
 //!
 //! The file of a segment that left the window is not deleted but renamed to a spare name, then
-//! to the next segment's name, and written over: its pages stay in the page cache and are reused, where a new file
-//! takes fresh pages for every byte (in a virtual machine that hands free memory back to its
-//! host, several times the cost of the copy; docs/benchmarks.md, "page cache"). A complete
+//! to the next segment's name, and written over: its pages stay in the page cache and are
+//! reused, where a new file takes fresh pages for every byte (in a virtual machine that hands
+//! free memory back to its host, several times the cost of the copy; docs/benchmarks.md,
+//! "The page cache"). A complete
 //! segment's file is cut to its length with its last parts; until then bytes past what the
 //! window knows are in the file are never read. A request that opened a file just before it
 //! was renamed checks, once it has read, that the name still is that file.
