@@ -12,6 +12,7 @@
 
 mod delay;
 pub mod diagnostics;
+mod lazy;
 mod ring;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 use crate::media::{Frame, StreamParams};
 pub use delay::{DelayHistogram, DelaySummary};
+pub use lazy::WakeAt;
 pub use ring::{Cursor, Limits, ReadOutcome, Ring};
 
 /// What a stream looks like from outside at one moment.
@@ -130,7 +132,7 @@ impl ClockStats {
 #[derive(Debug)]
 pub struct StreamHub {
     pub id: Uuid,
-    ring: Mutex<Ring>,
+    ring: Mutex<Shared>,
     /// Version bumped on every publish and on close; consumers wait on it.
     notify: watch::Sender<u64>,
     health: watch::Sender<Health>,
@@ -155,7 +157,10 @@ impl StreamHub {
     pub fn new(id: Uuid, limits: Limits) -> Arc<Self> {
         Arc::new(StreamHub {
             id,
-            ring: Mutex::new(Ring::new(limits)),
+            ring: Mutex::new(Shared {
+                ring: Ring::new(limits),
+                lazy: lazy::Lazy::default(),
+            }),
             notify: watch::Sender::new(0),
             health: watch::Sender::new(Health::default()),
             closed: AtomicBool::new(false),
@@ -164,7 +169,7 @@ impl StreamHub {
         })
     }
 
-    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+    fn ring(&self) -> std::sync::MutexGuard<'_, Shared> {
         // A panic while holding this lock can only come from a bug in `Ring`; the data is still
         // consistent enough to keep serving, so recover from poisoning.
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
@@ -200,7 +205,11 @@ impl StreamHub {
                 self.keyframe_interval(frame.dts_90k - last);
             }
         }
-        let seq = self.ring().push(frame);
+        let seq = {
+            let mut shared = self.ring();
+            shared.lazy.published(&frame);
+            shared.ring.push(frame)
+        };
         self.notify.send_replace(seq + 1);
     }
 
@@ -294,6 +303,7 @@ impl StreamHub {
             hub: Arc::clone(self),
             cursor,
             rx,
+            lazy: None,
         }
     }
 
@@ -349,7 +359,14 @@ impl StreamHub {
     /// Marks the stream offline, remembering why. The ring is emptied: a viewer that joins
     /// now waits for fresh video instead of being shown an old GOP as if it were live.
     pub fn set_offline(&self, error: Option<String>) {
-        self.ring().clear();
+        {
+            // Lazy consumers (HLS, the recorder) may have frames of the session pending: they
+            // are woken to read them, and the frames go once they have.
+            let mut shared = self.ring();
+            shared.ring.retire();
+            shared.lazy.wake_all();
+            shared.drop_retired_once_read();
+        }
         self.health.send_modify(|h| {
             if h.online {
                 h.since_ms = crate::media::unix_ms_now();
@@ -378,6 +395,7 @@ impl StreamHub {
     /// Ends every subscription (the stream was removed).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.ring().lazy.wake_all();
         self.notify.send_modify(|v| *v += 1);
         self.health.send_modify(|h| h.online = false);
     }
@@ -387,12 +405,60 @@ impl StreamHub {
     }
 }
 
+/// What the stream's lock guards: the ring and the consumers sleeping on it.
+#[derive(Debug)]
+struct Shared {
+    ring: Ring,
+    lazy: lazy::Lazy,
+}
+
+impl Shared {
+    /// Frees the retired frames once no lazy consumer has them pending.
+    fn drop_retired_once_read(&mut self) {
+        if self.ring.has_retired() && !self.lazy.any_before(self.ring.live_from()) {
+            self.ring.drop_retired();
+        }
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Ring;
+    fn deref(&self) -> &Ring {
+        &self.ring
+    }
+}
+
+impl std::ops::DerefMut for Shared {
+    fn deref_mut(&mut self) -> &mut Ring {
+        &mut self.ring
+    }
+}
+
 /// A consumer's cursor into a stream's ring.
 #[derive(Debug)]
 pub struct Subscription {
     hub: Arc<StreamHub>,
     cursor: Cursor,
     rx: watch::Receiver<u64>,
+    /// Set once the subscription has waited with [`Subscription::recv_when`].
+    lazy: Option<LazySub>,
+}
+
+#[derive(Debug)]
+struct LazySub {
+    id: u64,
+    notify: Arc<tokio::sync::Notify>,
+    last: Option<lazy::Last>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(l) = &self.lazy {
+            let mut shared = self.hub.ring();
+            shared.lazy.leave(l.id);
+            shared.drop_retired_once_read();
+        }
+    }
 }
 
 impl Subscription {
@@ -444,23 +510,92 @@ impl Subscription {
         }
     }
 
+    /// Like [`Subscription::recv`] for a consumer that acts on whole parts or fragments: waits
+    /// until a frame that matters to it (`at`, and see `hub::lazy`) is published, or the
+    /// stream went offline with frames pending, then appends up to `max` of the frames
+    /// pending. Cancel-safe.
+    pub async fn recv_when(
+        &mut self,
+        out: &mut Vec<Frame>,
+        max: usize,
+        at: WakeAt,
+    ) -> Result<usize, RecvError> {
+        loop {
+            if self.hub.is_closed() {
+                return Err(RecvError::Closed);
+            }
+            let notify = {
+                let mut shared = self.hub.ring();
+                let cursor = &mut self.cursor;
+                let l = self.lazy.get_or_insert_with(|| {
+                    let (id, notify) = shared.lazy.join(cursor.next);
+                    LazySub {
+                        id,
+                        notify,
+                        last: None,
+                    }
+                });
+                let mut wait = lazy::Wait::new(at, l.last.clone(), shared.ring.limits());
+                let retired_pending =
+                    shared.ring.has_retired() && cursor.next < shared.ring.live_from();
+                let ready = retired_pending
+                    || match shared.ring.since(cursor.next) {
+                        // Stops at the first frame that wakes; when none does, every frame
+                        // pending has been counted into the wait.
+                        Some(mut pending) => pending.any(|f| wait.wakes(f)),
+                        None => true, // lagged: the read says so
+                    };
+                let r = if ready {
+                    let before = out.len();
+                    let r = read_at(&self.hub, &shared.ring, cursor, out, max);
+                    if let Some(f) = out[before..].last() {
+                        l.last = Some(lazy::Last {
+                            epoch: f.epoch,
+                            params: Arc::clone(&f.params),
+                        });
+                    }
+                    Some(r)
+                } else {
+                    None
+                };
+                shared.lazy.set(l.id, cursor.next, (!ready).then_some(wait));
+                shared.drop_retired_once_read();
+                match r {
+                    Some(r) => return r,
+                    None => Arc::clone(&l.notify),
+                }
+            };
+            notify.notified().await;
+        }
+    }
+
     /// Appends up to `max` frames to `out` without waiting: `Ok(0)` when there are none yet.
     pub fn try_recv(&mut self, out: &mut Vec<Frame>, max: usize) -> Result<usize, RecvError> {
         if self.hub.is_closed() {
             return Err(RecvError::Closed);
         }
-        let outcome = self.hub.ring().read(&mut self.cursor, out, max);
-        match outcome {
-            ReadOutcome::Frames(n) => Ok(n),
-            ReadOutcome::Lagged { skipped } => {
-                self.hub
-                    .stats
-                    .frames_dropped_for_slow_viewers
-                    .fetch_add(skipped, Ordering::Relaxed);
-                Err(RecvError::Lagged { skipped })
-            }
-            ReadOutcome::Empty => Ok(0),
+        let ring = self.hub.ring();
+        read_at(&self.hub, &ring, &mut self.cursor, out, max)
+    }
+}
+
+/// Reads at `cursor` from `ring`, the ring of `hub`, locked.
+fn read_at(
+    hub: &StreamHub,
+    ring: &Ring,
+    cursor: &mut Cursor,
+    out: &mut Vec<Frame>,
+    max: usize,
+) -> Result<usize, RecvError> {
+    match ring.read(cursor, out, max) {
+        ReadOutcome::Frames(n) => Ok(n),
+        ReadOutcome::Lagged { skipped } => {
+            hub.stats
+                .frames_dropped_for_slow_viewers
+                .fetch_add(skipped, Ordering::Relaxed);
+            Err(RecvError::Lagged { skipped })
         }
+        ReadOutcome::Empty => Ok(0),
     }
 }
 
@@ -538,5 +673,94 @@ mod tests {
         hub.remove(&Uuid::nil());
         let got = tokio::time::timeout(Duration::from_secs(5), sub.recv(&mut out, 10)).await;
         assert_eq!(got.expect("woken"), Err(RecvError::Closed));
+    }
+
+    /// Wakes for the frame that ends a 200 ms part begun at frame 0.
+    fn part_wake() -> WakeAt {
+        WakeAt {
+            track: crate::media::TrackKind::Video,
+            end_90k: 18_000,
+            max_wait: Duration::from_secs(10),
+        }
+    }
+
+    /// Whether `recv_when` returns within 50 ms.
+    async fn woken(sub: &mut Subscription, out: &mut Vec<Frame>, at: WakeAt) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), sub.recv_when(out, 100, at))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_lazy_subscriber_sleeps_until_its_part_ends_then_gets_every_frame_pending() {
+        let hub = Hub::default();
+        let s = hub.get_or_create(Uuid::nil());
+        let mut sub = s.subscribe();
+        let mut out = Vec::new();
+        s.publish(frame(0, true));
+        assert!(
+            woken(&mut sub, &mut out, part_wake()).await,
+            "a keyframe wakes"
+        );
+        assert_eq!(out.len(), 1);
+        for i in 1..5 {
+            s.publish(frame(i, false));
+            assert!(!woken(&mut sub, &mut out, part_wake()).await, "frame {i}");
+        }
+        assert_eq!(out.len(), 1, "nothing read while asleep");
+        s.publish(frame(5, false)); // ends at 216 ms
+        assert!(woken(&mut sub, &mut out, part_wake()).await);
+        let dts: Vec<i64> = out.iter().map(|f| f.dts_90k / 3600).collect();
+        assert_eq!(dts, [0, 1, 2, 3, 4, 5]);
+        // Asleep in another task, woken by the publisher.
+        let s2 = Arc::clone(&s);
+        let t = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s2.publish(frame(6, false));
+            s2.publish(frame(7, true));
+        });
+        let at = WakeAt {
+            end_90k: 36_000,
+            ..part_wake()
+        };
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv_when(&mut out, 100, at));
+        assert_eq!(got.await.expect("woken"), Ok(2));
+        t.await.expect("join");
+        hub.remove(&Uuid::nil());
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv_when(&mut out, 100, at));
+        assert_eq!(got.await.expect("woken"), Err(RecvError::Closed));
+    }
+
+    #[tokio::test]
+    async fn frames_a_lazy_subscriber_has_pending_when_the_camera_drops_are_not_lost() {
+        let hub = Hub::default();
+        let s = hub.get_or_create(Uuid::nil());
+        let mut lazy = s.subscribe();
+        let mut out = Vec::new();
+        s.publish(frame(0, true));
+        assert!(woken(&mut lazy, &mut out, part_wake()).await);
+        s.publish(frame(1, false));
+        s.publish(frame(2, false));
+        s.set_offline(Some("gone".into()));
+        // Not live any more: a new viewer waits for fresh video, a snapshot finds none.
+        assert!(s.newest_keyframe().is_none());
+        let mut viewer = s.subscribe();
+        assert_eq!(viewer.try_recv(&mut Vec::new(), 10), Ok(0));
+        // The lazy subscriber is woken for them and reads them; then they are freed.
+        assert!(woken(&mut lazy, &mut out, part_wake()).await);
+        assert_eq!(out.len(), 3);
+        assert_eq!(s.buffered(), (0, 0));
+        // Without a lazy subscriber behind, going offline frees the ring at once.
+        s.publish(frame(3, true));
+        assert!(woken(&mut lazy, &mut out, part_wake()).await);
+        s.set_offline(None);
+        assert_eq!(s.buffered(), (0, 0));
+        // And a lazy subscriber that goes away frees what it had pending.
+        s.publish(frame(4, true));
+        s.publish(frame(5, false));
+        s.set_offline(None);
+        assert_eq!(s.buffered().0, 2);
+        drop(lazy);
+        assert_eq!(s.buffered(), (0, 0));
     }
 }

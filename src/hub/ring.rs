@@ -54,10 +54,14 @@ pub struct Ring {
     frames: VecDeque<Frame>,
     /// Sequence number of `frames[0]`.
     first_seq: u64,
-    /// Sequence numbers of the video keyframes still in the ring, oldest first.
+    /// Sequence numbers of the video keyframes still in the ring, oldest first (of the live
+    /// frames only: none before `live_from`).
     keys: VecDeque<u64>,
     bytes: usize,
     limits: Limits,
+    /// Frames before this sequence number are retired ([`Ring::retire`]): readers that
+    /// have them pending still read them, new readers never start there.
+    live_from: u64,
 }
 
 impl Ring {
@@ -68,7 +72,24 @@ impl Ring {
             keys: VecDeque::new(),
             bytes: 0,
             limits,
+            live_from: 0,
         }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sequence number of the oldest frame held.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The frames from sequence number `seq` to the newest; `None` when `seq` is no longer
+    /// held (a reader there has lagged).
+    pub fn since(&self, seq: u64) -> Option<impl Iterator<Item = &Frame>> {
+        let skip = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        Some(self.frames.iter().skip(skip))
     }
 
     /// Sequence number the next pushed frame will get.
@@ -92,14 +113,15 @@ impl Ring {
     /// Frames per second and bits per second over what the ring holds (about two GOPs), or
     /// `None` with less than a tenth of a second of media.
     pub fn rates(&self) -> Option<(f64, f64)> {
-        let (first, last) = (self.frames.front()?, self.frames.back()?);
+        let live = self.live_from.saturating_sub(self.first_seq) as usize;
+        let (first, last) = (self.frames.get(live)?, self.frames.back()?);
         let span_s = (last.dts_90k - first.dts_90k) as f64 / 90_000.0;
         if span_s < 0.1 {
             return None;
         }
         let video = self
             .frames
-            .iter()
+            .range(live..)
             .filter(|f| f.track == crate::media::TrackKind::Video)
             .count();
         // n frames span n − 1 intervals.
@@ -146,10 +168,33 @@ impl Ring {
     /// Drops every frame (the source went away: nothing in here is live any more). Sequence
     /// numbers continue, so existing cursors simply wait for new frames.
     pub fn clear(&mut self) {
-        self.first_seq = self.end_seq();
-        self.frames.clear();
+        self.retire();
+        self.drop_retired();
+    }
+
+    /// Makes every frame held history: new readers start after them (waiting for a keyframe),
+    /// a snapshot finds no keyframe, the rates leave them out, but readers that have them
+    /// pending still read them. They go with [`Ring::drop_retired`], or as new GOPs push
+    /// them out.
+    pub fn retire(&mut self) {
+        self.live_from = self.end_seq();
         self.keys.clear();
-        self.bytes = 0;
+    }
+
+    /// Whether retired frames are still held.
+    pub fn has_retired(&self) -> bool {
+        self.first_seq < self.live_from
+    }
+
+    /// Sequence number of the first frame that is not retired.
+    pub fn live_from(&self) -> u64 {
+        self.live_from
+    }
+
+    pub fn drop_retired(&mut self) {
+        while self.first_seq < self.live_from {
+            self.pop_front();
+        }
     }
 
     /// The newest video keyframe held, and its sequence number (a snapshot's picture).
@@ -339,6 +384,49 @@ mod tests {
         r.push(frame(20, true, 10));
         out.clear();
         assert_eq!(r.read(&mut c, &mut out, 100), ReadOutcome::Frames(1));
+    }
+
+    #[test]
+    fn retired_frames_are_read_by_readers_that_had_them_pending_and_by_no_new_reader() {
+        let mut r = Ring::new(Limits::default());
+        fill(&mut r, 20, 10);
+        let mut behind = r.new_cursor(); // at the key of seq 10
+        r.retire();
+        assert!(r.has_retired());
+        assert!(r.newest_key().is_none(), "no snapshot of the old session");
+        assert!(r.rates().is_none());
+        let fresh = r.oldest_key_cursor();
+        assert!(fresh.want_key && fresh.next == 20, "{fresh:?}");
+        let mut out = Vec::new();
+        assert_eq!(r.read(&mut behind, &mut out, 100), ReadOutcome::Frames(10));
+        assert_eq!(out[0].dts_90k, 10 * 3600);
+        // A new session: its first keyframe is where new readers start.
+        r.push(frame(20, true, 10));
+        assert_eq!(r.new_cursor().next, 20);
+        r.drop_retired();
+        assert!(!r.has_retired());
+        assert_eq!((r.first_seq(), r.len(), r.bytes()), (20, 1, 10));
+    }
+
+    #[test]
+    fn retired_frames_leave_as_new_gops_come_without_being_dropped() {
+        let mut r = Ring::new(Limits::default());
+        fill(&mut r, 20, 10);
+        r.retire();
+        for i in 20..50 {
+            r.push(frame(i, i % 10 == 0, 100));
+        }
+        assert!(!r.has_retired(), "two new GOPs pushed the old ones out");
+        assert_eq!(r.first_seq(), 30);
+    }
+
+    #[test]
+    fn since_lists_pending_frames_or_none_once_they_are_gone() {
+        let mut r = Ring::new(Limits::default());
+        fill(&mut r, 130, 50); // frames 50..130 held
+        assert_eq!(r.since(120).map(|f| f.count()), Some(10));
+        assert_eq!(r.since(130).map(|f| f.count()), Some(0));
+        assert!(r.since(10).is_none());
     }
 
     #[test]

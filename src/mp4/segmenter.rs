@@ -166,6 +166,19 @@ impl Segmenter {
         self.next_target_90k = Some(target_90k);
     }
 
+    /// The first frame that can end something, for a consumer that wants to wake only then:
+    /// one of the lead track ending past the open part's target (a keyframe, which can end
+    /// the segment, or new parameters or epoch, wake a consumer anyway). `None` before the
+    /// first frame (every frame matters).
+    pub fn next_cut(&self) -> Option<(TrackKind, i64)> {
+        let lead = self.params.as_ref()?.lead();
+        let end_90k = match &self.segment {
+            Some(_) => self.part_start_90k.saturating_add(self.targets.part_90k),
+            None => i64::MAX,
+        };
+        Some((lead, end_90k))
+    }
+
     /// Feeds one frame. `catching_up`: the frame comes from the GOP cache, not live.
     pub fn push(&mut self, f: &Frame, catching_up: bool, out: &mut Vec<Event>) {
         let new_params = match &self.params {
@@ -452,6 +465,53 @@ pub(crate) mod tests {
                 Event::SegmentEnd { duration_90k, .. } => format!("E{}", duration_90k / 90),
             })
             .collect()
+    }
+
+    /// Whether a consumer told `next_cut` before `f` would wake for it (what `hub::lazy`
+    /// decides, keyframes and new parameters included).
+    fn wakes(seg: &Segmenter, f: &Frame) -> bool {
+        match (seg.next_cut(), &seg.params) {
+            (Some((lead, end_90k)), Some(p)) => {
+                f.is_video_key()
+                    || !Arc::ptr_eq(p, &f.params)
+                    || (f.track == lead && f.dts_90k + i64::from(f.dur_90k) > end_90k)
+            }
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn next_cut_names_every_frame_that_ends_a_part_or_segment_and_few_others() {
+        for (targets, gop) in [
+            (targets(1000, 200), 50),
+            (targets(10_000, 1000), 25),
+            (Targets::files(30_000 * 90, 1000 * 90), 50),
+            (targets(2000, 333), 7),
+        ] {
+            let p = params(true, true);
+            let mut seg = Segmenter::new(targets);
+            let (mut woken, mut out) = (0, Vec::new());
+            for n in 0..1000 {
+                for f in [video(&p, n, gop), audio(&p, n * 3600 / 1920)] {
+                    let wake = wakes(&seg, &f);
+                    woken += usize::from(wake);
+                    out.clear();
+                    seg.push(&f, false, &mut out);
+                    let cuts = out.iter().any(|e| !matches!(e, Event::SegmentStart { .. }));
+                    assert!(
+                        wake || !cuts,
+                        "frame {n} {:?} cut unannounced: {}",
+                        f.track,
+                        trace(&out).join(" ")
+                    );
+                }
+            }
+            let parts = targets.part_90k / 3600;
+            assert!(
+                woken <= 2 + 1000 / parts as usize + 1000 / gop as usize,
+                "woken {woken} times"
+            );
+        }
     }
 
     fn run(seg: &mut Segmenter, frames: &[Frame]) -> Vec<Event> {
