@@ -20,12 +20,16 @@ use tracing::{info, warn, Instrument};
 use super::file::OpenFile;
 use super::index::{EndReason, Location, Segment};
 use super::StreamArchive;
-use crate::hub::{RecvError, StreamHub};
+use crate::hub::{RecvError, StreamHub, WakeAt};
 use crate::media::{rescale, StreamParams};
 use crate::mp4::fmp4;
 use crate::mp4::segmenter::{Event, Segmenter, Targets};
 
 const BATCH: usize = 64;
+/// The recorder wakes for the frame that ends its fragment, or once frames have pended this
+/// long. Frames pending when it stops or the camera goes offline are read at once and go in
+/// the file.
+const MAX_PENDING: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The file being written and what it needs to be closed.
 struct Open {
@@ -218,10 +222,12 @@ pub async fn run(
         loop {
             let mut reason = None;
             let mut stopping = false;
+            let wake = WakeAt::at_cut(seg.next_cut(), MAX_PENDING);
             tokio::select! {
                 _ = cancel.cancelled() => {
                     stopping = true;
                     reason = Some(why.get().copied().unwrap_or(EndReason::ServerStopped));
+                    while let Ok(1..) = sub.try_recv(&mut frames, usize::MAX) {}
                 }
                 changed = health.changed() => {
                     if changed.is_err() {
@@ -229,9 +235,10 @@ pub async fn run(
                         reason = Some(EndReason::ServerStopped);
                     } else if !health.borrow_and_update().online {
                         reason = Some(EndReason::CameraOffline);
+                        while let Ok(1..) = sub.try_recv(&mut frames, usize::MAX) {}
                     }
                 }
-                r = sub.recv(&mut frames, BATCH) => match r {
+                r = sub.recv_when(&mut frames, BATCH, wake) => match r {
                     Ok(_) => {}
                     Err(RecvError::Closed) => {
                         stopping = true;
@@ -243,11 +250,6 @@ pub async fn run(
                         reason = Some(EndReason::RecorderLagged);
                     }
                 },
-            }
-            if let Some(r) = reason {
-                ops.push(Op::Reason(r));
-                seg.break_here(&mut events);
-                ops.extend(events.drain(..).map(Op::Event));
             }
             for f in frames.drain(..) {
                 if epoch.is_some_and(|e| e != f.epoch) {
@@ -265,6 +267,11 @@ pub async fn run(
                     }
                 }
                 seg.push(&f, false, &mut events);
+                ops.extend(events.drain(..).map(Op::Event));
+            }
+            if let Some(r) = reason {
+                ops.push(Op::Reason(r));
+                seg.break_here(&mut events);
                 ops.extend(events.drain(..).map(Op::Event));
             }
             if !ops.is_empty() {

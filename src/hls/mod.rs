@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use crate::config::HlsConfig;
-use crate::hub::{RecvError, StreamHub};
+use crate::hub::{RecvError, StreamHub, WakeAt};
 use crate::mp4::segmenter;
 pub use crate::mp4::segmenter::{Segmenter, Targets};
 pub use store::{Store, Window, WindowConfig};
@@ -34,6 +34,9 @@ pub use store::{Store, Window, WindowConfig};
 const BATCH: usize = 64;
 /// A frame older than this when the task reads it comes from the GOP cache.
 const CACHED_AGE: Duration = Duration::from_millis(500);
+/// The muxer wakes for the frame that ends its part, or once frames have pended this long
+/// (well under [`CACHED_AGE`], so a live frame never looks cached).
+const MAX_PENDING: Duration = Duration::from_millis(250);
 /// HLS muxing stops this long after the last HLS request (unless `always_remux`).
 pub const IDLE: Duration = Duration::from_secs(60);
 
@@ -142,6 +145,7 @@ async fn mux(
     let mut idle_check = tokio::time::interval(IDLE / 4);
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let wake = WakeAt::at_cut(seg.next_cut(), MAX_PENDING);
         let got = tokio::select! {
             _ = cancel.cancelled() => return Ended::Stop,
             _ = idle_check.tick() => {
@@ -155,12 +159,18 @@ async fn mux(
                     return Ended::Stop;
                 }
                 if !health.borrow_and_update().online {
+                    // What the session sent last is still pending: it ends the segment.
+                    while let Ok(1..) = sub.try_recv(&mut frames, BATCH) {
+                        for f in frames.drain(..) {
+                            seg.push(&f, false, &mut events);
+                        }
+                    }
                     seg.break_here(&mut events);
                     finish(store, &mut events, out);
                 }
                 continue;
             }
-            r = tokio::time::timeout(stale_after, sub.recv(&mut frames, BATCH)) => r,
+            r = tokio::time::timeout(stale_after, sub.recv_when(&mut frames, BATCH, wake)) => r,
         };
         match got {
             Err(_) => {
