@@ -6,7 +6,9 @@
 //! (`source`), what consumers do with them (`mse`, later `hls` and `archive`).
 //!
 //! Publishing takes a short lock, appends one frame (a few reference-count increments, no copy)
-//! and bumps a `watch` version; waiting consumers wake and copy out batches of frames. Memory is
+//! and bumps a `watch` version; waiting consumers wake and copy out batches of frames. Lazy
+//! consumers (`lazy`: HLS, the recorder) instead wake only for the frame that ends their part
+//! or fragment. Memory is
 //! bounded by the ring's [`Limits`] whatever the consumers do: a consumer that falls behind
 //! is moved to the newest keyframe and told how many frames it missed.
 
@@ -356,8 +358,10 @@ impl StreamHub {
         });
     }
 
-    /// Marks the stream offline, remembering why. The ring is emptied: a viewer that joins
-    /// now waits for fresh video instead of being shown an old GOP as if it were live.
+    /// Marks the stream offline, remembering why. The ring's frames are retired: a viewer
+    /// that joins now waits for fresh video instead of being shown an old GOP as if it were
+    /// live, while a lazy consumer (HLS, the recorder) still reads what it had pending; the
+    /// frames are freed once it has.
     pub fn set_offline(&self, error: Option<String>) {
         {
             // Lazy consumers (HLS, the recorder) may have frames of the session pending: they
