@@ -301,3 +301,70 @@ pub async fn run(
     .instrument(span)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::archive::Archive;
+    use crate::hub::Limits;
+    use crate::media::Frame;
+
+    /// The recorder sleeps between fragment ends; frames it has pending when the camera drops
+    /// still go in the file before it is closed.
+    #[tokio::test]
+    async fn frames_pending_when_the_camera_drops_go_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = "5f3a7c1e-0b8d-4a57-9c1f-2e6d8b4a9f10";
+        let text = format!(
+            "[archive]\nrecording = true\ndirectory = \"{d}\"\nms_per_file = 30000\n\
+             [[rtsp_streams]]\nguid = \"{id}\"\nurl = \"rtsp://127.0.0.1:9/x\"\n\
+             output_types = [\"mse\"]\n\
+             archive = {{ recording = true, type = \"filesystem\", directory = \"{d}\", ms_per_file = 30000 }}\n",
+            d = dir.path().display()
+        );
+        let cfg = crate::config::Config::from_str_at(&text, Path::new("t.toml")).expect("config");
+        let archive =
+            Archive::open(&cfg.archive, &cfg.streams, Arc::new(crate::events::Discard)).await;
+        let sa = archive.known(&cfg.streams[0].id).expect("stream archive");
+        let hub = StreamHub::new(cfg.streams[0].id, Limits::default());
+        let start_ms = crate::media::unix_ms_now();
+        let frame = |n: i64| {
+            let mut f = Frame::test_video(n, n == 0, Bytes::from(vec![n as u8; 500]));
+            f.wall_ms = start_ms + n * 40;
+            f
+        };
+        hub.set_online(Arc::clone(&frame(0).params));
+        archive.record(&cfg.streams[0], Arc::clone(&hub));
+        hub.publish(frame(0));
+        // The keyframe wakes the recorder; the next ten end no fragment, so it sleeps on them.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for n in 1..=10 {
+            hub.publish(frame(n));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hub.set_offline(Some("gone".into()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let seg = loop {
+            let closed = sa.index.lock().expect("index").segments().first().cloned();
+            if let Some(s) = closed {
+                break s;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no file closed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(seg.end, EndReason::CameraOffline);
+        assert_eq!(
+            seg.duration_ms,
+            11 * 40,
+            "every frame published is in the file"
+        );
+        assert_eq!(
+            hub.buffered(),
+            (0, 0),
+            "the frames were freed once recorded"
+        );
+    }
+}
