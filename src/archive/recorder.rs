@@ -227,7 +227,7 @@ pub async fn run(
                 _ = cancel.cancelled() => {
                     stopping = true;
                     reason = Some(why.get().copied().unwrap_or(EndReason::ServerStopped));
-                    while let Ok(1..) = sub.try_recv(&mut frames, usize::MAX) {}
+                    let _ = sub.try_recv(&mut frames, usize::MAX);
                 }
                 changed = health.changed() => {
                     if changed.is_err() {
@@ -235,7 +235,7 @@ pub async fn run(
                         reason = Some(EndReason::ServerStopped);
                     } else if !health.borrow_and_update().online {
                         reason = Some(EndReason::CameraOffline);
-                        while let Ok(1..) = sub.try_recv(&mut frames, usize::MAX) {}
+                        let _ = sub.try_recv(&mut frames, usize::MAX);
                     }
                 }
                 r = sub.recv_when(&mut frames, BATCH, wake) => match r {

@@ -160,10 +160,9 @@ async fn mux(
                 }
                 if !health.borrow_and_update().online {
                     // What the session sent last is still pending: it ends the segment.
-                    while let Ok(1..) = sub.try_recv(&mut frames, BATCH) {
-                        for f in frames.drain(..) {
-                            seg.push(&f, false, &mut events);
-                        }
+                    let _ = sub.try_recv(&mut frames, usize::MAX);
+                    for f in frames.drain(..) {
+                        seg.push(&f, false, &mut events);
                     }
                     seg.break_here(&mut events);
                     finish(store, &mut events, out);

@@ -81,6 +81,7 @@ impl Ring {
     }
 
     /// Sequence number of the oldest frame held.
+    #[cfg(test)]
     pub fn first_seq(&self) -> u64 {
         self.first_seq
     }
@@ -88,8 +89,8 @@ impl Ring {
     /// The frames from sequence number `seq` to the newest; `None` when `seq` is no longer
     /// held (a reader there has lagged).
     pub fn since(&self, seq: u64) -> Option<impl Iterator<Item = &Frame>> {
-        let skip = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
-        Some(self.frames.iter().skip(skip))
+        let from = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        (from <= self.frames.len()).then(|| self.frames.range(from..))
     }
 
     /// Sequence number the next pushed frame will get.
