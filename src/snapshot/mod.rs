@@ -200,12 +200,7 @@ async fn decode(
         .filter(|v| v.codec == crate::media::VideoCodec::H264)
         .and_then(|v| picture::annexb_keyframe(&v.sample_entry, &frame.data));
     if let Some(au) = annexb {
-        let idr = picture::has_idr(&frame.data);
-        let decoded = tokio::task::spawn_blocking(move || h264::jpeg(&au, idr, width)).await;
-        if h264::claim_reap() {
-            tokio::spawn(reap_warm_decoder());
-        }
-        match decoded {
+        match tokio::task::spawn_blocking(move || h264::jpeg(&au, width)).await {
             Ok(Ok(jpeg)) => return Ok(jpeg),
             Ok(Err(e)) => tracing::debug!("in-process decode failed, trying ffmpeg: {e}"),
             Err(e) => tracing::warn!("in-process decode failed, trying ffmpeg: {e}"),
@@ -215,22 +210,6 @@ async fn decode(
         n.fetch_add(1, Ordering::Relaxed);
     }
     ffmpeg::jpeg(mp4, width).await
-}
-
-/// Frees the warm H.264 decoder once it has been unused for [`h264::KEEP_WARM`] (one such task
-/// at a time, started by the decode that left a decoder warm).
-async fn reap_warm_decoder() {
-    loop {
-        let wait = match tokio::task::spawn_blocking(|| h264::reap(h264::KEEP_WARM)).await {
-            Ok(Some(wait)) => wait,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!("freeing the warm decoder failed: {e}");
-                return;
-            }
-        };
-        tokio::time::sleep(wait).await;
-    }
 }
 
 /// A picture of one keyframe, outside any cache (archive thumbnails): `None` when it is not a

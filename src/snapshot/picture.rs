@@ -78,23 +78,6 @@ pub fn annexb_keyframe(sample_entry: &[u8], data: &[u8]) -> Option<Vec<u8>> {
     entry::annexb(&entry::parameter_sets(sample_entry)?, data)
 }
 
-/// Whether an H.264 frame (4-byte length-prefixed NAL units) holds an IDR slice: a picture
-/// after which no earlier picture is referenced. A frame cut short says no.
-pub fn has_idr(data: &[u8]) -> bool {
-    let mut rest = data;
-    while let Some(len) = rest.get(..4).and_then(|l| <[u8; 4]>::try_from(l).ok()) {
-        let len = u32::from_be_bytes(len) as usize;
-        let Some(nal) = rest.get(4..4 + len) else {
-            return false;
-        };
-        if nal.first().is_some_and(|h| h & 0x1f == 5) {
-            return true;
-        }
-        rest = &rest[4 + len..];
-    }
-    false
-}
-
 /// Scales an RGB picture to `new_w` wide, the height in proportion and even: each output
 /// pixel averages the input pixels it covers (downscaling), or takes the nearest one.
 pub fn scale_rgb(rgb: &[u8], w: usize, h: usize, new_w: usize) -> (Vec<u8>, usize, usize) {
@@ -157,25 +140,6 @@ mod tests {
             assert!(annexb_keyframe(&entry[..cut], &frame).is_none() || cut >= entry.len());
         }
         assert!(annexb_keyframe(b"not a box at all", &frame).is_none());
-    }
-
-    #[test]
-    fn an_idr_slice_is_found_among_the_nal_units_and_a_cut_frame_has_none() {
-        let nal = |t: u8, n: usize| {
-            let mut v = (n as u32 + 1).to_be_bytes().to_vec();
-            v.push(t);
-            v.extend(std::iter::repeat_n(0xAB, n));
-            v
-        };
-        // SEI, then an IDR slice.
-        let idr = [nal(0x06, 3), nal(0x65, 20)].concat();
-        assert!(has_idr(&idr));
-        // A non-IDR I or P slice (type 1), even with nal_ref_idc set.
-        assert!(!has_idr(&[nal(0x06, 3), nal(0x61, 20)].concat()));
-        assert!(!has_idr(&nal(0x41, 20)));
-        // The IDR's length runs past the end.
-        assert!(!has_idr(&idr[..idr.len() - 1]));
-        assert!(!has_idr(&[]));
     }
 
     #[test]
