@@ -8,9 +8,9 @@
 //! Publishing takes a short lock, appends one frame (a few reference-count increments, no copy)
 //! and bumps a `watch` version; waiting consumers wake and copy out batches of frames. Lazy
 //! consumers (`lazy`: HLS, the recorder) instead wake only for the frame that ends their part
-//! or fragment. Memory is
-//! bounded by the ring's [`Limits`] whatever the consumers do: a consumer that falls behind
-//! is moved to the newest keyframe and told how many frames it missed.
+//! or fragment. Memory is bounded by the ring's [`Limits`] whatever the consumers do: a
+//! consumer that falls behind is moved to the newest keyframe and told how many frames it
+//! missed.
 
 mod delay;
 pub mod diagnostics;
