@@ -143,9 +143,9 @@ async fn write_loop(dir: PathBuf, store: Arc<Store>, mut rx: mpsc::Receiver<Job>
 }
 
 /// Writes a job's parts at its offset into `path` (first renamed from `reuse`, a spare file,
-/// when given) in one trip to the blocking pool: renaming, opening and a write per chunk as
-/// plain system calls there, not a pool round trip each (a part is a `moof` and a buffer per
-/// frame).
+/// when given) in one trip to the blocking pool: renaming, opening and one gathered write of
+/// every chunk (a part is a `moof` and a buffer per frame) as plain system calls there, not a
+/// pool round trip each.
 async fn write(path: &Path, reuse: Option<PathBuf>, job: SpillJob) -> std::io::Result<()> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || write_blocking(&path, reuse, &job))
@@ -154,7 +154,7 @@ async fn write(path: &Path, reuse: Option<PathBuf>, job: SpillJob) -> std::io::R
 }
 
 fn write_blocking(path: &Path, reuse: Option<PathBuf>, job: &SpillJob) -> std::io::Result<()> {
-    use std::io::{Seek, Write};
+    use std::io::{IoSlice, Seek, Write};
     if let Some(old) = reuse {
         if std::fs::rename(&old, path).is_err() {
             let _ = std::fs::remove_file(&old);
@@ -166,17 +166,27 @@ fn write_blocking(path: &Path, reuse: Option<PathBuf>, job: &SpillJob) -> std::i
         .truncate(false)
         .open(path)?;
     f.seek(std::io::SeekFrom::Start(job.offset))?;
-    let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
-    for part in &job.chunks {
-        for c in part {
-            w.write_all(c)?;
+    // The chunks as they are, gathered by the kernel: no buffer to fill (a fresh one per job
+    // cost a page fault per 4 KiB and a copy of every byte).
+    let mut slices: Vec<IoSlice<'_>> = job
+        .chunks
+        .iter()
+        .flatten()
+        .map(|c| IoSlice::new(c))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match f.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    w.flush()?;
     match job.end {
         // What a longer segment left in a file written over goes (a pass over a file that
         // already ends there changes nothing).
-        Some(end) => w.get_ref().set_len(end),
+        Some(end) => f.set_len(end),
         None => Ok(()),
     }
 }
@@ -212,9 +222,16 @@ fn read_blocking(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
 /// Reads from `f`, opened as `path`: `None` if `path` is another file by the time the bytes
 /// are read (renamed away, maybe written over, while we read: not ours).
 fn read_opened(f: &std::fs::File, path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
-    use std::os::unix::fs::{FileExt, MetadataExt};
-    let mut buf = vec![0; len];
-    f.read_exact_at(&mut buf, offset).ok()?;
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::MetadataExt;
+    // Read into spare capacity: not zeroed first (a segment's head is megabytes).
+    let mut buf = Vec::with_capacity(len);
+    let mut r = f;
+    r.seek(std::io::SeekFrom::Start(offset)).ok()?;
+    r.take(len as u64).read_to_end(&mut buf).ok()?;
+    if buf.len() != len {
+        return None;
+    }
     let (ours, now) = (f.metadata().ok()?, std::fs::metadata(path).ok()?);
     (ours.ino() == now.ino() && ours.dev() == now.dev()).then_some(buf)
 }
