@@ -239,7 +239,8 @@ pub async fn session(
             _ => {}
         }
         let next = match wake {
-            Wake::Frames(r) => match v.take(r, &mut frames, &mut outs) {
+            Wake::Frames(r) => match v.take(r, &mut frames, &mut outs, crate::media::unix_ms_now())
+            {
                 Taken::Closed => Next::End(Some(close("Stream has been removed"))),
                 Taken::Resynced => Next::Stay,
                 // One vectored write for the whole batch.

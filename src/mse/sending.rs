@@ -45,7 +45,7 @@ pub struct Viewer<W> {
 /// viewer back from a writer.
 #[derive(Debug)]
 pub struct SentAt {
-    origin: tokio::time::Instant,
+    origin: Instant,
     /// Milliseconds after `origin`.
     ms: AtomicU64,
 }
@@ -54,13 +54,14 @@ impl SentAt {
     /// Written to now.
     pub fn new() -> Arc<SentAt> {
         Arc::new(SentAt {
-            origin: tokio::time::Instant::now(),
+            origin: Instant::now(),
             ms: AtomicU64::new(0),
         })
     }
 
-    fn note(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+    fn note(&self, now: Instant) {
+        let ms = u64::try_from(now.saturating_duration_since(self.origin).as_millis())
+            .unwrap_or(u64::MAX);
         self.ms.store(ms, Ordering::Relaxed);
     }
 
@@ -86,20 +87,20 @@ pub enum Taken {
 
 impl<W: AsyncWrite + Unpin> Viewer<W> {
     /// Turns a read from the ring (`frames`, after `r`) into queued messages. `outs` is
-    /// scratch space.
+    /// scratch space; `now_ms` the wall clock (read once for many viewers by a writer: it only
+    /// decides whether the viewer is seconds behind).
     pub fn take(
         &mut self,
         r: Result<usize, RecvError>,
         frames: &mut Vec<Frame>,
         outs: &mut Vec<Out>,
+        now_ms: i64,
     ) -> Taken {
         // Behind: the ring moved past this viewer, or what it would get now is older than
         // MAX_BEHIND_MS. Either way it continues at the newest keyframe.
         let skipped = match r {
             Ok(_) => {
-                let behind_ms = frames
-                    .first()
-                    .map_or(0, |f| crate::media::unix_ms_now() - f.wall_ms);
+                let behind_ms = frames.first().map_or(0, |f| now_ms - f.wall_ms);
                 if behind_ms > MAX_BEHIND_MS {
                     Some(self.sub.skip_to_newest_key()).filter(|&n| n > 0)
                 } else {
@@ -148,11 +149,14 @@ impl<W: AsyncWrite + Unpin> Viewer<W> {
         Taken::Queued(oldest_live)
     }
 
-    /// Notes a batch written in full.
+    /// Notes a batch written in full (one clock read, per viewer and batch: the delay is this
+    /// viewer's own).
     pub fn sent(&mut self, oldest_live: Option<Instant>) {
+        let now = Instant::now();
         if let Some(r) = oldest_live {
-            self.sub.hub().stats.mse_send_delay.record(r.elapsed());
+            let delay = now.saturating_duration_since(r);
+            self.sub.hub().stats.mse_send_delay.record(delay);
         }
-        self.sent_at.note();
+        self.sent_at.note(now);
     }
 }

@@ -188,6 +188,9 @@ impl<W: AsyncWrite + Unpin> Pool<W> {
             if s.chunk.is_empty() {
                 return;
             }
+            // One wall-clock read per chunk: a turn only compares it with frames' times to
+            // find a viewer seconds behind.
+            let now_ms = crate::media::unix_ms_now();
             let mut i = 0;
             while i < s.chunk.len() {
                 let h = &mut s.chunk[i];
@@ -195,7 +198,7 @@ impl<W: AsyncWrite + Unpin> Pool<W> {
                     // Its session is gone (it ended without asking for the viewer back).
                     Some(Why::Closed)
                 } else {
-                    turn(&mut h.viewer, &mut s.frames, &mut s.outs, cx)
+                    turn(&mut h.viewer, &mut s.frames, &mut s.outs, now_ms, cx)
                 };
                 match why {
                     Some(why) => s.chunk.swap_remove(i).give_back(why),
@@ -230,6 +233,7 @@ fn turn<W: AsyncWrite + Unpin>(
     v: &mut Viewer<W>,
     frames: &mut Vec<Frame>,
     outs: &mut Vec<Out>,
+    now_ms: i64,
     cx: &mut Context<'_>,
 ) -> Option<Why> {
     loop {
@@ -241,7 +245,7 @@ fn turn<W: AsyncWrite + Unpin>(
         if r == Ok(0) {
             return None;
         }
-        let (oldest_live, all) = match v.take(r, frames, outs) {
+        let (oldest_live, all) = match v.take(r, frames, outs, now_ms) {
             Taken::Queued(oldest_live) => (oldest_live, all),
             Taken::Resynced => (None, false),
             Taken::Closed => return Some(Why::Closed),
