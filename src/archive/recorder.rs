@@ -217,7 +217,11 @@ pub async fn run(
         let mut events = Vec::new();
         let mut ops = Vec::new();
         let mut epoch = None;
-        let mut pace = super::thumbs::Pace::new(thumbs.as_ref().map_or(0, |t| t.1));
+        let every_ms = thumbs.as_ref().map_or(0, |t| t.1);
+        let mut pace = super::thumbs::Pace::new(
+            every_ms,
+            super::thumbs::Pace::stagger_ms(every_ms, archive.id.as_u128()),
+        );
         let thumb_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let mut reason = None;

@@ -32,19 +32,31 @@ pub trait Thumbnailer: Send + Sync {
 }
 
 /// Which keyframes become thumbnails: the first, then the first at least `every_ms` after the
-/// last one taken (by wall clock). Pure.
+/// last one taken (by wall clock). The second comes sooner, after `first_gap_ms`: streams that
+/// came online together (a gateway's start) take their thumbnails at different moments from
+/// then on, not all in the same second every interval (each is a decode). Pure.
 #[derive(Clone, Debug)]
 pub struct Pace {
     every_ms: i64,
+    /// The wait after the next thumbnail taken: `first_gap_ms` after the first, then `every_ms`.
+    gap_ms: i64,
     last_ms: Option<i64>,
 }
 
 impl Pace {
-    pub fn new(every_ms: i64) -> Pace {
+    /// `first_gap_ms` is clamped to `1..=every_ms`.
+    pub fn new(every_ms: i64, first_gap_ms: i64) -> Pace {
         Pace {
             every_ms,
+            gap_ms: first_gap_ms.clamp(1, every_ms.max(1)),
             last_ms: None,
         }
+    }
+
+    /// A gap in `[every_ms / 2, every_ms)` that `key` (a stream's id) picks.
+    pub fn stagger_ms(every_ms: i64, key: u128) -> i64 {
+        let half = every_ms.max(0) / 2;
+        half + half * (key % 1000) as i64 / 1000
     }
 
     /// Whether `f` is the next thumbnail (and if so, counts it as taken).
@@ -52,8 +64,10 @@ impl Pace {
         if self.every_ms <= 0 || !f.is_video_key() {
             return false;
         }
-        if self.last_ms.is_some_and(|l| f.wall_ms < l + self.every_ms) {
-            return false;
+        match self.last_ms {
+            Some(l) if f.wall_ms < l + self.gap_ms => return false,
+            Some(_) => self.gap_ms = self.every_ms,
+            None => {}
         }
         self.last_ms = Some(f.wall_ms);
         true
@@ -259,13 +273,48 @@ mod tests {
 
     #[test]
     fn one_keyframe_per_interval_becomes_a_thumbnail() {
-        let mut p = Pace::new(60_000);
+        let mut p = Pace::new(60_000, 60_000);
         assert!(p.take(&key_at(1_000, true)), "the first keyframe");
         assert!(!p.take(&key_at(1_040, false)), "not a keyframe");
         assert!(!p.take(&key_at(3_000, true)), "too soon");
         assert!(!p.take(&key_at(60_999, true)));
         assert!(p.take(&key_at(61_000, true)));
-        assert!(!Pace::new(0).take(&key_at(1_000, true)), "0 turns them off");
+        assert!(!p.take(&key_at(120_999, true)));
+        assert!(p.take(&key_at(121_000, true)));
+        assert!(
+            !Pace::new(0, 0).take(&key_at(1_000, true)),
+            "0 turns them off"
+        );
+    }
+
+    #[test]
+    fn streams_started_together_take_their_thumbnails_apart() {
+        // Two streams online in the same second: the second thumbnail comes after each one's
+        // own gap, and every interval after that keeps them that far apart.
+        let every = 60_000;
+        let taken = |key: u128| {
+            let mut p = Pace::new(every, Pace::stagger_ms(every, key));
+            (0..400_000 / 2000)
+                .map(|i| 1_000 + i * 2000)
+                .filter(|&ms| p.take(&key_at(ms, true)))
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (taken(100), taken(900));
+        assert_eq!(
+            (a[0], b[0]),
+            (1_000, 1_000),
+            "both take their first keyframe"
+        );
+        assert_eq!(a[1], 35_000, "a gap of 30 s + 30 s x 100/1000");
+        assert_eq!(b[1], 59_000, "a gap of 30 s + 30 s x 900/1000");
+        for (x, y) in a[1..].iter().zip(&b[1..]) {
+            assert_eq!(y - x, 24_000, "apart for good");
+        }
+        assert!(a.windows(2).skip(1).all(|w| w[1] - w[0] == every));
+        for key in [0, 999, 1000, u128::MAX] {
+            let gap = Pace::stagger_ms(every, key);
+            assert!((every / 2..every).contains(&gap), "{key}: {gap}");
+        }
     }
 
     #[test]
