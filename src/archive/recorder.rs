@@ -178,12 +178,17 @@ impl Writer {
     }
 }
 
-/// How long the first file of this stream lasts: between half and all of `ms_per_file`,
-/// fixed per stream, so that streams started together cut at different times.
+/// A part of `span` in `[span / 2, span)`, fixed per stream: how soon a stream makes its first
+/// cut and takes its second thumbnail, so that streams started together do not all do it at
+/// once.
+fn stagger(span: i64, id: &uuid::Uuid) -> i64 {
+    let h = (id.as_u128() as u64 % 1000) as i64;
+    span / 2 + span / 2 * h / 1000
+}
+
+/// How long the first file of this stream lasts: between half and all of `ms_per_file`.
 fn first_file_90k(archive: &StreamArchive) -> i64 {
-    let full = archive.ms_per_file.max(1) * 90;
-    let h = archive.id.as_u128() as u64 % 1000;
-    full / 2 + full / 2 * h as i64 / 1000
+    stagger(archive.ms_per_file.max(1) * 90, &archive.id)
 }
 
 /// Records `hub` into `archive` until `cancel` fires or the stream is removed; the open file is
@@ -218,10 +223,7 @@ pub async fn run(
         let mut ops = Vec::new();
         let mut epoch = None;
         let every_ms = thumbs.as_ref().map_or(0, |t| t.1);
-        let mut pace = super::thumbs::Pace::new(
-            every_ms,
-            super::thumbs::Pace::stagger_ms(every_ms, archive.id.as_u128()),
-        );
+        let mut pace = super::thumbs::Pace::new(every_ms, stagger(every_ms, &archive.id));
         let thumb_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let mut reason = None;
@@ -315,6 +317,15 @@ mod tests {
     use crate::archive::Archive;
     use crate::hub::Limits;
     use crate::media::Frame;
+
+    #[test]
+    fn a_stagger_is_half_to_all_of_its_span() {
+        for key in [0, 999, 1000, u128::MAX] {
+            let gap = stagger(60_000, &uuid::Uuid::from_u128(key));
+            assert!((30_000..60_000).contains(&gap), "{key}: {gap}");
+        }
+        assert_eq!(stagger(60_000, &uuid::Uuid::from_u128(100)), 33_000);
+    }
 
     /// The recorder sleeps between fragment ends; frames it has pending when the camera drops
     /// still go in the file before it is closed.

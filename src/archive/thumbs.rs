@@ -53,12 +53,6 @@ impl Pace {
         }
     }
 
-    /// A gap in `[every_ms / 2, every_ms)` that `key` (a stream's id) picks.
-    pub fn stagger_ms(every_ms: i64, key: u128) -> i64 {
-        let half = every_ms.max(0) / 2;
-        half + half * (key % 1000) as i64 / 1000
-    }
-
     /// Whether `f` is the next thumbnail (and if so, counts it as taken).
     pub fn take(&mut self, f: &Frame) -> bool {
         if self.every_ms <= 0 || !f.is_video_key() {
@@ -292,29 +286,25 @@ mod tests {
         // Two streams online in the same second: the second thumbnail comes after each one's
         // own gap, and every interval after that keeps them that far apart.
         let every = 60_000;
-        let taken = |key: u128| {
-            let mut p = Pace::new(every, Pace::stagger_ms(every, key));
+        let taken = |first_gap_ms: i64| {
+            let mut p = Pace::new(every, first_gap_ms);
             (0..400_000 / 2000)
                 .map(|i| 1_000 + i * 2000)
                 .filter(|&ms| p.take(&key_at(ms, true)))
                 .collect::<Vec<_>>()
         };
-        let (a, b) = (taken(100), taken(900));
+        let (a, b) = (taken(33_000), taken(57_000));
         assert_eq!(
             (a[0], b[0]),
             (1_000, 1_000),
             "both take their first keyframe"
         );
-        assert_eq!(a[1], 35_000, "a gap of 30 s + 30 s x 100/1000");
-        assert_eq!(b[1], 59_000, "a gap of 30 s + 30 s x 900/1000");
+        assert_eq!(a[1], 35_000, "the first keyframe 33 s on");
+        assert_eq!(b[1], 59_000, "the first keyframe 57 s on");
         for (x, y) in a[1..].iter().zip(&b[1..]) {
             assert_eq!(y - x, 24_000, "apart for good");
         }
         assert!(a.windows(2).skip(1).all(|w| w[1] - w[0] == every));
-        for key in [0, 999, 1000, u128::MAX] {
-            let gap = Pace::stagger_ms(every, key);
-            assert!((every / 2..every).contains(&gap), "{key}: {gap}");
-        }
     }
 
     #[test]
