@@ -277,26 +277,25 @@ async fn an_audio_only_camera_is_served_recorded_and_played_back() {
 async fn audio_that_starts_five_seconds_after_video_joins_without_breaking_video() {
     let cam = Camera::start(Auth::None);
     let o = run(&cam.url("h264late"), "", 25, Duration::from_secs(20)).await;
-    // Video plays from the start; once the audio arrives the stream carries both.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = o.stream_status().await;
-        let audio = st["codecs"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "audio"));
-        if audio {
-            break;
-        }
-        assert!(Instant::now() < deadline, "audio never joined: {st}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // The SDP announces the audio track from the start, so the codec list names it at once;
+    // that it joined shows only in the fragments. The camera starts the audio 5 s after the
+    // video, later on a loaded machine: read on until a fragment carries it (bounded).
     let mut ws = ws_connect(&o.gw.ws_url(STREAM_A, "")).await;
     let mut cap = Capture::default();
-    collect(&mut ws, &mut cap, 100, Duration::from_secs(20)).await;
-    assert!(cap.codecs[0].contains("mp4a.40.2"), "{:?}", cap.codecs);
     let dir = tempfile::tempdir().expect("tempdir");
-    cap.write(&dir.path().join("late.mp4"));
-    let p = probe(&dir.path().join("late.mp4"));
+    let file = dir.path().join("late.mp4");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut want = 100;
+    let p = loop {
+        collect(&mut ws, &mut cap, want, Duration::from_secs(10)).await;
+        cap.write(&file);
+        let p = probe(&file);
+        if p.audio_frames > 0 || Instant::now() >= deadline || cap.close.is_some() {
+            break p;
+        }
+        want = cap.fragments() + 25;
+    };
+    assert!(cap.codecs[0].contains("mp4a.40.2"), "{:?}", cap.codecs);
     assert!(p.decode_errors.is_empty(), "{}", p.decode_errors);
     assert!(p.audio_frames > 0 && p.video_frames > 0, "{p:?}");
     o.viewer_decodes("before-audio.mp4");
